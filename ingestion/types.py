@@ -1,0 +1,52 @@
+"""Typed values shared by the parsers, the tokenizers and their callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class IngestError(Exception):
+    """A document that cannot be processed, with a stable machine-readable code.
+
+    `code` is one of: ``unsupported_type``, ``encrypted``, ``corrupt``, ``empty``,
+    ``too_many_pages``, ``too_large``. `reason` is a sentence for people.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """What a parser knows before reading any page."""
+
+    media_type: str
+    page_count: int
+    title: str | None = None
+    author: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageText:
+    """One page's extracted text. `number` is 1-based."""
+
+    number: int
+    text: str
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A token count for one model role.
+
+    `method` is ``tokenizer`` (local file), ``server`` (a vLLM ``/tokenize``) or
+    ``estimate``; only the first two are exact.
+    """
+
+    count: int
+    exact: bool
+    tokenizer: str
+    method: str

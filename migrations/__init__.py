@@ -1,0 +1,1 @@
+"""Alembic migrations; `service.migrate.upgrade()` runs them from code."""
