@@ -1,0 +1,1 @@
+"""HTTP API, settings, database models, blob store and the `longdoc` CLI."""

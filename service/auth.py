@@ -1,0 +1,61 @@
+"""Bearer-key authentication; every route that touches data depends on `TenantDep`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import security
+from service.db import SessionDep
+from service.models import ApiKey, Tenant, utcnow
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `longdoc keys create`.")
+# Writing last_used_at on every request would serialize reads on SQLite; a minute is enough.
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def create_key(session: Session, tenant_name: str, key_name: str | None = None) -> str:
+    """Create the tenant if needed and a new key for it; returns the key (shown once)."""
+    tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+    if tenant is None:
+        tenant = Tenant(name=tenant_name)
+        session.add(tenant)
+        session.flush()
+    key, prefix, digest = security.new_key()
+    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=digest, name=key_name))
+    session.commit()
+    return key
+
+
+def current_tenant(
+    session: SessionDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> uuid.UUID:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    key = creds.credentials
+    if not security.well_formed(key):
+        raise _unauthorized("invalid API key")
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == security.lookup_prefix(key)))
+    if row is None or row.revoked_at is not None or not security.key_matches(key, row.key_hash):
+        raise _unauthorized("invalid API key")
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
+        row.last_used_at = now
+        session.commit()
+    return row.tenant_id
+
+
+TenantDep = Annotated[uuid.UUID, Depends(current_tenant)]

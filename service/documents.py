@@ -1,0 +1,196 @@
+"""Document logic behind the routers: register an upload, look up, read text, delete."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+from fastapi import HTTPException, status
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ingestion.formats import SUPPORTED_MEDIA_TYPES, detect_media_type_path
+from ingestion.textfile import PageSpan, parse_page_range, read_pages, spans_from_json
+from ingestion.types import IngestError
+from service import schemas
+from service.blobstore import BlobStore
+from service.models import Document, DocumentStatus, utcnow
+from service.upload import ReceivedFile
+
+log = logging.getLogger(__name__)
+
+
+def _refuse(err: IngestError) -> HTTPException:
+    if err.code == "unsupported_type":
+        return HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail={
+                "code": err.code,
+                "reason": err.reason,
+                "supported": sorted(SUPPORTED_MEDIA_TYPES),
+            },
+        )
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, detail={"code": err.code, "reason": err.reason}
+    )
+
+
+def register_upload(
+    session: Session, store: BlobStore, tenant_id: uuid.UUID, received: ReceivedFile
+) -> tuple[Document, bool]:
+    """Store the upload as a document; the same bytes from the same tenant give the
+    existing document back (second value False) and are not parsed again."""
+    try:
+        try:
+            media_type = detect_media_type_path(received.tmp_path, received.filename)
+        except IngestError as err:
+            raise _refuse(err) from None
+        existing = find_by_sha(session, tenant_id, received.sha256)
+        if existing is not None:
+            return existing, False
+        store.commit_original(received.tmp_path, received.sha256)
+        doc = Document(
+            tenant_id=tenant_id,
+            sha256=received.sha256,
+            filename=received.filename,
+            media_type=media_type,
+            size_bytes=received.size,
+            status=DocumentStatus.queued,
+        )
+        session.add(doc)
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent upload of the same bytes won the insert: theirs is ours.
+            session.rollback()
+            existing = find_by_sha(session, tenant_id, received.sha256)
+            if existing is None:
+                raise
+            return existing, False
+        return doc, True
+    finally:
+        received.tmp_path.unlink(missing_ok=True)
+
+
+def find_by_sha(session: Session, tenant_id: uuid.UUID, sha256: str) -> Document | None:
+    return session.scalar(
+        select(Document).where(Document.tenant_id == tenant_id, Document.sha256 == sha256)
+    )
+
+
+def get_owned(session: Session, tenant_id: uuid.UUID, document_id: uuid.UUID) -> Document:
+    """The tenant's document, or 404 — also for another tenant's, so ids leak nothing."""
+    doc = session.get(Document, document_id)
+    if doc is None or doc.tenant_id != tenant_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="document not found")
+    return doc
+
+
+def list_owned(
+    session: Session, tenant_id: uuid.UUID, limit: int, offset: int, state: DocumentStatus | None
+) -> tuple[list[Document], int]:
+    query = select(Document).where(Document.tenant_id == tenant_id)
+    if state is not None:
+        query = query.where(Document.status == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
+    ).all()
+    return list(rows), total
+
+
+def to_out(doc: Document) -> schemas.DocumentOut:
+    return schemas.DocumentOut(
+        id=doc.id,
+        status=doc.status,
+        filename=doc.filename,
+        media_type=doc.media_type,
+        size_bytes=doc.size_bytes,
+        sha256=doc.sha256,
+        page_count=doc.page_count,
+        progress=schemas.ProgressOut(pages_done=doc.pages_done, page_count=doc.page_count),
+        title=doc.title,
+        author=doc.author,
+        language=doc.language,
+        text_chars=doc.text_chars,
+        warnings=[schemas.PageWarnings(**w) for w in doc.warnings or []],
+        error=(
+            schemas.ErrorOut(code=doc.error_code or "error", reason=doc.error_reason or "")
+            if doc.status == DocumentStatus.failed
+            else None
+        ),
+        token_counts={
+            tc.role: schemas.TokenCountOut(
+                count=tc.count, exact=tc.exact, tokenizer=tc.tokenizer, method=tc.method
+            )
+            for tc in doc.token_counts
+        },
+        attempts=doc.attempts,
+        created_at=doc.created_at,
+        parsed_at=doc.parsed_at,
+    )
+
+
+def read_text(
+    doc: Document, store: BlobStore, pages: str | None, max_pages: int
+) -> schemas.DocumentText:
+    if doc.status != DocumentStatus.parsed or doc.text_key is None or doc.page_map is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"document is {doc.status.value}; text exists once it is parsed",
+        )
+    spans = spans_from_json(doc.page_map)
+    if not spans:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="document has no pages")
+    try:
+        first, last = parse_page_range(pages or f"1-{len(spans)}", len(spans))
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    if last - first + 1 > max_pages:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"at most {max_pages} pages per request; ask for a range with ?pages=A-B",
+        )
+    with store.path(doc.text_key).open("rb") as f:
+        out = [_page_out(span, text) for span, text in read_pages(f, spans, first, last)]
+    return schemas.DocumentText(
+        document_id=doc.id, page_count=len(spans), first_page=first, last_page=last, pages=out
+    )
+
+
+def _page_out(span: PageSpan, text: str) -> schemas.PageOut:
+    return schemas.PageOut(
+        number=span.number,
+        char_start=span.char_start,
+        char_end=span.char_end,
+        warnings=list(span.warnings),
+        text=text,
+    )
+
+
+def delete(session: Session, store: BlobStore, doc: Document) -> None:
+    """Remove the row, its text, and the original unless another document shares it."""
+    sha, text_key = doc.sha256, doc.text_key
+    session.delete(doc)
+    session.commit()
+    if text_key:
+        store.delete(store.path(text_key))
+    still_used = session.scalar(select(func.count()).where(Document.sha256 == sha))
+    if not still_used:
+        store.delete(store.original(sha))
+
+
+def stale_pending(session: Session) -> Iterator[Document]:
+    """Documents not yet dispatched at all (the broker was down at upload)."""
+    yield from session.scalars(
+        select(Document).where(
+            Document.status == DocumentStatus.queued, Document.dispatched_at.is_(None)
+        )
+    )
+
+
+def mark_dispatched(session: Session, doc: Document) -> None:
+    doc.dispatched_at = utcnow()
+    session.commit()

@@ -1,0 +1,22 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service.routers import documents, health
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Longdoc",
+        version="0.1.0",
+        summary="Long-context document processing: parse, count tokens per model, route to vLLM.",
+        license_info={"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
+    )
+    app.include_router(health.router)
+    app.include_router(documents.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,109 @@
+"""/v1/documents: thin handlers over `service.documents`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from service import documents, schemas
+from service.auth import TenantDep
+from service.blobstore import BlobStore
+from service.config import get_settings
+from service.db import SessionDep
+from service.models import DocumentStatus
+from service.upload import receive_file
+from workers.celery_app import dispatch_ingest
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.DocumentOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"description": "The same bytes were uploaded before: that document"},
+        413: {"description": "Over the upload limit; nothing stored"},
+        415: {"description": "Not a supported type; the body lists the supported ones"},
+    },
+)
+async def upload_document(
+    request: Request, response: Response, session: SessionDep, tenant: TenantDep
+) -> schemas.DocumentOut:
+    """Upload a document (multipart field `file`); parsing and token counting follow."""
+    settings = get_settings()
+    store = BlobStore(settings.blobs)
+    received = await receive_file(request, store, settings.max_upload_bytes)
+    doc, created = await run_in_threadpool(
+        documents.register_upload, session, store, tenant, received
+    )
+    if created:
+        try:
+            await run_in_threadpool(dispatch_ingest, str(doc.id))
+            await run_in_threadpool(documents.mark_dispatched, session, doc)
+        except Exception:
+            # The row is safe; the worker's sweeper sends what the API could not.
+            log.exception("could not queue document %s; the sweeper will", doc.id)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return documents.to_out(doc)
+
+
+@router.get("", response_model=schemas.DocumentList)
+def list_documents(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    state: Annotated[DocumentStatus | None, Query(alias="status")] = None,
+) -> schemas.DocumentList:
+    rows, total = documents.list_owned(session, tenant, limit, offset, state)
+    items = [documents.to_out(d) for d in rows]
+    return schemas.DocumentList(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{document_id}", response_model=schemas.DocumentOut)
+def get_document(
+    document_id: uuid.UUID, session: SessionDep, tenant: TenantDep
+) -> schemas.DocumentOut:
+    return documents.to_out(documents.get_owned(session, tenant, document_id))
+
+
+@router.get("/{document_id}/text", response_model=schemas.DocumentText)
+def get_text(
+    document_id: uuid.UUID,
+    session: SessionDep,
+    tenant: TenantDep,
+    pages: Annotated[str | None, Query(description="e.g. 3-7, 5 or 10-", max_length=40)] = None,
+) -> schemas.DocumentText:
+    settings = get_settings()
+    doc = documents.get_owned(session, tenant, document_id)
+    store = BlobStore(settings.blobs)
+    return documents.read_text(doc, store, pages, settings.max_text_pages_per_request)
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_document(document_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> None:
+    doc = documents.get_owned(session, tenant, document_id)
+    documents.delete(session, BlobStore(get_settings().blobs), doc)

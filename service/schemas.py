@@ -1,0 +1,83 @@
+"""Response and request bodies, kept apart from the logic that fills them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.models import DocumentStatus
+
+
+class TokenCountOut(BaseModel):
+    count: int
+    exact: bool = Field(description="False when the count is an estimate, not a tokenizer's.")
+    tokenizer: str
+    method: str = Field(description="tokenizer (local file), server (vLLM /tokenize) or estimate")
+
+
+class PageWarnings(BaseModel):
+    page: int
+    warnings: list[str]
+
+
+class ErrorOut(BaseModel):
+    code: str
+    reason: str
+
+
+class ProgressOut(BaseModel):
+    pages_done: int
+    page_count: int | None
+
+
+class DocumentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    status: DocumentStatus
+    filename: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    page_count: int | None
+    progress: ProgressOut
+    title: str | None
+    author: str | None
+    language: str | None
+    text_chars: int | None
+    warnings: list[PageWarnings]
+    error: ErrorOut | None
+    token_counts: dict[str, TokenCountOut]
+    attempts: int
+    created_at: datetime
+    parsed_at: datetime | None
+
+
+class DocumentList(BaseModel):
+    items: list[DocumentOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class PageOut(BaseModel):
+    number: int
+    char_start: int
+    char_end: int
+    warnings: list[str]
+    text: str
+
+
+class DocumentText(BaseModel):
+    document_id: uuid.UUID
+    page_count: int
+    first_page: int
+    last_page: int
+    pages: list[PageOut]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

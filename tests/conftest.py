@@ -1,0 +1,168 @@
+"""Test setup on the real services: a fresh Postgres database per run, Redis as the
+Celery broker, real Celery worker processes. Nothing here is mocked.
+
+Environment is fixed before any Longdoc module is imported, because settings are
+read once per process and the worker subprocesses inherit the same values.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LONGDOC_TEST_REDIS", "redis://127.0.0.1:6379/15")
+_DB_NAME = f"longdoc_test_{uuid.uuid4().hex[:10]}"
+_DATA_DIR = Path(tempfile.mkdtemp(prefix="longdoc-test-"))
+
+os.environ.update(
+    LONGDOC_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0].replace(
+        "postgresql://", "postgresql+psycopg://"
+    )
+    + f"/{_DB_NAME}",
+    LONGDOC_BROKER_URL=REDIS_URL,
+    LONGDOC_DATA_DIR=str(_DATA_DIR),
+    LONGDOC_HEARTBEAT_INTERVAL_S="0.5",
+    LONGDOC_STALE_AFTER_S="3",
+    LONGDOC_SWEEP_INTERVAL_S="1",
+    LONGDOC_MAX_UPLOAD_BYTES=str(64 * 1024 * 1024),
+    # Below the 2,415-page R manual, so a real PDF trips the page limit.
+    LONGDOC_MAX_PAGES="2000",
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "longdoc" / "corpus"))
+
+
+def corpus_file(rel: str) -> Path:
+    path = CORPUS / rel
+    if not path.is_file():
+        pytest.skip(f"corpus file {path} missing: run scripts/fetch-corpus.sh")
+    return path
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{_DB_NAME}"')
+    from service.config import get_settings
+    from service.migrate import upgrade
+
+    url = get_settings().database_url
+    upgrade(url)
+    yield url
+    from service.db import get_engine
+
+    get_engine().dispose()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{_DB_NAME}" WITH (FORCE)')
+    shutil.rmtree(_DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def start_worker(log_path: Path, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    """A real Celery worker in its own process group, so a test can SIGKILL all of it."""
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "--queues",
+            "ingest",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"test-{uuid.uuid4().hex[:6]}@%h",
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], sig: int = 15) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    tmp_path_factory: pytest.TempPathFactory, database: str, broker: redis.Redis
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_worker(tmp_path_factory.mktemp("worker") / "worker.log")
+    yield proc
+    stop_worker(proc)
+
+
+@pytest.fixture(scope="session")
+def client(database: str, broker: redis.Redis) -> Iterator[object]:
+    from fastapi.testclient import TestClient
+
+    from service.main import app
+
+    with TestClient(app) as c:
+        yield c
+
+
+def _new_key(tenant: str) -> str:
+    from service.auth import create_key
+    from service.db import get_sessionmaker
+
+    with get_sessionmaker()() as session:
+        return create_key(session, tenant)
+
+
+@pytest.fixture(scope="session")
+def api_key(database: str) -> str:
+    return _new_key(f"tenant-a-{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture(scope="session")
+def other_key(database: str) -> str:
+    return _new_key(f"tenant-b-{uuid.uuid4().hex[:6]}")
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

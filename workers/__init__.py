@@ -1,0 +1,1 @@
+"""Celery app and tasks: ingestion now; KV-leased vLLM jobs later."""

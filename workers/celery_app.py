@@ -1,0 +1,64 @@
+"""The Celery app. Redis in production; a SQLite-backed kombu transport when embedded.
+
+Durability does not rest on the broker alone: the database records who is parsing
+what and when they last said so, and `workers.sweeper` re-dispatches work whose
+worker went silent. The broker's own redelivery is a second line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from service.config import Settings, get_settings
+
+INGEST_QUEUE = "ingest"
+INGEST_TASK = "longdoc.ingest"
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        return {"visibility_timeout": settings.broker_visibility_timeout_s}
+    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        # These options go to create_engine; SQLite must wait for the writer lock.
+        return {"connect_args": {"timeout": 30}}
+    return {}
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("longdoc", broker=settings.broker_url, include=["workers.ingest"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_routes={INGEST_TASK: {"queue": INGEST_QUEUE}},
+        task_default_queue=INGEST_QUEUE,
+        broker_transport_options=_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_celery(get_settings())
+
+
+def dispatch_ingest(document_id: str) -> None:
+    app.send_task(INGEST_TASK, args=[document_id], queue=INGEST_QUEUE)
+
+
+def _start_sweeper(**_: Any) -> None:
+    from service.db import get_sessionmaker
+    from workers.sweeper import SweeperThread
+
+    SweeperThread(get_sessionmaker(), get_settings(), dispatch_ingest).start()
+
+
+# Only the worker's main process sweeps; pool children just run tasks.
+worker_ready.connect(_start_sweeper, weak=False)
