@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh machine:
+#   make serve   - install, build tokenizers, start Longdoc embedded (SQLite, no servers)
+#   make test    - install, start Postgres/Redis if down, fetch the corpus, run the suite
+# Built assets (tokenizers, corpus, tool venvs) are cached in $(LONGDOC_CACHE_DIR),
+# outside the clone, so a second run skips them.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export LONGDOC_CACHE_DIR ?= $(HOME)/.cache/longdoc
+export LONGDOC_CORPUS_DIR ?= $(LONGDOC_CACHE_DIR)/corpus
+SHARED ?= $(CURDIR)/../shared
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test services corpus tokenizers lint bench clean
+
+$(BIN)/longdoc: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+tokenizers:
+	bash scripts/build-tokenizers.sh
+
+setup: $(BIN)/longdoc tokenizers
+
+serve: setup
+	$(BIN)/longdoc serve --host $(HOST) --port $(PORT)
+
+services:
+	bash scripts/start-services.sh
+
+corpus:
+	bash $(SHARED)/corpus/fetch-corpus.sh $(LONGDOC_CORPUS_DIR)
+
+test: setup services corpus
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(BIN)/longdoc
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy --strict ingestion
+
+bench: setup corpus
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) *.egg-info
