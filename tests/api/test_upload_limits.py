@@ -46,6 +46,25 @@ def _blob_tmp_files() -> list[str]:
     return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
 
 
+def _read_reply(s: socket.socket) -> bytes:
+    """Status line, headers and the whole body (by Content-Length), however it arrives."""
+    reply = b""
+    try:
+        while b"\r\n\r\n" not in reply and (data := s.recv(65536)):
+            reply += data
+        head, _, body = reply.partition(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+             if line.startswith(b"content-length:")),
+            0,
+        )  # fmt: skip
+        while len(body) < length and (data := s.recv(65536)):
+            body += data
+        return head + b"\r\n\r\n" + body
+    except ConnectionResetError:
+        return reply
+
+
 def _head(key: str, extra: str) -> bytes:
     return (
         "POST /v1/documents HTTP/1.1\r\nHost: test\r\n"
@@ -64,7 +83,6 @@ def test_chunked_upload_over_limit_is_cut(live_server: tuple[str, int], api_key:
     with socket.create_connection(live_server, timeout=30) as s:
         s.sendall(_head(api_key, "Transfer-Encoding: chunked\r\n"))
         s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
-        reply = b""
         try:
             while sent < total:
                 s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -74,14 +92,7 @@ def test_chunked_upload_over_limit_is_cut(live_server: tuple[str, int], api_key:
         except (BrokenPipeError, ConnectionResetError):
             pass
         s.settimeout(30)
-        try:
-            while b"\r\n\r\n" not in reply:
-                data = s.recv(65536)
-                if not data:
-                    break
-                reply += data
-        except ConnectionResetError:
-            pass
+        reply = _read_reply(s)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     # Cut near the limit: allow for what was already in flight in socket buffers.
     assert sent < 2 * LIMIT, f"server read {sent} bytes before refusing"
@@ -93,6 +104,6 @@ def test_declared_length_over_limit_is_refused_before_reading(
 ) -> None:
     with socket.create_connection(live_server, timeout=30) as s:
         s.sendall(_head(api_key, f"Content-Length: {10 * LIMIT}\r\n"))
-        reply = s.recv(65536)
+        reply = _read_reply(s)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b"nothing was stored" in reply
