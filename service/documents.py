@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 
 from fastapi import HTTPException, status
 from sqlalchemy import func, select
@@ -180,15 +179,6 @@ def delete(session: Session, store: BlobStore, doc: Document) -> None:
     still_used = session.scalar(select(func.count()).where(Document.sha256 == sha))
     if not still_used:
         store.delete(store.original(sha))
-
-
-def stale_pending(session: Session) -> Iterator[Document]:
-    """Documents not yet dispatched at all (the broker was down at upload)."""
-    yield from session.scalars(
-        select(Document).where(
-            Document.status == DocumentStatus.queued, Document.dispatched_at.is_(None)
-        )
-    )
 
 
 def mark_dispatched(session: Session, doc: Document) -> None:
