@@ -18,10 +18,12 @@ import typer
 from sqlalchemy import func, select
 
 from service.config import get_settings
+from service.kv_cli import kv as kv_command
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys = typer.Typer(no_args_is_help=True, help="API keys.")
 cli.add_typer(keys, name="keys")
+cli.command("kv")(kv_command)
 
 DataDir = Annotated[
     Path | None,
