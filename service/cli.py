@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from sqlalchemy import func, select
 
+from service.backends_cli import backends as backends_command
 from service.config import get_settings
 from service.kv_cli import kv as kv_command
 
@@ -24,6 +25,7 @@ cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys = typer.Typer(no_args_is_help=True, help="API keys.")
 cli.add_typer(keys, name="keys")
 cli.command("kv")(kv_command)
+cli.command("backends")(backends_command)
 
 DataDir = Annotated[
     Path | None,

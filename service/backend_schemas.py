@@ -1,0 +1,41 @@
+"""Bodies of /v1/backends (and `longdoc backends --json`)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class OverrideOut(BaseModel):
+    configured: int
+    measured: int | None = Field(description="What the server said; null when it said nothing.")
+
+
+class BackendOut(BaseModel):
+    id: uuid.UUID
+    role: str
+    url: str
+    model: str | None
+    max_model_len: int | None = Field(description="As served (or as overridden).")
+    block_size: int | None
+    kv_capacity_bytes: int | None = Field(description="Null when unknown: never admitted on.")
+    kv_capacity_blocks: int | None
+    kv_capacity_tokens: int | None
+    capacity_source: Literal["measured", "configured", "unknown"]
+    leased_bytes: int = Field(description="Sum of unexpired KV leases on this backend.")
+    free_bytes: int | None = Field(description="Capacity minus leased; null when unknown.")
+    healthy: bool = Field(description="Answered /v1/models at the last refresh.")
+    usable: bool = Field(description="Healthy with known context and KV capacity.")
+    last_error: str | None
+    last_seen_at: datetime | None = Field(description="Last time the server answered.")
+    checked_at: datetime = Field(description="Last time a refresher wrote this row.")
+    overrides: dict[str, OverrideOut] = Field(
+        description="Configured values that replaced a different (or missing) measured one."
+    )
+
+
+class BackendList(BaseModel):
+    items: list[BackendOut]

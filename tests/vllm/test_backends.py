@@ -1,0 +1,509 @@
+"""Backend discovery (workers/backends.py) against the session's real SmolLM2 server.
+
+Rows go to the session's fresh Postgres database (tests/conftest.py). A backend
+dies and returns through a real TCP relay in front of the real server; broken
+/metrics come from a real HTTP front that relays /v1/models from the server and
+answers /metrics badly. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import typer
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from service.backends_cli import backends as backends_command
+from service.config import BackendConfig, Settings, get_settings
+from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
+from service.routers.backends import router
+from tests.conftest import auth, wait_for
+from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
+from workers.backends import (
+    NOT_CONFIGURED,
+    BackendRefresher,
+    BackendState,
+    capacity_source,
+    describe,
+    probe,
+    refresh,
+    resolve,
+)
+from workers.vllm_server import HOST, VllmServer, free_port, parse_cache_config
+
+GIB = 1 << 30
+MIB = 1 << 20
+LOGGER = "workers.backends"
+# Every URL this module configures; its rows are removed when the module ends.
+_USED: set[str] = set()
+
+
+# --- a real relay and a real front --------------------------------------------------------
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class Forwarder:
+    """TCP relay to the server; stop() is the backend dying (connection refused)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = (HOST, target_port)
+        self.port = free_port()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((HOST, self.port))
+        listener.listen(16)
+        listener.settimeout(0.1)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        with listener:
+            while not self._stop.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                client.settimeout(None)
+                try:
+                    upstream = socket.create_connection(self.target, timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                with self._lock:
+                    self._conns += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+
+class MetricsFront:
+    """Relays the server's /v1/models; answers /metrics according to `mode`."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.mode = "404"
+        self.http = ThreadingHTTPServer((HOST, 0), self._handler())
+        self.url = f"http://{HOST}:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def metrics(self) -> bytes | None:
+        real = httpx.get(f"{self.upstream}/metrics").raise_for_status().text
+        real_bytes = parse_cache_config(real)["kv_cache_memory_bytes"]
+        bodies = {
+            "garbage": "<html><body>502 Bad Gateway</body></html>\n\x00 not prometheus",
+            # As vLLM on a GPU without --kv-cache-memory-bytes: blocks, but no bytes.
+            "no-bytes": real.replace(
+                f'kv_cache_memory_bytes="{real_bytes}"', 'kv_cache_memory_bytes="None"'
+            ),
+            "huge": real.replace(
+                f'kv_cache_memory_bytes="{real_bytes}"', f'kv_cache_memory_bytes="{10**30}"'
+            ),
+        }
+        return bodies[self.mode].encode() if self.mode in bodies else None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    body: bytes | None = httpx.get(f"{front.upstream}/v1/models").content
+                elif self.path == "/metrics":
+                    body = front.metrics()
+                else:
+                    body = None
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sessions(database: str) -> Iterator[sessionmaker[Session]]:
+    from service.db import get_sessionmaker
+
+    maker = get_sessionmaker()
+    yield maker
+    # The database is the session's: leave no backend of ours for other modules.
+    with maker() as session:
+        session.execute(delete(Tenant).where(Tenant.name.like("backends-test-%")))
+        session.execute(delete(Backend).where(Backend.url.in_(sorted(_USED))))
+        session.commit()
+
+
+@pytest.fixture
+def forwarder(smollm2_server: VllmServer) -> Iterator[Forwarder]:
+    relay = Forwarder(smollm2_server.port)
+    relay.start()
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture(scope="module")
+def front(smollm2_server: VllmServer) -> Iterator[MetricsFront]:
+    server = MetricsFront(smollm2_server.url)
+    yield server
+    server.http.shutdown()
+    server.http.server_close()
+
+
+def settings(*backends: dict[str, object]) -> Settings:
+    configs = [BackendConfig.model_validate(b) for b in backends]
+    _USED.update(str(c.url).rstrip("/") for c in configs)
+    return Settings(backends=configs)
+
+
+def row(session: Session, url: str) -> Backend:
+    found = session.scalars(select(Backend).where(Backend.url == url)).one()
+    session.refresh(found)
+    return found
+
+
+def real_cache_config(server: VllmServer) -> dict[str, str]:
+    return parse_cache_config(httpx.get(f"{server.url}/metrics").raise_for_status().text)
+
+
+# --- probe ----------------------------------------------------------------------------------
+
+
+def test_probe_reads_the_real_server(smollm2_server: VllmServer) -> None:
+    state = probe(smollm2_server.url + "/", timeout=5)
+    labels = real_cache_config(smollm2_server)
+    assert state.error is None and state.metrics_error is None
+    assert state.url == smollm2_server.url
+    assert state.model == SMOLLM2
+    assert state.max_model_len == MAX_MODEL_LEN == 2048
+    assert state.block_size == 128
+    assert state.num_blocks == int(labels["num_gpu_blocks"]) > 0
+    assert state.kv_cache_bytes == int(labels["kv_cache_memory_bytes"]) == GIB
+    assert state.kv_cache_tokens == int(labels["kv_cache_size_tokens"])
+    assert state.kv_cache_tokens == state.num_blocks * 128  # SmolLM2: all full attention
+    assert state.kv_usage == 0.0
+    assert (state.requests_running, state.requests_waiting) == (0, 0)
+
+
+@pytest.mark.parametrize("mode", ["404", "garbage", "no-bytes", "huge"])
+def test_probe_without_usable_metrics_has_unknown_capacity(front: MetricsFront, mode: str) -> None:
+    front.mode = mode
+    state = probe(front.url, timeout=5)
+    assert state.error is None  # it serves: only its capacity is unknown
+    assert (state.model, state.max_model_len) == (SMOLLM2, MAX_MODEL_LEN)
+    assert state.kv_cache_bytes is None
+    assert state.metrics_error and "/metrics" in state.metrics_error
+    res = resolve(state, BackendConfig.model_validate({"role": "gemma", "url": front.url}))
+    assert (res.kv_capacity_bytes, res.capacity_source) == (None, "unknown")
+
+
+def test_probe_of_nothing_listening() -> None:
+    state = probe(f"http://{HOST}:{free_port()}", timeout=2)
+    assert state.error is not None and "ConnectError" in state.error
+    assert state.model is None and state.kv_cache_bytes is None
+
+
+def test_resolve_override_equal_to_measured_is_not_an_override() -> None:
+    state = BackendState("http://x", "m", 2048, kv_cache_bytes=GIB)
+    cfg = BackendConfig.model_validate(
+        {"role": "gemma", "url": "http://x", "kv_cache_bytes": GIB, "max_model_len": 2048}
+    )
+    res = resolve(state, cfg)
+    assert (res.kv_capacity_bytes, res.capacity_source, res.overrides) == (GIB, "measured", {})
+
+
+# --- refresh on Postgres --------------------------------------------------------------------
+
+
+def test_refresh_upserts_rows_and_keeps_unconfigured_ones(
+    sessions: sessionmaker[Session], smollm2_server: VllmServer, forwarder: Forwarder
+) -> None:
+    replicas = settings(
+        {"role": "gemma", "url": smollm2_server.url},
+        {"role": "gemma", "url": forwarder.url + "/"},
+    )
+    labels = real_cache_config(smollm2_server)
+    with sessions() as session:
+        t1 = utcnow()
+        refresh(session, replicas, t1)
+        first = {u: row(session, u).id for u in (smollm2_server.url, forwarder.url)}
+        t2 = t1 + timedelta(seconds=1)
+        refresh(session, replicas, t2)
+        for url, row_id in first.items():
+            r = row(session, url)
+            assert r.id == row_id  # updated in place, not a second row
+            assert (r.role, r.model, r.max_model_len) == ("gemma", SMOLLM2, MAX_MODEL_LEN)
+            assert (r.block_size, r.num_blocks) == (128, int(labels["num_gpu_blocks"]))
+            assert r.kv_capacity_bytes == GIB
+            assert r.kv_capacity_tokens == int(labels["kv_cache_size_tokens"])
+            assert (r.healthy, r.last_error, r.overrides) == (True, None, None)
+            assert r.last_seen_at == t2 and capacity_source(r) == "measured"
+        count = session.scalars(select(Backend).where(Backend.url.in_(list(first)))).all()
+        assert len(count) == 2
+
+        refresh(session, settings({"role": "gemma", "url": smollm2_server.url}), t2)
+        dropped = row(session, forwarder.url)
+        assert dropped.id == first[forwarder.url]
+        assert (dropped.healthy, dropped.last_error) == (False, NOT_CONFIGURED)
+        assert dropped.kv_capacity_bytes == GIB  # what it was, kept for the record
+        assert row(session, smollm2_server.url).healthy
+
+
+def test_dead_backend_goes_down_and_comes_back(
+    sessions: sessionmaker[Session],
+    forwarder: Forwarder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    one = settings({"role": "scout", "url": forwarder.url})
+    with sessions() as session:
+        t1 = utcnow()
+        refresh(session, one, t1)
+        assert row(session, forwarder.url).healthy
+
+        forwarder.stop()
+        refresh(session, one, t1 + timedelta(seconds=1))
+        down = row(session, forwarder.url)
+        assert down.healthy is False
+        assert down.last_error and "ConnectError" in down.last_error
+        assert down.last_seen_at == t1  # the last time it answered
+        assert down.role == "scout" and down.kv_capacity_bytes == GIB
+        (out,) = [b for b in describe(session, utcnow()) if b.url == forwarder.url]
+        assert (out.healthy, out.usable) == (False, False)
+        assert any(f"backend {forwarder.url} is down" in m for m in caplog.messages)
+
+        forwarder.start()
+        t3 = t1 + timedelta(seconds=2)
+        refresh(session, one, t3)
+        up = row(session, forwarder.url)
+        assert (up.healthy, up.last_error, up.last_seen_at) == (True, None, t3)
+        assert any(f"backend {forwarder.url} is up" in m for m in caplog.messages)
+
+
+def test_broken_metrics_unknown_then_configured(
+    sessions: sessionmaker[Session], front: MetricsFront
+) -> None:
+    front.mode = "garbage"
+    with sessions() as session:
+        refresh(session, settings({"role": "gemma", "url": front.url}), utcnow())
+        r = row(session, front.url)
+        assert r.healthy and r.model == SMOLLM2 and r.max_model_len == MAX_MODEL_LEN
+        assert r.kv_capacity_bytes is None and capacity_source(r) == "unknown"
+        assert r.last_error and "cache_config_info" in r.last_error
+        (out,) = [b for b in describe(session, utcnow()) if b.url == front.url]
+        assert (out.usable, out.free_bytes, out.capacity_source) == (False, None, "unknown")
+
+        front.mode = "404"
+        override = {"role": "gemma", "url": front.url, "kv_cache_bytes": 2 * GIB}
+        refresh(session, settings(override), utcnow())
+        r = row(session, front.url)
+        assert r.kv_capacity_bytes == 2 * GIB and capacity_source(r) == "configured"
+        assert r.overrides == {"kv_cache_bytes": {"configured": 2 * GIB, "measured": None}}
+        assert r.last_error and "404" in r.last_error  # still shown: it is not measured
+        (out,) = [b for b in describe(session, utcnow()) if b.url == front.url]
+        assert (out.usable, out.free_bytes, out.capacity_source) == (True, 2 * GIB, "configured")
+
+
+def test_override_differing_from_measured_is_applied_and_logged(
+    sessions: sessionmaker[Session],
+    smollm2_server: VllmServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    url = smollm2_server.url
+    cfg = {"role": "gemma", "url": url, "kv_cache_bytes": 512 * MIB, "max_model_len": 1024}
+    with sessions() as session:
+        refresh(session, settings(cfg), utcnow())
+        r = row(session, url)
+        assert (r.kv_capacity_bytes, r.max_model_len) == (512 * MIB, 1024)
+        assert r.num_blocks == int(real_cache_config(smollm2_server)["num_gpu_blocks"])
+        assert capacity_source(r) == "configured"
+        assert r.overrides == {
+            "kv_cache_bytes": {"configured": 512 * MIB, "measured": GIB},
+            "max_model_len": {"configured": 1024, "measured": MAX_MODEL_LEN},
+        }
+        warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+        assert (
+            f"backend {url}: configured kv_cache_bytes={512 * MIB} overrides the measured {GIB}"
+            in warnings
+        )
+        assert (
+            f"backend {url}: configured max_model_len=1024 overrides the measured 2048" in warnings
+        )
+
+        caplog.clear()  # the same override again: shown in the row, not logged each interval
+        refresh(session, settings(cfg), utcnow())
+        assert not [rec for rec in caplog.records if "overrides" in rec.getMessage()]
+
+        refresh(session, settings({"role": "gemma", "url": url}), utcnow())
+        r = row(session, url)
+        assert (r.kv_capacity_bytes, r.max_model_len, r.overrides) == (GIB, MAX_MODEL_LEN, None)
+        assert any("no longer overridden" in m for m in caplog.messages)
+
+
+# --- what readers see -----------------------------------------------------------------------
+
+
+def _lease(session: Session, backend_id: uuid.UUID, kv_bytes: int, expires_in: float) -> None:
+    tenant = Tenant(name=f"backends-test-{uuid.uuid4().hex[:8]}")
+    session.add(tenant)
+    session.flush()
+    doc = Document(
+        tenant_id=tenant.id, sha256="0" * 64, filename="x.txt", media_type="text/plain",
+        size_bytes=1,
+    )  # fmt: skip
+    session.add(doc)
+    session.flush()
+    job = Job(
+        tenant_id=tenant.id, document_id=doc.id, task="summarize", max_output_tokens=16,
+        idempotency_key=uuid.uuid4().hex, backend_id=backend_id,
+    )  # fmt: skip
+    session.add(job)
+    session.flush()
+    session.add(
+        KvLease(
+            job_id=job.id,
+            backend_id=backend_id,
+            kv_bytes=kv_bytes,
+            kv_blocks=kv_bytes // (1 << 20),
+            expires_at=utcnow() + timedelta(seconds=expires_in),
+        )
+    )
+    session.commit()
+
+
+def _app() -> FastAPI:
+    from service.main import app
+
+    # The real app once /v1/backends is wired into it; until then the router alone.
+    if any(getattr(r, "path", None) == "/v1/backends" for r in app.routes):
+        return app
+    small = FastAPI()
+    small.include_router(router)
+    return small
+
+
+def test_get_v1_backends(
+    sessions: sessionmaker[Session], smollm2_server: VllmServer, front: MetricsFront, api_key: str
+) -> None:
+    front.mode = "garbage"
+    both = settings(
+        {"role": "gemma", "url": smollm2_server.url}, {"role": "scout", "url": front.url}
+    )
+    with sessions() as session:
+        refresh(session, both, utcnow())
+        backend_id = row(session, smollm2_server.url).id
+        _lease(session, backend_id, 100 * MIB, expires_in=600)
+        _lease(session, backend_id, 200 * MIB, expires_in=-1)  # expired: holds nothing
+    labels = real_cache_config(smollm2_server)
+    with TestClient(_app()) as http:
+        assert http.get("/v1/backends").status_code == 401
+        resp = http.get("/v1/backends", headers=auth(api_key))
+    assert resp.status_code == 200, resp.text
+    items = {b["url"]: b for b in resp.json()["items"]}
+    live = items[smollm2_server.url]
+    assert live["role"] == "gemma" and live["model"] == SMOLLM2
+    assert live["max_model_len"] == MAX_MODEL_LEN and live["block_size"] == 128
+    assert live["kv_capacity_bytes"] == GIB
+    assert live["kv_capacity_blocks"] == int(labels["num_gpu_blocks"])
+    assert live["kv_capacity_tokens"] == int(labels["kv_cache_size_tokens"])
+    assert (live["leased_bytes"], live["free_bytes"]) == (100 * MIB, GIB - 100 * MIB)
+    assert (live["healthy"], live["usable"], live["capacity_source"]) == (True, True, "measured")
+    assert live["last_error"] is None and live["overrides"] == {}
+    assert live["last_seen_at"] and live["checked_at"]
+    broken = items[front.url]
+    assert (broken["kv_capacity_bytes"], broken["free_bytes"]) == (None, None)
+    assert (broken["capacity_source"], broken["usable"]) == ("unknown", False)
+
+
+def test_cli_backends_probes_and_prints(
+    sessions: sessionmaker[Session], smollm2_server: VllmServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = typer.Typer()
+    cli.command()(backends_command)
+    config = [{"role": "gemma", "url": smollm2_server.url}]
+    _USED.add(smollm2_server.url)
+    monkeypatch.setenv("LONGDOC_BACKENDS", json.dumps(config))
+    get_settings.cache_clear()
+    try:
+        as_json = CliRunner().invoke(cli, ["--json"])
+        table = CliRunner().invoke(cli, [])
+    finally:
+        monkeypatch.delenv("LONGDOC_BACKENDS")
+        get_settings.cache_clear()
+    assert as_json.exit_code == 0, as_json.output
+    (item,) = [b for b in json.loads(as_json.stdout)["items"] if b["url"] == smollm2_server.url]
+    assert (item["model"], item["kv_capacity_bytes"], item["healthy"]) == (SMOLLM2, GIB, True)
+    assert table.exit_code == 0, table.output
+    line = next(x for x in table.stdout.splitlines() if smollm2_server.url in x)
+    assert "1.00G (measured)" in line and "2,048" in line and line.endswith("up")
+
+
+def test_refresher_thread(sessions: sessionmaker[Session], smollm2_server: VllmServer) -> None:
+    before = utcnow()
+    thread = BackendRefresher(sessions, settings({"role": "gemma", "url": smollm2_server.url}))
+    thread.start()
+    try:
+
+        def refreshed() -> bool:
+            with sessions() as session:
+                r = row(session, smollm2_server.url)
+                return r.healthy and r.last_seen_at is not None and r.last_seen_at >= before
+
+        wait_for(refreshed, timeout=30)
+    finally:
+        thread.stopped.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()

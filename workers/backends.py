@@ -1,0 +1,345 @@
+"""Backend discovery: what each configured vLLM server really is, kept in `backends`.
+
+`probe` asks one server (`GET /v1/models`, `GET /metrics`); `resolve` applies the
+configured overrides; `refresh` writes every configured backend's row, and
+`BackendRefresher` does that on an interval in the worker. Readers (`describe`, the
+API, the CLI) only read the rows.
+
+Capacity is never guessed: a server whose /metrics is missing or malformed has
+unknown KV capacity, which a configured `kv_cache_bytes` may stand in for; without
+one the backend is not usable for admission. An override that disagrees with the
+server is applied, logged and recorded in the row's `overrides`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.backend_schemas import BackendOut
+from service.config import BackendConfig, Settings
+from service.models import Backend, KvLease, utcnow
+from workers.vllm_server import parse_cache_config
+
+log = logging.getLogger(__name__)
+
+CapacitySource = Literal["measured", "configured", "unknown"]
+NOT_CONFIGURED = "not configured"
+# Until Settings has backend_refresh_interval_s / backend_probe_timeout_s.
+PROBE_TIMEOUT_S = 5.0  # for callers without settings; Settings.backend_probe_timeout_s
+# Far above any real KV pool (a node of 8 x 141 GB is ~1.1e12); a bigger number is
+# a broken exporter, and taking it would admit without limit.
+_MAX_SANE = 1 << 50
+_MAX_PARALLEL_PROBES = 8
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """One server as it answered. `error` set: down. `metrics_error` set: up, but
+    the KV figures it could not give are None."""
+
+    url: str
+    model: str | None = None
+    max_model_len: int | None = None
+    block_size: int | None = None
+    num_blocks: int | None = None
+    kv_cache_bytes: int | None = None
+    kv_cache_tokens: int | None = None
+    kv_usage: float | None = None
+    requests_running: int | None = None
+    requests_waiting: int | None = None
+    error: str | None = None
+    metrics_error: str | None = None
+
+
+def normalize_url(url: object) -> str:
+    # HttpUrl adds a trailing slash; rows are keyed by URL, so one spelling only.
+    return str(url).rstrip("/")
+
+
+def _positive(labels: Mapping[str, str], key: str) -> int | None:
+    try:
+        value = int(labels.get(key, ""))
+    except ValueError:  # vLLM writes "None" for what it does not know
+        return None
+    return value if 0 < value <= _MAX_SANE else None
+
+
+def _gauges(text: str, name: str) -> list[float]:
+    values = []
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            try:
+                values.append(float(line.rsplit(None, 1)[-1]))
+            except ValueError:
+                continue
+    return values
+
+
+def _model_entry(body: Any) -> tuple[str, int]:
+    entries = body["data"]
+    # LoRA adapters are listed too, each with a `parent`; the base model has none.
+    base = next((e for e in entries if not e.get("parent")), entries[0])
+    model, length = base["id"], base["max_model_len"]
+    if not isinstance(model, str) or not isinstance(length, int) or length <= 0:
+        raise ValueError(f"unusable model entry {base!r}")
+    return model, length
+
+
+def _from_metrics(url: str, model: str, length: int, text: str) -> BackendState:
+    try:
+        labels = parse_cache_config(text)
+    except ValueError as exc:
+        return BackendState(url, model, length, metrics_error=f"/metrics: {exc}")
+    kv_bytes = _positive(labels, "kv_cache_memory_bytes")
+    usage = _gauges(text, "vllm:kv_cache_usage_perc")
+    running = _gauges(text, "vllm:num_requests_running")
+    waiting = _gauges(text, "vllm:num_requests_waiting")
+    return BackendState(
+        url,
+        model,
+        length,
+        block_size=_positive(labels, "block_size"),
+        num_blocks=_positive(labels, "num_gpu_blocks"),
+        kv_cache_bytes=kv_bytes,
+        kv_cache_tokens=_positive(labels, "kv_cache_size_tokens"),
+        # Several engines (data parallel) each report; the fullest one bounds us.
+        kv_usage=max(usage) if usage else None,
+        requests_running=int(sum(running)) if running else None,
+        requests_waiting=int(sum(waiting)) if waiting else None,
+        metrics_error=None
+        if kv_bytes
+        else "/metrics: vllm:cache_config_info has no usable kv_cache_memory_bytes "
+        f"({labels.get('kv_cache_memory_bytes')!r})",
+    )
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> BackendState:
+    """Ask one server for its model, context and KV pool. Never raises for the
+    server's faults: they come back in `error` / `metrics_error`."""
+    base = normalize_url(url)
+    with httpx.Client(base_url=base, timeout=timeout) as client:
+        try:
+            model, length = _model_entry(client.get("/v1/models").raise_for_status().json())
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            return BackendState(base, error=f"GET /v1/models: {type(e).__name__}: {e}")
+        try:
+            text = client.get("/metrics").raise_for_status().text
+        except httpx.HTTPError as exc:
+            return BackendState(base, model, length, metrics_error=f"GET /metrics: {exc}")
+    return _from_metrics(base, model, length, text)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A reachable backend's values after the configured overrides."""
+
+    state: BackendState
+    max_model_len: int | None
+    kv_capacity_bytes: int | None
+    capacity_source: CapacitySource
+    # field -> {"configured": ..., "measured": ...}, only where configuration won.
+    overrides: dict[str, dict[str, int | None]] = field(default_factory=dict)
+
+
+def _pick(
+    name: str, measured: int | None, configured: int | None, overrides: dict[str, Any]
+) -> int | None:
+    if configured is None or configured == measured:
+        return measured
+    overrides[name] = {"configured": configured, "measured": measured}
+    return configured
+
+
+def resolve(state: BackendState, cfg: BackendConfig) -> Resolved:
+    overrides: dict[str, dict[str, int | None]] = {}
+    length = _pick("max_model_len", state.max_model_len, cfg.max_model_len, overrides)
+    kv = _pick("kv_cache_bytes", state.kv_cache_bytes, cfg.kv_cache_bytes, overrides)
+    source: CapacitySource = (
+        "unknown" if kv is None else "configured" if "kv_cache_bytes" in overrides else "measured"
+    )
+    return Resolved(state, length, kv, source, overrides)
+
+
+def capacity_source(row: Backend) -> CapacitySource:
+    if row.kv_capacity_bytes is None:
+        return "unknown"
+    return "configured" if "kv_cache_bytes" in (row.overrides or {}) else "measured"
+
+
+def usable(row: Backend) -> bool:
+    """Whether admission may place work here: up, with a known context and pool."""
+    return row.healthy and row.max_model_len is not None and row.kv_capacity_bytes is not None
+
+
+# --- the rows ---------------------------------------------------------------------------
+
+
+def _upsert(session: Session, insert_values: dict[str, Any], update_keys: list[str]) -> None:
+    # ON CONFLICT, not select-then-insert: every worker runs a refresher.
+    values = {"id": uuid.uuid4(), **insert_values}
+    changes = {k: insert_values[k] for k in update_keys}
+    if session.get_bind().dialect.name == "postgresql":
+        pg = postgresql.insert(Backend).values(values)
+        session.execute(pg.on_conflict_do_update(index_elements=[Backend.url], set_=changes))
+    else:
+        lite = sqlite.insert(Backend).values(values)
+        session.execute(lite.on_conflict_do_update(index_elements=[Backend.url], set_=changes))
+
+
+def _log_changes(old: Backend | None, url: str, new: Resolved | None, error: str | None) -> None:
+    was_up = old is not None and old.healthy
+    if new is None:
+        if was_up or old is None or old.last_error != error:
+            log.warning("backend %s is down: %s", url, error)
+        return
+    if not was_up:
+        log.info("backend %s is up: %s", url, new.state.model)
+    if new.state.metrics_error and (old is None or old.last_error != new.state.metrics_error):
+        log.warning("backend %s: KV capacity not measured: %s", url, new.state.metrics_error)
+    before = (old.overrides if old is not None else None) or {}
+    for name, values in new.overrides.items():
+        # Warn on change, not on every interval; the row shows it all the time.
+        if before.get(name) != values:
+            log.warning(
+                "backend %s: configured %s=%s overrides the measured %s",
+                url,
+                name,
+                values["configured"],
+                values["measured"],
+            )
+    for name in before.keys() - new.overrides.keys():
+        log.warning("backend %s: %s no longer overridden; using the measured value", url, name)
+
+
+def refresh(
+    session: Session, settings: Settings, now: datetime, timeout: float | None = None
+) -> None:
+    """Probe every configured backend and write its row; commits."""
+    configs: dict[str, BackendConfig] = {}
+    for cfg in settings.backends:
+        url = normalize_url(cfg.url)
+        if url in configs:
+            log.warning("backend %s configured twice; using the first (%s)", url, configs[url].role)
+            continue
+        configs[url] = cfg
+    wait = timeout or settings.backend_probe_timeout_s
+    # Probe before touching the database: no transaction stays open across the network.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(configs), _MAX_PARALLEL_PROBES))) as pool:
+        states = list(pool.map(lambda u: probe(u, wait), sorted(configs)))
+    old = {row.url: row for row in session.scalars(select(Backend))}
+    for state in states:  # sorted by URL: concurrent refreshers lock rows in one order
+        cfg = configs[state.url]
+        base = {"role": cfg.role, "url": state.url, "updated_at": now}
+        if state.error is not None:
+            _log_changes(old.get(state.url), state.url, None, state.error)
+            down = {**base, "healthy": False, "last_error": state.error}
+            # Keep the last measured figures: they say what comes back, if it does.
+            _upsert(session, down, ["role", "healthy", "last_error", "updated_at"])
+            continue
+        res = resolve(state, cfg)
+        _log_changes(old.get(state.url), state.url, res, None)
+        up = {
+            **base,
+            "model": state.model,
+            "max_model_len": res.max_model_len,
+            "block_size": state.block_size,
+            "num_blocks": state.num_blocks,
+            "kv_capacity_bytes": res.kv_capacity_bytes,
+            "kv_capacity_tokens": state.kv_cache_tokens,
+            "overrides": res.overrides or None,
+            "healthy": True,
+            "last_error": state.metrics_error,
+            "last_seen_at": now,
+        }
+        _upsert(session, up, [k for k in up if k != "url"])
+    for url, row in sorted(old.items()):
+        if url not in configs and (row.healthy or row.last_error != NOT_CONFIGURED):
+            log.warning("backend %s is no longer configured; marked down", url)
+    # Never deleted: leases and jobs point at these rows, and the history is useful.
+    session.execute(
+        update(Backend)
+        .where(
+            Backend.url.not_in(list(configs)),
+            or_(Backend.healthy.is_(True), Backend.last_error.is_distinct_from(NOT_CONFIGURED)),
+        )
+        .values(healthy=False, last_error=NOT_CONFIGURED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.expire_all()
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def leased_bytes(session: Session, now: datetime) -> dict[uuid.UUID, int]:
+    """Unexpired leases per backend: an expired lease holds nothing (its worker died)."""
+    rows = session.execute(
+        select(KvLease.backend_id, func.sum(KvLease.kv_bytes))
+        .where(KvLease.expires_at > now)
+        .group_by(KvLease.backend_id)
+    ).all()
+    return {backend_id: int(total) for backend_id, total in rows}  # Postgres: Decimal
+
+
+def describe(session: Session, now: datetime) -> list[BackendOut]:
+    leased = leased_bytes(session, now)
+    out = []
+    for row in session.scalars(select(Backend).order_by(Backend.role, Backend.url)):
+        held = leased.get(row.id, 0)
+        cap = row.kv_capacity_bytes
+        out.append(
+            BackendOut(
+                id=row.id,
+                role=row.role,
+                url=row.url,
+                model=row.model,
+                max_model_len=row.max_model_len,
+                block_size=row.block_size,
+                kv_capacity_bytes=cap,
+                kv_capacity_blocks=row.num_blocks,
+                kv_capacity_tokens=row.kv_capacity_tokens,
+                capacity_source=capacity_source(row),
+                leased_bytes=held,
+                # Negative when an override lowered capacity below what is leased.
+                free_bytes=None if cap is None else cap - held,
+                healthy=row.healthy,
+                usable=usable(row),
+                last_error=row.last_error,
+                last_seen_at=row.last_seen_at,
+                checked_at=row.updated_at,
+                overrides=row.overrides or {},
+            )
+        )
+    return out
+
+
+class BackendRefresher(threading.Thread):
+    def __init__(self, sessions: Callable[[], Session], settings: Settings) -> None:
+        super().__init__(name="backend-refresher", daemon=True)
+        self._sessions = sessions
+        self._settings = settings
+        self._interval = settings.backend_refresh_interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                with self._sessions() as session:
+                    refresh(session, self._settings, utcnow())
+            except Exception:
+                log.exception("backend refresh failed; trying again next interval")
+            if self.stopped.wait(self._interval):
+                return
