@@ -243,6 +243,8 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_status_seq", "status", "seq"),
+        # The ledger's admission scan: one role's waiting jobs in arrival order.
+        Index("ix_jobs_role_status_seq", "role", "status", "seq"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -276,6 +278,19 @@ class Job(Base):
     kv_wait_s: Mapped[float | None] = mapped_column(Float)
     prefill_s: Mapped[float | None] = mapped_column(Float)
 
+    # What the KV ledger admits on: the backend role the plan chose, the KV the
+    # request reserves there, how long it is expected to hold it (backfilling
+    # needs an end time), and since when it waits (the aging bound).
+    role: Mapped[str | None] = mapped_column(String(32))
+    kv_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    kv_blocks: Mapped[int | None] = mapped_column(BigInteger)
+    est_duration_s: Mapped[float | None] = mapped_column(Float)
+    waiting_since: Mapped[datetime | None]
+    # A replica whose prefix cache likely holds this document; without one the
+    # ledger looks up the replica that last served the document. Only a hint, so
+    # no foreign key: SQLite could not add one without rebuilding `jobs`.
+    preferred_backend_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
 
 class Result(Base):
     """One per job: a retried request never writes a second row (unique job_id)."""
@@ -301,7 +316,10 @@ class KvLease(Base):
     """KV-cache bytes reserved for one job on one backend until released or expired."""
 
     __tablename__ = "kv_leases"
-    __table_args__ = (Index("ix_kv_leases_backend_expires", "backend_id", "expires_at"),)
+    __table_args__ = (
+        Index("ix_kv_leases_backend_expires", "backend_id", "expires_at"),
+        Index("ix_kv_leases_expires", "expires_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     job_id: Mapped[uuid.UUID] = mapped_column(
@@ -312,3 +330,6 @@ class KvLease(Base):
     kv_blocks: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+    # When the job's estimate says it ends; admission plans reservations on it.
+    expected_end_at: Mapped[datetime | None]
+    renewed_at: Mapped[datetime | None]

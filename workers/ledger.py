@@ -1,0 +1,372 @@
+"""The KV ledger: leases that reserve a job's KV-cache bytes on one vLLM replica.
+
+A job runs only while it holds a lease. Every function takes `now` from the caller
+(workers pass `utcnow()`, tests and the simulator their own clock) and owns its
+transaction; `release(commit=False)` leaves the commit to the caller so the job's
+Result can land in the same transaction.
+
+Invariants, on Postgres and SQLite alike:
+- a lease exists iff its job is `running`: both change in one transaction;
+- the bytes of all lease rows on a backend never exceed its capacity.
+
+Why the second holds under concurrency: only `try_admit` inserts leases, and only
+while holding the write lock on its role's backends: `SELECT … FOR NO KEY UPDATE`
+ordered by id on Postgres (admitters queue instead of deadlocking, and foreign key
+checks from other tables are not blocked), `BEGIN IMMEDIATE` on SQLite (the
+database-wide write lock). Under that lock it first deletes the expired leases it
+is about to ignore, and only then counts the rest. So an expired lease is never
+counted as free while its row exists, and a late heartbeat cannot revive it once
+it has been: the row is gone. Lock order everywhere: backends, leases, jobs.
+
+Workers should hand `renew` and `release` the `lease_id` they were admitted with:
+it fences a worker whose lease expired, and whose job was admitted again under a
+new lease, off its successor's lease.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from ingestion import admission
+from service.db import rows_changed
+from service.models import Backend, Job, JobStatus, KvLease
+
+_FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+_NO_SYNC = {"synchronize_session": False}
+_WAITING = JobStatus.waiting_for_capacity
+
+
+class LedgerError(RuntimeError):
+    """The ledger caught itself about to break an invariant; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    job_id: uuid.UUID
+    backend_id: uuid.UUID
+    lease_id: uuid.UUID
+    kv_bytes: int
+    expires_at: datetime
+    rule: admission.Rule
+
+
+@dataclass(frozen=True)
+class AdmitResult:
+    admitted: tuple[Admitted, ...]
+    failed: tuple[tuple[uuid.UUID, str], ...]  # (job, reason): larger than every replica
+    expired: tuple[uuid.UUID, ...]  # jobs whose dead lease this call reaped
+    head: uuid.UUID | None  # the first job left waiting
+    reservation_at: datetime | None  # when the head is expected to fit
+
+
+@dataclass(frozen=True)
+class Capacity:
+    backend_id: uuid.UUID
+    role: str
+    url: str
+    healthy: bool
+    total_bytes: int | None
+    leased_bytes: int
+    free_bytes: int | None
+    leases: int
+
+
+def try_admit(
+    session: Session,
+    role: str,
+    now: datetime,
+    ttl_s: float,
+    *,
+    policy: admission.Policy | None = None,
+    max_attempts: int = 3,
+    max_scan: int = 1000,
+) -> AdmitResult:
+    """Admit what `ingestion.admission` allows on `role`'s replicas, in one
+    transaction; on the way, reap dead leases there (as `expire` does) and fail
+    waiting jobs larger than every replica of the role."""
+    with _write(session):
+        backends = session.execute(
+            select(Backend.id, Backend.kv_capacity_bytes, Backend.healthy)
+            .where(Backend.role == role)
+            .order_by(Backend.id)
+            .with_for_update(key_share=True)
+        ).all()
+        ids = [b.id for b in backends]
+        expired = _reap(session, ids, now, max_attempts) if ids else []
+        held: dict[uuid.UUID, list[admission.Lease]] = {}
+        for b_id, kv_bytes, end in session.execute(
+            select(KvLease.backend_id, KvLease.kv_bytes, KvLease.expected_end_at).where(
+                KvLease.backend_id.in_(ids), KvLease.expires_at > now
+            )
+        ):
+            lease = admission.Lease(kv_bytes, end.timestamp() if end else math.inf)
+            held.setdefault(b_id, []).append(lease)
+        # Unknown capacity is never taken as infinite: such a replica gets nothing.
+        replicas = [
+            admission.Replica(str(b.id), b.kv_capacity_bytes, tuple(held.get(b.id, ())), b.healthy)
+            for b in backends
+            if b.kv_capacity_bytes is not None
+        ]
+        # Table rows, not ORM objects: the caller's identity map must not keep a
+        # stale copy of the jobs this transaction moves.
+        jobs = session.execute(
+            select(Job.__table__)
+            .where(Job.role == role, Job.status == _WAITING, Job.kv_bytes.is_not(None))
+            .order_by(Job.seq, Job.id)
+            .limit(max_scan)
+        ).all()
+        by_id = {str(j.id): j for j in jobs}
+        served = _last_served(session, role, jobs)
+        waiting = [_waiting(j, served) for j in jobs]
+        decision = admission.decide(replicas, waiting, now.timestamp(), policy)
+
+        largest = max((r.capacity_bytes for r in replicas), default=0)
+        # While some replica's capacity is unknown it might be the one that fits:
+        # the job waits instead of failing.
+        unknown = any(b.kv_capacity_bytes is None for b in backends)
+        failed = []
+        for job in [] if unknown else [by_id[i] for i in decision.oversize]:
+            reason = f"needs {job.kv_bytes} B of KV cache; the largest {role} replica has {largest}"
+            stmt = update(Job).where(Job.id == job.id, Job.status == _WAITING)
+            values = {"status": JobStatus.failed, "error_reason": reason, "finished_at": now}
+            if rows_changed(session.execute(stmt.values(values), execution_options=_NO_SYNC)):
+                failed.append((job.id, reason))
+        admitted = [
+            a for p in decision.placements if (a := _admit(session, by_id[p.job_id], p, now, ttl_s))
+        ]
+        caps = {b.id: b.kv_capacity_bytes for b in backends}
+        _check(session, {a.backend_id for a in admitted}, caps)
+
+    res = decision.reservation
+    return AdmitResult(
+        tuple(admitted),
+        tuple(failed),
+        tuple(expired),
+        uuid.UUID(decision.head) if decision.head else None,
+        datetime.fromtimestamp(res.at, UTC) if res else None,
+    )
+
+
+def renew(
+    session: Session,
+    job_id: uuid.UUID,
+    now: datetime,
+    ttl_s: float,
+    *,
+    lease_id: uuid.UUID | None = None,
+) -> bool:
+    """Heartbeat: move the lease's expiry to now + ttl if it has not expired and its
+    job is running. False means the lease is lost: stop working on the job."""
+    with _write(session):
+        running = select(Job.id).where(Job.id == job_id, Job.status == JobStatus.running)
+        stmt = update(KvLease).where(
+            KvLease.job_id == job_id, KvLease.expires_at > now, KvLease.job_id.in_(running)
+        )
+        if lease_id is not None:
+            stmt = stmt.where(KvLease.id == lease_id)
+        values = {"expires_at": now + timedelta(seconds=ttl_s), "renewed_at": now}
+        ok = rows_changed(session.execute(stmt.values(values), execution_options=_NO_SYNC)) == 1
+        if ok:
+            beat = update(Job).where(Job.id == job_id).values(heartbeat_at=now)
+            session.execute(beat, execution_options=_NO_SYNC)
+    return ok
+
+
+def release(
+    session: Session,
+    job_id: uuid.UUID,
+    now: datetime,
+    status: JobStatus = JobStatus.succeeded,
+    *,
+    lease_id: uuid.UUID | None = None,
+    error_reason: str | None = None,
+    commit: bool = True,
+    **values: Any,
+) -> bool:
+    """Delete the job's lease and set its status in the same transaction.
+
+    `status` is final, or `waiting_for_capacity` to give the bytes back and queue
+    again (the job keeps its `seq`, so its place). `values` are more job columns.
+    A lease past its expiry that nobody has reaped yet may still be released: no
+    one has counted its bytes as free. False: the caller no longer held the lease
+    (or its job was not running), and the job was left alone."""
+    if status not in (*_FINAL, _WAITING):
+        raise ValueError(f"cannot release a job into {status}")
+    final = status in _FINAL
+    with _write(session, commit=commit):
+        gone = delete(KvLease).where(KvLease.job_id == job_id)
+        if lease_id is not None:
+            gone = gone.where(KvLease.id == lease_id)
+        if rows_changed(session.execute(gone, execution_options=_NO_SYNC)) != 1:
+            return False
+        changes: dict[str, Any] = {"status": status, "heartbeat_at": None, **values}
+        changes["finished_at" if final else "waiting_since"] = now
+        if error_reason is not None:
+            changes["error_reason"] = error_reason
+        done = update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
+        # A lease whose job is not running is garbage: deleting it is right anyway.
+        return rows_changed(session.execute(done.values(changes), execution_options=_NO_SYNC)) == 1
+
+
+def expire(session: Session, now: datetime, *, max_attempts: int = 3) -> list[uuid.UUID]:
+    """Delete every expired lease (and any whose job is not running); put their jobs
+    back in the queue, or fail them after `max_attempts` expiries. Returns the jobs
+    moved. `try_admit` reaps its own role too; this sweeps roles nobody admits on."""
+    with _write(session):
+        ids = list(session.scalars(select(KvLease.backend_id).where(_dead(now)).distinct()))
+        if not ids:
+            return []
+        lock = select(Backend.id).where(Backend.id.in_(ids)).order_by(Backend.id)
+        session.execute(lock.with_for_update(key_share=True)).all()
+        return _reap(session, ids, now, max_attempts)
+
+
+def capacity(
+    session: Session, now: datetime, *, role: str | None = None, backend_id: uuid.UUID | None = None
+) -> list[Capacity]:
+    """Total, leased and free KV bytes per backend, for the API and the CLI. Leases
+    past their expiry count as free even before anyone reaps them."""
+    stmt = select(Backend).order_by(Backend.role, Backend.url)
+    if role is not None:
+        stmt = stmt.where(Backend.role == role)
+    if backend_id is not None:
+        stmt = stmt.where(Backend.id == backend_id)
+    backends = session.scalars(stmt).all()
+    sums = select(KvLease.backend_id, func.sum(KvLease.kv_bytes), func.count()).where(
+        KvLease.expires_at > now, KvLease.backend_id.in_([b.id for b in backends])
+    )
+    leased = {
+        b: (int(n_bytes), n) for b, n_bytes, n in session.execute(sums.group_by(KvLease.backend_id))
+    }
+    out = []
+    for b in backends:
+        used, n = leased.get(b.id, (0, 0))
+        total = b.kv_capacity_bytes
+        free = None if total is None else total - used
+        out.append(Capacity(b.id, b.role, b.url, b.healthy, total, used, free, n))
+    return out
+
+
+@contextmanager
+def _write(session: Session, *, commit: bool = True) -> Iterator[None]:
+    """A write transaction. SQLite takes its write lock up front (BEGIN IMMEDIATE):
+    a deferred transaction that read first could not upgrade to writing after
+    another writer committed. Postgres relies on the row locks taken inside."""
+    conn = session.connection()
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite" and not getattr(raw, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
+    if commit:
+        session.commit()
+
+
+def _dead(now: datetime) -> ColumnElement[bool]:
+    running = select(Job.id).where(Job.status == JobStatus.running)
+    return or_(KvLease.expires_at <= now, KvLease.job_id.not_in(running))
+
+
+def _reap(
+    session: Session, backend_ids: Sequence[uuid.UUID], now: datetime, max_attempts: int
+) -> list[uuid.UUID]:
+    """Delete the dead leases on backends the caller has locked; requeue their jobs,
+    or fail those whose lease has now expired `max_attempts` times."""
+    gone = delete(KvLease).where(KvLease.backend_id.in_(backend_ids), _dead(now))
+    job_ids = session.scalars(gone.returning(KvLease.job_id), execution_options=_NO_SYNC).all()
+    if not job_ids:
+        return []
+    was_running = (Job.id.in_(job_ids), Job.status == JobStatus.running)
+    reason = f"KV lease expired {max_attempts} times: its worker stopped renewing it"
+    common = {"attempts": Job.attempts + 1, "heartbeat_at": None}
+    fail = update(Job).where(*was_running, Job.attempts + 1 >= max_attempts)
+    fail = fail.values(status=JobStatus.failed, error_reason=reason, finished_at=now, **common)
+    requeue = update(Job).where(*was_running)
+    requeue = requeue.values(status=_WAITING, waiting_since=now, **common)
+    return [
+        *session.scalars(fail.returning(Job.id), execution_options=_NO_SYNC),
+        *session.scalars(requeue.returning(Job.id), execution_options=_NO_SYNC),
+    ]
+
+
+def _last_served(session: Session, role: str, jobs: Sequence[Any]) -> dict[uuid.UUID, str]:
+    """The replica that most recently ran each document: its prefix cache may hold it."""
+    docs = {j.document_id for j in jobs if j.preferred_backend_id is None}
+    if not docs:
+        return {}
+    rows = session.execute(
+        select(Job.document_id, Job.backend_id)
+        .where(Job.document_id.in_(docs), Job.role == role, Job.backend_id.is_not(None))
+        .where(Job.admitted_at.is_not(None))
+        .order_by(Job.admitted_at)
+    )
+    return {doc: str(backend) for doc, backend in rows}
+
+
+def _waiting(job: Any, served: dict[uuid.UUID, str]) -> admission.WaitingJob:
+    preferred = job.preferred_backend_id
+    return admission.WaitingJob(
+        id=str(job.id),
+        seq=job.seq,
+        kv_bytes=job.kv_bytes,
+        waiting_since=(job.waiting_since or job.created_at).timestamp(),
+        est_duration_s=math.inf if job.est_duration_s is None else job.est_duration_s,
+        preferred_replica=str(preferred) if preferred else served.get(job.document_id),
+    )
+
+
+def _admit(
+    session: Session, job: Any, placement: admission.Placement, now: datetime, ttl_s: float
+) -> Admitted | None:
+    backend_id = uuid.UUID(placement.replica_id)
+    waited = max((now - (job.waiting_since or job.created_at)).total_seconds(), 0.0)
+    stmt = update(Job).where(Job.id == job.id, Job.status == _WAITING)
+    moved = stmt.values(
+        status=JobStatus.running,
+        backend_id=backend_id,
+        admitted_at=now,
+        heartbeat_at=now,
+        waiting_since=None,
+        kv_wait_s=(job.kv_wait_s or 0.0) + waited,
+    )
+    if rows_changed(session.execute(moved, execution_options=_NO_SYNC)) != 1:
+        return None  # cancelled meanwhile: its bytes simply stay free
+    lease_id, expires, est = uuid.uuid4(), now + timedelta(seconds=ttl_s), job.est_duration_s
+    session.execute(
+        insert(KvLease).values(
+            id=lease_id,
+            job_id=job.id,
+            backend_id=backend_id,
+            kv_bytes=job.kv_bytes,
+            kv_blocks=job.kv_blocks or 0,
+            created_at=now,
+            expires_at=expires,
+            expected_end_at=None if est is None else now + timedelta(seconds=est),
+        )
+    )
+    return Admitted(job.id, backend_id, lease_id, job.kv_bytes, expires, placement.rule)
+
+
+def _check(
+    session: Session, backend_ids: set[uuid.UUID], capacities: dict[uuid.UUID, int | None]
+) -> None:
+    """Belt and braces: after admitting, all lease rows on the backends admitted to
+    (expired or not) must fit in capacity, or the whole admission is undone."""
+    stmt = select(KvLease.backend_id, func.sum(KvLease.kv_bytes))
+    stmt = stmt.where(KvLease.backend_id.in_(backend_ids)).group_by(KvLease.backend_id)
+    for backend_id, leased in session.execute(stmt) if backend_ids else ():
+        cap = capacities[backend_id]
+        if cap is None or int(leased) > cap:
+            raise LedgerError(f"backend {backend_id}: {leased} B leased of {cap}")
