@@ -20,11 +20,13 @@ from sqlalchemy import func, select
 from service.backends_cli import backends as backends_command
 from service.config import get_settings
 from service.kv_cli import kv as kv_command
+from service.route_cli import route as route_command
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys = typer.Typer(no_args_is_help=True, help="API keys.")
 cli.add_typer(keys, name="keys")
 cli.command("kv")(kv_command)
+cli.command("route")(route_command)
 cli.command("backends")(backends_command)
 
 DataDir = Annotated[
