@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -124,16 +123,20 @@ def raw_full_path(path_str: str) -> tuple[int, int]:
     return 0, sum(raw_count(role, text) for role in TOKENIZERS)
 
 
+_HWM = "int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+
+
 def rss_child(role: str, text: str) -> dict[str, float]:
-    """Peak RSS of a fresh process that loads the tokenizer, then counts the text."""
+    """Peak RSS (VmHWM) of a fresh process: after loading the tokenizer, and after
+    counting the text. Not ru_maxrss: that survives exec and would report ours."""
     code = (
-        "import resource,sys,json;from pathlib import Path;"
+        "import sys,json;from pathlib import Path;"
         "from ingestion.tokens import count_stream,load_counter;"
         "sys.path.insert(0,'bench');from ingest import pieces;"
         f"c=load_counter(Path({str(TOKENIZERS[role])!r}));"
-        "base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        f"base={_HWM};"
         f"n=count_stream(c,pieces(Path({text!r}))).count;"
-        "print(json.dumps([base,resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,n]))"
+        f"print(json.dumps([base,{_HWM},n]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     base, peak, n = json.loads(out.stdout)
@@ -231,5 +234,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     main()
