@@ -24,7 +24,7 @@ class BackendOut(BaseModel):
     kv_capacity_bytes: int | None = Field(description="Null when unknown: never admitted on.")
     kv_capacity_blocks: int | None
     kv_capacity_tokens: int | None
-    capacity_source: Literal["measured", "configured", "unknown"]
+    capacity_source: Literal["measured", "configured", "derived", "unknown"]
     leased_bytes: int = Field(description="Sum of unexpired KV leases on this backend.")
     free_bytes: int | None = Field(description="Capacity minus leased; null when unknown.")
     healthy: bool = Field(description="Answered /v1/models at the last refresh.")

@@ -40,6 +40,21 @@ class BackendConfig(BaseModel):
     url: HttpUrl
     max_model_len: int | None = Field(default=None, gt=0)
     kv_cache_bytes: int | None = Field(default=None, gt=0)
+    model: str | None = Field(
+        default=None,
+        description="Registry id (ingestion/models.toml) of the served model, where the "
+        "served name is not one; used to derive KV capacity from the server's blocks.",
+    )
+    tp: int = Field(default=1, gt=0, description="The server's tensor-parallel size.")
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, model: str | None) -> str | None:
+        from ingestion.registry import known_models  # here: only BackendConfig needs it
+
+        if model is not None and model not in known_models():
+            raise ValueError(f"unknown model {model!r}; known models: {', '.join(known_models())}")
+        return model
 
 
 class DeploymentReplica(BaseModel):

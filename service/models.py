@@ -230,6 +230,9 @@ class Backend(Base):
     num_blocks: Mapped[int | None] = mapped_column(BigInteger)
     kv_capacity_bytes: Mapped[int | None] = mapped_column(BigInteger)
     kv_capacity_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # How kv_capacity_bytes was found: measured, derived, configured (null: unknown,
+    # or a row written before 0003).
+    capacity_source: Mapped[str | None] = mapped_column(String(16))
     overrides: Mapped[dict[str, Any] | None]
     healthy: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text)

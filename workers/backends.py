@@ -9,6 +9,12 @@ Capacity is never guessed: a server whose /metrics is missing or malformed has
 unknown KV capacity, which a configured `kv_cache_bytes` may stand in for; without
 one the backend is not usable for admission. An override that disagrees with the
 server is applied, logged and recorded in the row's `overrides`.
+
+The usable pool is `(num_gpu_blocks - 1) x bytes_per_block`: vLLM holds one block
+back (the null block), and its blocks need not fill `kv_cache_memory_bytes`. When the
+served model is in the registry (its served name, or the configured `model`), the
+bytes per block come from `ingestion.kv`, and a server that reports blocks but no
+bytes (vLLM on a GPU without `--kv-cache-memory-bytes`) gets a "derived" capacity.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ingestion.kv import KvConfig, KvDtype, kv_layout
+from ingestion.registry import UnknownModelError, get_model
 from service.backend_schemas import BackendOut
 from service.config import BackendConfig, Settings
 from service.models import Backend, KvLease, utcnow
@@ -34,7 +42,8 @@ from workers.vllm_server import parse_cache_config
 
 log = logging.getLogger(__name__)
 
-CapacitySource = Literal["measured", "configured", "unknown"]
+CapacitySource = Literal["measured", "derived", "configured", "unknown"]
+_SOURCES: tuple[CapacitySource, ...] = ("measured", "derived", "configured", "unknown")
 NOT_CONFIGURED = "not configured"
 # Until Settings has backend_refresh_interval_s / backend_probe_timeout_s.
 PROBE_TIMEOUT_S = 5.0  # for callers without settings; Settings.backend_probe_timeout_s
@@ -55,7 +64,9 @@ class BackendState:
     block_size: int | None = None
     num_blocks: int | None = None
     kv_cache_bytes: int | None = None
+    """`kv_cache_memory_bytes` as reported; the usable pool is smaller (`resolve`)."""
     kv_cache_tokens: int | None = None
+    cache_dtype: str | None = None
     kv_usage: float | None = None
     requests_running: int | None = None
     requests_waiting: int | None = None
@@ -114,6 +125,7 @@ def _from_metrics(url: str, model: str, length: int, text: str) -> BackendState:
         num_blocks=_positive(labels, "num_gpu_blocks"),
         kv_cache_bytes=kv_bytes,
         kv_cache_tokens=_positive(labels, "kv_cache_size_tokens"),
+        cache_dtype=labels.get("cache_dtype"),
         # Several engines (data parallel) each report; the fullest one bounds us.
         kv_usage=max(usage) if usage else None,
         requests_running=int(sum(running)) if running else None,
@@ -162,19 +174,66 @@ def _pick(
     return configured
 
 
+def _kv_dtype(cache_dtype: str | None) -> KvDtype | None:
+    # vLLM's --kv-cache-dtype: "auto" is the model's dtype, bf16 for every registry model.
+    if cache_dtype in (None, "auto", "bfloat16"):
+        return "bf16"
+    return "fp8" if cache_dtype.startswith("fp8") else None
+
+
+def bytes_per_block(state: BackendState, cfg: BackendConfig) -> int | None:
+    """One block of the server's pool, from the registry; None when the served model
+    (or the configured `model`) is not in it, or its dtype or layout is not known."""
+    model_id = cfg.model or state.model
+    dtype = _kv_dtype(state.cache_dtype)
+    if model_id is None or dtype is None or state.block_size is None:
+        return None
+    try:
+        spec = get_model(model_id)
+        layout = kv_layout(spec, KvConfig(block_size=state.block_size, tp=cfg.tp, kv_dtype=dtype))
+    except (UnknownModelError, ValueError):
+        return None
+    return layout.bytes_per_block
+
+
+def usable_capacity(state: BackendState, cfg: BackendConfig) -> tuple[int | None, CapacitySource]:
+    """The server's usable KV pool in bytes, before overrides, and how it was found."""
+    blocks, reported = state.num_blocks, state.kv_cache_bytes
+    per_block = bytes_per_block(state, cfg)
+    if reported is None:
+        if blocks is None or per_block is None:
+            return None, "unknown"
+        return (blocks - 1) * per_block, "derived"
+    if blocks is None:  # no block count: nothing to take the null block from
+        return reported, "measured"
+    if per_block is not None and blocks * per_block <= reported:
+        return (blocks - 1) * per_block, "measured"
+    # Model not in the registry (or its layout does not fit the reported bytes): the
+    # reported bytes, less one block's share of them for the null block vLLM holds back.
+    return reported - reported // blocks, "measured"
+
+
 def resolve(state: BackendState, cfg: BackendConfig) -> Resolved:
     overrides: dict[str, dict[str, int | None]] = {}
     length = _pick("max_model_len", state.max_model_len, cfg.max_model_len, overrides)
-    kv = _pick("kv_cache_bytes", state.kv_cache_bytes, cfg.kv_cache_bytes, overrides)
-    source: CapacitySource = (
-        "unknown" if kv is None else "configured" if "kv_cache_bytes" in overrides else "measured"
+    measured, source = usable_capacity(state, cfg)
+    # A derived figure is not measured: the override records the server's None.
+    kv = _pick(
+        "kv_cache_bytes", measured if source == "measured" else None, cfg.kv_cache_bytes, overrides
     )
+    if "kv_cache_bytes" in overrides:
+        source = "configured"
+    elif kv is None:
+        kv = measured
     return Resolved(state, length, kv, source, overrides)
 
 
 def capacity_source(row: Backend) -> CapacitySource:
     if row.kv_capacity_bytes is None:
         return "unknown"
+    if row.capacity_source in _SOURCES:
+        return row.capacity_source
+    # Rows written before migration 0003 recorded no source.
     return "configured" if "kv_cache_bytes" in (row.overrides or {}) else "measured"
 
 
@@ -206,7 +265,16 @@ def _log_changes(old: Backend | None, url: str, new: Resolved | None, error: str
         return
     if not was_up:
         log.info("backend %s is up: %s", url, new.state.model)
-    if new.state.metrics_error and (old is None or old.last_error != new.state.metrics_error):
+    if new.capacity_source == "derived":
+        if old is None or old.capacity_source != "derived":
+            log.info(
+                "backend %s: no kv_cache_memory_bytes; KV capacity %s B derived from its %s "
+                "blocks and the registry's layout",
+                url,
+                new.kv_capacity_bytes,
+                new.state.num_blocks,
+            )
+    elif new.state.metrics_error and (old is None or old.last_error != new.state.metrics_error):
         log.warning("backend %s: KV capacity not measured: %s", url, new.state.metrics_error)
     before = (old.overrides if old is not None else None) or {}
     for name, values in new.overrides.items():
@@ -258,9 +326,11 @@ def refresh(
             "num_blocks": state.num_blocks,
             "kv_capacity_bytes": res.kv_capacity_bytes,
             "kv_capacity_tokens": state.kv_cache_tokens,
+            "capacity_source": None if res.capacity_source == "unknown" else res.capacity_source,
             "overrides": res.overrides or None,
             "healthy": True,
-            "last_error": state.metrics_error,
+            # Derived capacity answers what the metrics lacked; the source says so.
+            "last_error": None if res.capacity_source == "derived" else state.metrics_error,
             "last_seen_at": now,
         }
         _upsert(session, up, [k for k in up if k != "url"])

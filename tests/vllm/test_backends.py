@@ -27,6 +27,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from ingestion.kv import KvConfig, kv_layout
+from ingestion.registry import get_model
 from service.backends_cli import backends as backends_command
 from service.config import BackendConfig, Settings, get_settings
 from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
@@ -47,6 +49,7 @@ from workers.vllm_server import HOST, VllmServer, free_port, parse_cache_config
 
 GIB = 1 << 30
 MIB = 1 << 20
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # its registry id; served as SMOLLM2
 LOGGER = "workers.backends"
 # Every URL this module configures; its rows are removed when the module ends.
 _USED: set[str] = set()
@@ -126,6 +129,7 @@ class MetricsFront:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.mode = "404"
+        self.served_as: str | None = None  # rename the served model in /v1/models
         self.http = ThreadingHTTPServer((HOST, 0), self._handler())
         self.url = f"http://{HOST}:{self.http.server_address[1]}"
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
@@ -152,6 +156,10 @@ class MetricsFront:
             def do_GET(self) -> None:
                 if self.path == "/v1/models":
                     body: bytes | None = httpx.get(f"{front.upstream}/v1/models").content
+                    if front.served_as is not None:
+                        body = body.replace(
+                            f'"{SMOLLM2}"'.encode(), f'"{front.served_as}"'.encode()
+                        )
                 elif self.path == "/metrics":
                     body = front.metrics()
                 else:
@@ -218,6 +226,17 @@ def real_cache_config(server: VllmServer) -> dict[str, str]:
     return parse_cache_config(httpx.get(f"{server.url}/metrics").raise_for_status().text)
 
 
+def smollm2_bytes_per_block() -> int:
+    return kv_layout(get_model(SMOLLM2_ID), KvConfig(block_size=128)).bytes_per_block
+
+
+def unmapped_capacity(labels: dict[str, str]) -> int:
+    """The real server's usable pool when its model is not mapped to the registry: the
+    reported bytes less one block's share (the null block)."""
+    reported, blocks = int(labels["kv_cache_memory_bytes"]), int(labels["num_gpu_blocks"])
+    return reported - reported // blocks
+
+
 # --- probe ----------------------------------------------------------------------------------
 
 
@@ -264,6 +283,75 @@ def test_resolve_override_equal_to_measured_is_not_an_override() -> None:
     assert (res.kv_capacity_bytes, res.capacity_source, res.overrides) == (GIB, "measured", {})
 
 
+def test_real_server_capacity_holds_back_the_null_block(smollm2_server: VllmServer) -> None:
+    state = probe(smollm2_server.url, timeout=5)
+    blocks, per_block = (
+        int(real_cache_config(smollm2_server)["num_gpu_blocks"]),
+        smollm2_bytes_per_block(),
+    )
+    assert state.kv_cache_bytes == GIB  # as reported, for display
+    assert blocks * per_block <= GIB < (blocks + 1) * per_block  # the blocks, not the bytes
+    mapped = BackendConfig.model_validate(
+        {"role": "scout", "url": smollm2_server.url, "model": SMOLLM2_ID}
+    )
+    res = resolve(state, mapped)
+    assert (res.kv_capacity_bytes, res.capacity_source) == ((blocks - 1) * per_block, "measured")
+    # Served name not in the registry and no `model`: the bytes less one block's share.
+    plain = BackendConfig.model_validate({"role": "scout", "url": smollm2_server.url})
+    res = resolve(state, plain)
+    assert (res.kv_capacity_bytes, res.capacity_source) == (GIB - GIB // blocks, "measured")
+
+
+def test_gpu_metrics_without_bytes_derive_capacity(front: MetricsFront) -> None:
+    front.mode = "no-bytes"  # vLLM on a GPU without --kv-cache-memory-bytes
+    blocks = int(parse_cache_config((front.metrics() or b"").decode())["num_gpu_blocks"])
+    want = (blocks - 1) * smollm2_bytes_per_block()
+    plain = BackendConfig.model_validate({"role": "scout", "url": front.url})
+    front.served_as = SMOLLM2_ID  # served under its HF id, as production servers are
+    try:
+        state = probe(front.url, timeout=5)
+        assert (state.model, state.kv_cache_bytes, state.num_blocks) == (SMOLLM2_ID, None, blocks)
+        res = resolve(state, plain)
+        assert (res.kv_capacity_bytes, res.capacity_source, res.overrides) == (want, "derived", {})
+        # A configured figure still wins; the server measured nothing.
+        cfg = BackendConfig.model_validate(
+            {"role": "scout", "url": front.url, "kv_cache_bytes": GIB}
+        )
+        res = resolve(state, cfg)
+        assert (res.kv_capacity_bytes, res.capacity_source) == (GIB, "configured")
+        assert res.overrides == {"kv_cache_bytes": {"configured": GIB, "measured": None}}
+
+        front.served_as = "someone/not-in-the-registry"
+        res = resolve(probe(front.url, timeout=5), plain)
+        assert (res.kv_capacity_bytes, res.capacity_source) == (None, "unknown")
+    finally:
+        front.served_as = None
+    # Served under another name: the configured registry id maps it.
+    mapped = BackendConfig.model_validate({"role": "scout", "url": front.url, "model": SMOLLM2_ID})
+    res = resolve(probe(front.url, timeout=5), mapped)
+    assert (res.kv_capacity_bytes, res.capacity_source) == (want, "derived")
+
+
+@pytest.mark.parametrize("cache_dtype", ["fp8", "fp8_e4m3", "auto"])
+def test_resolve_derives_from_the_registry_layout(cache_dtype: str) -> None:
+    model = "google/gemma-4-31B-it"
+    state = BackendState(
+        "http://x", model, 65536, block_size=16, num_blocks=1000, cache_dtype=cache_dtype
+    )
+    cfg = BackendConfig.model_validate({"role": "gemma", "url": "http://x", "tp": 2})
+    dtype = "bf16" if cache_dtype == "auto" else "fp8"
+    per_block = kv_layout(
+        get_model(model), KvConfig(block_size=16, tp=2, kv_dtype=dtype)
+    ).bytes_per_block
+    res = resolve(state, cfg)
+    assert (res.kv_capacity_bytes, res.capacity_source) == (999 * per_block, "derived")
+
+
+def test_backend_config_model_must_be_registered() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        BackendConfig.model_validate({"role": "scout", "url": "http://x", "model": "nope/nope"})
+
+
 # --- refresh on Postgres --------------------------------------------------------------------
 
 
@@ -286,7 +374,7 @@ def test_refresh_upserts_rows_and_keeps_unconfigured_ones(
             assert r.id == row_id  # updated in place, not a second row
             assert (r.role, r.model, r.max_model_len) == ("gemma", SMOLLM2, MAX_MODEL_LEN)
             assert (r.block_size, r.num_blocks) == (128, int(labels["num_gpu_blocks"]))
-            assert r.kv_capacity_bytes == GIB
+            assert r.kv_capacity_bytes == unmapped_capacity(labels) < GIB
             assert r.kv_capacity_tokens == int(labels["kv_cache_size_tokens"])
             assert (r.healthy, r.last_error, r.overrides) == (True, None, None)
             assert r.last_seen_at == t2 and capacity_source(r) == "measured"
@@ -297,7 +385,9 @@ def test_refresh_upserts_rows_and_keeps_unconfigured_ones(
         dropped = row(session, forwarder.url)
         assert dropped.id == first[forwarder.url]
         assert (dropped.healthy, dropped.last_error) == (False, NOT_CONFIGURED)
-        assert dropped.kv_capacity_bytes == GIB  # what it was, kept for the record
+        assert dropped.kv_capacity_bytes == unmapped_capacity(
+            labels
+        )  # what it was, kept for the record
         assert row(session, smollm2_server.url).healthy
 
 
@@ -319,7 +409,7 @@ def test_dead_backend_goes_down_and_comes_back(
         assert down.healthy is False
         assert down.last_error and "ConnectError" in down.last_error
         assert down.last_seen_at == t1  # the last time it answered
-        assert down.role == "scout" and down.kv_capacity_bytes == GIB
+        assert down.role == "scout" and down.kv_capacity_bytes is not None
         (out,) = [b for b in describe(session, utcnow()) if b.url == forwarder.url]
         assert (out.healthy, out.usable) == (False, False)
         assert any(f"backend {forwarder.url} is down" in m for m in caplog.messages)
@@ -356,6 +446,36 @@ def test_broken_metrics_unknown_then_configured(
         assert (out.usable, out.free_bytes, out.capacity_source) == (True, 2 * GIB, "configured")
 
 
+def test_refresh_records_derived_capacity(
+    sessions: sessionmaker[Session], front: MetricsFront, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    front.mode = "no-bytes"
+    blocks = int(parse_cache_config((front.metrics() or b"").decode())["num_gpu_blocks"])
+    cfg = {"role": "scout", "url": front.url, "model": SMOLLM2_ID}
+    with sessions() as session:
+        try:
+            refresh(session, settings(cfg), utcnow())
+            r = row(session, front.url)
+            assert r.kv_capacity_bytes == (blocks - 1) * smollm2_bytes_per_block()
+            assert capacity_source(r) == "derived" and r.capacity_source == "derived"
+            assert (r.healthy, r.last_error, r.overrides, r.num_blocks) == (
+                True,
+                None,
+                None,
+                blocks,
+            )
+            assert any("derived" in m for m in caplog.messages)
+            assert not any("not measured" in m for m in caplog.messages)
+            (out,) = [b for b in describe(session, utcnow()) if b.url == front.url]
+            assert (out.capacity_source, out.usable) == ("derived", True)
+            assert out.kv_capacity_bytes == r.kv_capacity_bytes
+        finally:
+            session.rollback()
+            session.execute(delete(Backend).where(Backend.url == front.url))
+            session.commit()
+
+
 def test_override_differing_from_measured_is_applied_and_logged(
     sessions: sessionmaker[Session],
     smollm2_server: VllmServer,
@@ -364,6 +484,7 @@ def test_override_differing_from_measured_is_applied_and_logged(
     caplog.set_level(logging.INFO, logger=LOGGER)
     url = smollm2_server.url
     cfg = {"role": "gemma", "url": url, "kv_cache_bytes": 512 * MIB, "max_model_len": 1024}
+    measured = unmapped_capacity(real_cache_config(smollm2_server))
     with sessions() as session:
         refresh(session, settings(cfg), utcnow())
         r = row(session, url)
@@ -371,13 +492,13 @@ def test_override_differing_from_measured_is_applied_and_logged(
         assert r.num_blocks == int(real_cache_config(smollm2_server)["num_gpu_blocks"])
         assert capacity_source(r) == "configured"
         assert r.overrides == {
-            "kv_cache_bytes": {"configured": 512 * MIB, "measured": GIB},
+            "kv_cache_bytes": {"configured": 512 * MIB, "measured": measured},
             "max_model_len": {"configured": 1024, "measured": MAX_MODEL_LEN},
         }
         warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
         assert (
-            f"backend {url}: configured kv_cache_bytes={512 * MIB} overrides the measured {GIB}"
-            in warnings
+            f"backend {url}: configured kv_cache_bytes={512 * MIB} overrides the measured "
+            f"{measured}" in warnings
         )
         assert (
             f"backend {url}: configured max_model_len=1024 overrides the measured 2048" in warnings
@@ -389,7 +510,8 @@ def test_override_differing_from_measured_is_applied_and_logged(
 
         refresh(session, settings({"role": "gemma", "url": url}), utcnow())
         r = row(session, url)
-        assert (r.kv_capacity_bytes, r.max_model_len, r.overrides) == (GIB, MAX_MODEL_LEN, None)
+        assert (r.kv_capacity_bytes, r.max_model_len) == (measured, MAX_MODEL_LEN)
+        assert r.overrides is None
         assert any("no longer overridden" in m for m in caplog.messages)
 
 
@@ -456,10 +578,11 @@ def test_get_v1_backends(
     live = items[smollm2_server.url]
     assert live["role"] == "gemma" and live["model"] == SMOLLM2
     assert live["max_model_len"] == MAX_MODEL_LEN and live["block_size"] == 128
-    assert live["kv_capacity_bytes"] == GIB
+    cap = unmapped_capacity(labels)
+    assert live["kv_capacity_bytes"] == cap
     assert live["kv_capacity_blocks"] == int(labels["num_gpu_blocks"])
     assert live["kv_capacity_tokens"] == int(labels["kv_cache_size_tokens"])
-    assert (live["leased_bytes"], live["free_bytes"]) == (100 * MIB, GIB - 100 * MIB)
+    assert (live["leased_bytes"], live["free_bytes"]) == (100 * MIB, cap - 100 * MIB)
     assert (live["healthy"], live["usable"], live["capacity_source"]) == (True, True, "measured")
     assert live["last_error"] is None and live["overrides"] == {}
     assert live["last_seen_at"] and live["checked_at"]
@@ -485,7 +608,8 @@ def test_cli_backends_probes_and_prints(
         get_settings.cache_clear()
     assert as_json.exit_code == 0, as_json.output
     (item,) = [b for b in json.loads(as_json.stdout)["items"] if b["url"] == smollm2_server.url]
-    assert (item["model"], item["kv_capacity_bytes"], item["healthy"]) == (SMOLLM2, GIB, True)
+    cap = unmapped_capacity(real_cache_config(smollm2_server))
+    assert (item["model"], item["kv_capacity_bytes"], item["healthy"]) == (SMOLLM2, cap, True)
     assert table.exit_code == 0, table.output
     line = next(x for x in table.stdout.splitlines() if smollm2_server.url in x)
     assert "1.00G (measured)" in line and "2,048" in line and line.endswith("up")
