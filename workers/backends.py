@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import httpx
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,8 @@ from ingestion.kv import KvConfig, KvDtype, kv_layout
 from ingestion.registry import UnknownModelError, get_model
 from service.backend_schemas import BackendOut
 from service.config import BackendConfig, Settings
-from service.models import Backend, KvLease, utcnow
+from service.models import Backend, utcnow
+from workers import ledger
 from workers.vllm_server import parse_cache_config
 
 log = logging.getLogger(__name__)
@@ -354,18 +355,9 @@ def refresh(
 # --- reading ------------------------------------------------------------------------------
 
 
-def leased_bytes(session: Session, now: datetime) -> dict[uuid.UUID, int]:
-    """Unexpired leases per backend: an expired lease holds nothing (its worker died)."""
-    rows = session.execute(
-        select(KvLease.backend_id, func.sum(KvLease.kv_bytes))
-        .where(KvLease.expires_at > now)
-        .group_by(KvLease.backend_id)
-    ).all()
-    return {backend_id: int(total) for backend_id, total in rows}  # Postgres: Decimal
-
-
 def describe(session: Session, now: datetime) -> list[BackendOut]:
-    leased = leased_bytes(session, now)
+    # The ledger's own accounting, so the API shows exactly what admission sees.
+    leased = {c.backend_id: c.leased_bytes for c in ledger.capacity(session, now)}
     out = []
     for row in session.scalars(select(Backend).order_by(Backend.role, Backend.url)):
         held = leased.get(row.id, 0)
