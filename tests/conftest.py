@@ -7,6 +7,7 @@ read once per process and the worker subprocesses inherit the same values.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:54
 REDIS_URL = os.environ.get("LONGDOC_TEST_REDIS", "redis://127.0.0.1:6379/15")
 _DB_NAME = f"longdoc_test_{uuid.uuid4().hex[:10]}"
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="longdoc-test-"))
+# Removed however the run ends, also when no test asked for the database.
+atexit.register(shutil.rmtree, _DATA_DIR, True)
 
 os.environ.update(
     LONGDOC_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0].replace(
@@ -67,7 +70,6 @@ def database() -> Iterator[str]:
     get_engine().dispose()
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{_DB_NAME}" WITH (FORCE)')
-    shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
