@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import rows_changed
@@ -28,6 +28,15 @@ class Claim:
     worker: str
 
 
+def silent_parse(stale: datetime) -> ColumnElement[bool]:
+    """Parsing, but its worker has not beaten since `stale`: presumed dead. The claim
+    and the sweeper must agree on this, so both use this one expression."""
+    return and_(
+        Document.status == DocumentStatus.parsing,
+        or_(Document.heartbeat_at.is_(None), Document.heartbeat_at < stale),
+    )
+
+
 def claim(
     session: Session, document_id: uuid.UUID, worker: str, stale_after_s: float
 ) -> Claim | None:
@@ -38,11 +47,7 @@ def claim(
         update(Document)
         .where(
             Document.id == document_id,
-            or_(
-                Document.status == DocumentStatus.queued,
-                (Document.status == DocumentStatus.parsing)
-                & or_(Document.heartbeat_at.is_(None), Document.heartbeat_at < stale),
-            ),
+            or_(Document.status == DocumentStatus.queued, silent_parse(stale)),
         )
         .values(
             status=DocumentStatus.parsing,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.db import rows_changed
 from service.models import Document, DocumentStatus, utcnow
+from workers.claims import silent_parse
 
 log = logging.getLogger(__name__)
 # A message the broker still holds is redelivered by the broker; only after this
@@ -33,8 +34,7 @@ def sweep(session: Session, settings: Settings, dispatch: Callable[[str], None])
     now = utcnow()
     stale = now - timedelta(seconds=settings.stale_after_s)
     silent = and_(
-        Document.status == DocumentStatus.parsing,
-        or_(Document.heartbeat_at.is_(None), Document.heartbeat_at < stale),
+        silent_parse(stale),
         or_(Document.dispatched_at.is_(None), Document.dispatched_at < stale),
     )
     lost = and_(

@@ -57,13 +57,13 @@ class ShortestFirst(Fifo):
 
 class Longdoc(Dispatcher):
     """Requests wait for `ingestion.admission.decide`, fed as workers/ledger.py feeds
-    it: each replica's capacity (vLLM's kv_cache_memory_bytes, what the ledger reads
-    from /metrics), the leases held there with their expected ends, the role's
-    waiting requests in arrival order with their planned KV bytes and estimated
-    durations. A placement takes a lease and sends the request to that replica; the
-    lease is released when the request finishes. Decisions run when a request
-    becomes ready, when one finishes, and every `tick_s` while any wait (the worker's
-    poll), always with the simulated `now`."""
+    it: each replica's KV capacity (the figure discovery stores for the ledger), the
+    leases held there with their expected ends, the role's waiting requests in
+    arrival order with their planned KV bytes and estimated durations. A placement
+    takes a lease and sends the request to that replica; the lease is released when
+    the request finishes. Decisions run when a request becomes ready, when one
+    finishes, and every `tick_s` while any wait (the worker's poll), always with the
+    simulated `now`."""
 
     name = "longdoc"
 
