@@ -150,6 +150,9 @@ def _finish_parsed(session: Any, claim: claims.Claim, store: BlobStore, o: dict[
     if not ok:
         log.warning("claim on %s was taken over; dropping this result", claim.document_id)
         session.rollback()
+        if session.get(Document, claim.document_id) is None:
+            # Deleted while we parsed: the text just put in place belongs to no one.
+            store.delete(store.path(store.text_key(claim.document_id)))
         return
     session.query(DocumentTokenCount).filter_by(document_id=claim.document_id).delete()
     for role, tc in o["counts"].items():

@@ -131,3 +131,30 @@ def test_health_and_openapi(client: Any) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/documents/{document_id}/text" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_delete_while_parsing_leaves_no_text_behind(client: Any, api_key: str) -> None:
+    from service.blobstore import BlobStore
+    from service.config import get_settings
+
+    path = corpus_file("pdf/latex-lwarp.pdf")  # 1,370 pages: seconds of parsing
+    doc_id = upload(client, api_key, path).json()["id"]
+    url = f"/v1/documents/{doc_id}"
+    wait_for(
+        lambda: client.get(url, headers=auth(api_key)).json()["progress"]["pages_done"] > 20,
+        timeout=120,
+        interval=0.05,
+    )
+    store = BlobStore(get_settings().blobs)
+    text = store.path(f"text/{doc_id}.txt")
+
+    def partial() -> list[Path]:
+        return list(text.parent.glob(f"{doc_id}.txt.*.tmp"))
+
+    assert partial(), "the parse should be writing its text now"
+    assert client.delete(url, headers=auth(api_key)).status_code == 204
+    # The partial file goes only when the worker moves it into place at the end of
+    # its parse; then it must find the document gone and remove the text.
+    wait_for(lambda: not partial(), timeout=120, interval=0.05)
+    wait_for(lambda: not text.exists(), timeout=30)
+    assert client.get(url, headers=auth(api_key)).status_code == 404
