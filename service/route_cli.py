@@ -22,6 +22,7 @@ from ingestion.kv import KvConfig
 from ingestion.parse import open_document
 from ingestion.route_plan import Plan, Request, RouteRefused
 from ingestion.router import Backend, Job, plan_route
+from ingestion.tasks import DRY_RUN_PARAMS, TASK_NAMES, TEMPLATE_TOKENS, instruction_text
 from ingestion.textfile import PageSpan, write_pages
 from ingestion.tokens import TokenCounter, count_stream, estimate_tokens, load_counter
 from ingestion.types import IngestError, TokenCount
@@ -30,31 +31,9 @@ from service.config import MODEL_ROLES, DeploymentReplica, get_settings
 GIB = 1 << 30
 
 
-class Task(StrEnum):
-    summarize = "summarize"
-    extract = "extract"
-    ask = "ask"
-    classify = "classify"
-    prompt = "prompt"
-
-
-# Stand-ins for the task instructions, so the dry run budgets a realistic prompt. A
-# real job adds its own questions, schema or labels, which a dry run does not have.
-TASK_PROMPTS = {
-    Task.summarize: "Summarize the document below. Cover every part of it, keep its "
-    "structure, and cite page numbers as [p. N] for each point.",
-    Task.extract: "Extract the information described by the JSON Schema below from the "
-    "document that follows. Answer with one JSON object that validates against it.",
-    Task.ask: "Answer each question below from the document that follows. Quote the "
-    "supporting passage and cite its page as [p. N]; say so when the document does "
-    "not answer a question.",
-    Task.classify: "Classify the document below with exactly one of the labels listed. "
-    "Answer with the label, then one sentence giving the reason.",
-    Task.prompt: "Follow the instruction below, using only the document that follows it.",
-}
-# Chat-template special tokens around the prompt (Gemma's <start_of_turn>... and Llama
-# 4's <|header_start|>...: about 10 each), with room for a system line.
-TEMPLATE_TOKENS = 64
+# The --task choices; a StrEnum is what typer turns into a checked option.
+Task = StrEnum("Task", [(name, name) for name in TASK_NAMES])  # type: ignore[misc]
+DEFAULT_TASK = Task("summarize")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -104,7 +83,7 @@ def _read(path: Path, max_pages: int) -> tuple[str, str, list[tuple[PageSpan, st
 
 def route(
     file: Annotated[Path, typer.Argument(help="The document (PDF, EPUB, DOCX, HTML, text...).")],
-    task: Annotated[Task, typer.Option("--task", help="What the job will do.")] = Task.summarize,
+    task: Annotated[Task, typer.Option("--task", help="What the job will do.")] = DEFAULT_TASK,
     max_output_tokens: Annotated[
         int, typer.Option("--max-output-tokens", help="Output budget per request.")
     ] = 4096,
@@ -121,7 +100,8 @@ def route(
     counters: dict[str, TokenCounter] = {}
     counts: dict[str, TokenCount] = {}
     prompts: dict[str, int] = {}
-    instruction = TASK_PROMPTS[task]
+    # A dry run has no client parameters: it budgets the prompt of plausible ones.
+    instruction = instruction_text(task, DRY_RUN_PARAMS[task])
     for role in MODEL_ROLES:
         counter = _counter(role, settings.tokenizers.get(role))
         if counter is None:
