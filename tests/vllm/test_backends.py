@@ -8,10 +8,8 @@ answers /metrics badly. Nothing is mocked.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from service.config import BackendConfig, Settings, get_settings
 from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
 from service.routers.backends import router
 from tests.conftest import auth, wait_for
+from tests.netrelay import Forwarder
 from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
 from workers.backends import (
     NOT_CONFIGURED,
@@ -56,71 +55,6 @@ _USED: set[str] = set()
 
 
 # --- a real relay and a real front --------------------------------------------------------
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-class Forwarder:
-    """TCP relay to the server; stop() is the backend dying (connection refused)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = (HOST, target_port)
-        self.port = free_port()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((HOST, self.port))
-        listener.listen(16)
-        listener.settimeout(0.1)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
-        self._thread.start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        with listener:
-            while not self._stop.is_set():
-                try:
-                    client, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                client.settimeout(None)
-                try:
-                    upstream = socket.create_connection(self.target, timeout=5)
-                except OSError:
-                    client.close()
-                    continue
-                upstream.settimeout(None)
-                with self._lock:
-                    self._conns += [client, upstream]
-                for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        with self._lock:
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            self._conns.clear()
 
 
 class MetricsFront:
