@@ -46,6 +46,14 @@ class BackendConfig(BaseModel):
         "served name is not one; used to derive KV capacity from the server's blocks.",
     )
     tp: int = Field(default=1, gt=0, description="The server's tensor-parallel size.")
+    in_flight_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Tokens the server schedules ahead per request (its "
+        "--max-num-batched-tokens, x2 with async scheduling); bounds what sliding-window "
+        "layers hold. Default: vLLM's, 16,384 on a GPU and 2,048 on the CPU (block size 128).",
+    )
+    kv_dtype: Literal["bf16", "fp8"] = "bf16"
 
     @field_validator("model")
     @classmethod
@@ -155,6 +163,44 @@ class Settings(BaseSettings):
     max_parse_attempts: int = Field(default=3, gt=0)
     worker_concurrency: int = Field(default=1, gt=0)
 
+    # Jobs. A job's task polls for admission (the KV ledger) for up to admission_wait_s,
+    # then queues itself again so waiting jobs do not hold worker slots for ever. Its
+    # KV lease expires lease_ttl_s after the last heartbeat (every heartbeat_interval_s).
+    lease_ttl_s: float = Field(default=60.0, gt=0)
+    admission_poll_s: float = Field(default=1.0, gt=0)
+    admission_wait_s: float = Field(default=60.0, gt=0)
+    job_soft_time_limit_s: int = Field(default=3_000, gt=0)
+    job_time_limit_s: int = Field(default=3_300, gt=0)
+    max_job_attempts: int = Field(default=3, gt=0)
+    # A waiting job nobody polls for gets a new task after this long (its message
+    # may be queued behind busy workers, so not at once).
+    job_redispatch_after_s: float = Field(default=300.0, gt=0)
+    # A job fails when no replica of its role has been up for this long while it waited.
+    backend_down_timeout_s: float = Field(default=900.0, gt=0)
+    max_output_retries: int = Field(default=2, ge=0)
+    max_output_tokens: int = Field(
+        default=131_072, gt=0, description="The largest output budget a client may ask for."
+    )
+    # The vLLM client: retries within one attempt, and timeouts sized to the prompt.
+    vllm_connect_timeout_s: float = Field(default=5.0, gt=0)
+    vllm_read_timeout_s: float = Field(default=120.0, gt=0)
+    vllm_max_retries: int = Field(default=3, ge=0)
+    vllm_backoff_s: float = Field(default=1.0, ge=0)
+    # Slowest prefill to wait for before the first token (a CPU server does ~700/s).
+    vllm_min_prefill_tokens_per_s: float = Field(default=200.0, gt=0)
+    # Expected speeds, for the admission policy's end-time estimates only.
+    est_prefill_tokens_per_s: float = Field(default=5_000.0, gt=0)
+    est_decode_tokens_per_s: float = Field(default=30.0, gt=0)
+
+    # `longdoc serve` with no backends configured starts a vLLM CPU server on SmolLM2
+    # 135M (service/embedded_vllm.py) when `make vllm` has built it; false (or
+    # `serve --no-vllm`) skips it. Its context (the model's own is 8,192) and KV cache.
+    embedded_vllm: bool = True
+    embedded_vllm_max_model_len: int = Field(default=8_192, gt=0)
+    embedded_vllm_kv_gib: int = Field(default=1, gt=0)
+    # ~40 s on two cores; more on a loaded machine.
+    embedded_vllm_ready_timeout_s: float = Field(default=300.0, gt=0)
+
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:
         if not self.database_url:
@@ -167,6 +213,12 @@ class Settings(BaseSettings):
             raise ValueError("ingest_soft_time_limit_s must be below ingest_time_limit_s")
         if not self.ingest_time_limit_s < self.broker_visibility_timeout_s:
             raise ValueError("ingest_time_limit_s must be below broker_visibility_timeout_s")
+        if not self.job_soft_time_limit_s < self.job_time_limit_s:
+            raise ValueError("job_soft_time_limit_s must be below job_time_limit_s")
+        if not self.job_time_limit_s < self.broker_visibility_timeout_s:
+            raise ValueError("job_time_limit_s must be below broker_visibility_timeout_s")
+        if not self.heartbeat_interval_s < self.lease_ttl_s:
+            raise ValueError("heartbeat_interval_s must be below lease_ttl_s")
         if not self.heartbeat_interval_s < self.stale_after_s:
             raise ValueError("heartbeat_interval_s must be below stale_after_s")
         unknown = set(self.tokenizers) - set(MODEL_ROLES)

@@ -248,6 +248,7 @@ class Job(Base):
         Index("ix_jobs_status_seq", "status", "seq"),
         # The ledger's admission scan: one role's waiting jobs in arrival order.
         Index("ix_jobs_role_status_seq", "role", "status", "seq"),
+        Index("ix_jobs_parent_id", "parent_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -294,6 +295,18 @@ class Job(Base):
     # no foreign key: SQLite could not add one without rebuilding `jobs`.
     preferred_backend_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
+    # The task polling for this job's admission, then running it (`workers.job_claims`):
+    # admission only places jobs whose poller beat recently, and only that poller runs it.
+    worker: Mapped[str | None] = mapped_column(String(200))
+    dispatched_at: Mapped[datetime | None]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    # The model's last output when it could not be used (schema mismatch): kept for the client.
+    raw_output: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[dict[str, Any] | None]
+    # A child of a map-reduce job: {"stage": "map", "chunk": i} or
+    # {"stage": "reduce", "level": l, "group": g}. Null on the jobs clients create.
+    step: Mapped[dict[str, Any] | None]
+
 
 class Result(Base):
     """One per job: a retried request never writes a second row (unique job_id)."""
@@ -312,6 +325,7 @@ class Result(Base):
     request_id: Mapped[str | None] = mapped_column(String(100))
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
+    warnings: Mapped[list[Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

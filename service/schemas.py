@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.jobs.schemas import JobOut
 from service.models import DocumentStatus
 
 
@@ -53,6 +54,10 @@ class DocumentOut(BaseModel):
     attempts: int
     created_at: datetime
     parsed_at: datetime | None
+
+
+class UploadOut(DocumentOut):
+    job: JobOut | None = Field(default=None, description="The job, when a task was given.")
 
 
 class DocumentList(BaseModel):

@@ -80,8 +80,11 @@ def broker() -> Iterator[redis.Redis]:
     client.flushdb()
 
 
-def start_worker(log_path: Path, concurrency: int = 1) -> subprocess.Popen[bytes]:
-    """A real Celery worker in its own process group, so a test can SIGKILL all of it."""
+def start_worker(
+    log_path: Path, concurrency: int = 1, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A real Celery worker (both queues) in its own process group, so a test can
+    SIGKILL all of it. `env` is added to this process's environment."""
     log = log_path.open("ab")
     return subprocess.Popen(
         [
@@ -92,7 +95,7 @@ def start_worker(log_path: Path, concurrency: int = 1) -> subprocess.Popen[bytes
             "workers.celery_app",
             "worker",
             "--queues",
-            "ingest",
+            "ingest,jobs",
             "--concurrency",
             str(concurrency),
             "--loglevel",
@@ -103,6 +106,7 @@ def start_worker(log_path: Path, concurrency: int = 1) -> subprocess.Popen[bytes
             f"test-{uuid.uuid4().hex[:6]}@%h",
         ],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -7,6 +7,8 @@ worker went silent. The broker's own redelivery is a second line.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -14,8 +16,13 @@ from celery.signals import worker_ready
 
 from service.config import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 INGEST_QUEUE = "ingest"
 INGEST_TASK = "longdoc.ingest"
+JOBS_QUEUE = "jobs"
+JOB_TASK = "longdoc.run_job"
+QUEUES = (INGEST_QUEUE, JOBS_QUEUE)
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -28,7 +35,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("longdoc", broker=settings.broker_url, include=["workers.ingest"])
+    app = Celery("longdoc", broker=settings.broker_url, include=["workers.ingest", "workers.jobs"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -36,7 +43,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_routes={INGEST_TASK: {"queue": INGEST_QUEUE}},
+        task_routes={INGEST_TASK: {"queue": INGEST_QUEUE}, JOB_TASK: {"queue": JOBS_QUEUE}},
         task_default_queue=INGEST_QUEUE,
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
@@ -53,12 +60,29 @@ def dispatch_ingest(document_id: str) -> None:
     app.send_task(INGEST_TASK, args=[document_id], queue=INGEST_QUEUE)
 
 
+def dispatch_job(job_id: str) -> str:
+    """Send a job's task; returns its Celery task id."""
+    return str(app.send_task(JOB_TASK, args=[job_id], queue=JOBS_QUEUE).id)
+
+
+def revoke(task_ids: Sequence[str]) -> None:
+    """Best effort: tell workers to drop these tasks. Tasks check their job's status
+    anyway, so a revoke that does not arrive (the embedded transport has no broadcast)
+    only costs a no-op run."""
+    if not task_ids or not app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return
+    try:
+        app.control.revoke(list(task_ids))
+    except Exception:
+        log.warning("could not revoke tasks %s", task_ids, exc_info=True)
+
+
 def _start_background_threads(**_: Any) -> None:
     from service.db import get_sessionmaker
     from workers.backends import BackendRefresher
     from workers.sweeper import SweeperThread
 
-    SweeperThread(get_sessionmaker(), get_settings(), dispatch_ingest).start()
+    SweeperThread(get_sessionmaker(), get_settings(), dispatch_ingest, dispatch_job).start()
     BackendRefresher(get_sessionmaker(), get_settings()).start()
 
 

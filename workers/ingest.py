@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from ingestion.parse import open_document
@@ -24,7 +25,7 @@ from ingestion.types import IngestError, PageText
 from service.blobstore import BlobStore
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker
-from service.models import Document, DocumentStatus, DocumentTokenCount, utcnow
+from service.models import Document, DocumentStatus, DocumentTokenCount, Job, JobStatus, utcnow
 from workers import claims
 from workers.celery_app import INGEST_TASK, app
 from workers.token_counts import count_roles
@@ -83,10 +84,28 @@ def run_ingest(document_id: uuid.UUID, worker: str, settings: Settings) -> dict[
         else:
             with sessions() as session:
                 _finish_parsed(session, claim, store, outcome)
+            _wake_jobs(document_id)
             return {"document_id": str(document_id), "status": "parsed"}
     with sessions() as session:
         _fail(session, claim, code, reason)
+    _wake_jobs(document_id)
     return {"document_id": str(document_id), "status": "failed", "reason": reason}
+
+
+def _wake_jobs(document_id: uuid.UUID) -> None:
+    """Send the tasks of jobs that were created before their document was ready: they
+    plan now (or fail with the parse error). Lost here, the sweeper sends them."""
+    from workers.jobs import send  # the jobs module imports this app's tasks too
+
+    with get_sessionmaker()() as session:
+        waiting = session.scalars(
+            select(Job.id).where(Job.document_id == document_id, Job.status == JobStatus.queued)
+        ).all()
+    if waiting:
+        try:
+            send(list(waiting))
+        except Exception:
+            log.exception("could not queue the jobs of document %s; the sweeper will", document_id)
 
 
 def _parse_and_count(

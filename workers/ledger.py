@@ -89,11 +89,16 @@ def try_admit(
     policy: admission.Policy | None = None,
     max_attempts: int = 3,
     max_scan: int = 1000,
+    ready_after: datetime | None = None,
 ) -> AdmitResult:
     """Admit what `ingestion.admission` allows on `role`'s replicas, in one
     transaction; on the way, reap dead leases there (as `expire` does) and fail
-    waiting jobs larger than every replica of the role."""
-    with _write(session):
+    waiting jobs larger than every replica of the role.
+
+    `ready_after`: only jobs whose `heartbeat_at` is later are candidates. Workers
+    pass it so that a job is admitted only while a task is there to run it; a lease
+    nobody runs would hold its bytes until it expired."""
+    with write_transaction(session):
         backends = session.execute(
             select(Backend.id, Backend.kv_capacity_bytes, Backend.healthy)
             .where(Backend.role == role)
@@ -118,12 +123,12 @@ def try_admit(
         ]
         # Table rows, not ORM objects: the caller's identity map must not keep a
         # stale copy of the jobs this transaction moves.
-        jobs = session.execute(
-            select(Job.__table__)
-            .where(Job.role == role, Job.status == _WAITING, Job.kv_bytes.is_not(None))
-            .order_by(Job.seq, Job.id)
-            .limit(max_scan)
-        ).all()
+        candidates = select(Job.__table__).where(
+            Job.role == role, Job.status == _WAITING, Job.kv_bytes.is_not(None)
+        )
+        if ready_after is not None:
+            candidates = candidates.where(Job.heartbeat_at > ready_after)
+        jobs = session.execute(candidates.order_by(Job.seq, Job.id).limit(max_scan)).all()
         by_id = {str(j.id): j for j in jobs}
         served = _last_served(session, role, jobs)
         waiting = [_waiting(j, served) for j in jobs]
@@ -166,7 +171,7 @@ def renew(
 ) -> bool:
     """Heartbeat: move the lease's expiry to now + ttl if it has not expired and its
     job is running. False means the lease is lost: stop working on the job."""
-    with _write(session):
+    with write_transaction(session):
         running = select(Job.id).where(Job.id == job_id, Job.status == JobStatus.running)
         stmt = update(KvLease).where(
             KvLease.job_id == job_id, KvLease.expires_at > now, KvLease.job_id.in_(running)
@@ -202,7 +207,7 @@ def release(
     if status not in (*_FINAL, _WAITING):
         raise ValueError(f"cannot release a job into {status}")
     final = status in _FINAL
-    with _write(session, commit=commit):
+    with write_transaction(session, commit=commit):
         gone = delete(KvLease).where(KvLease.job_id == job_id)
         if lease_id is not None:
             gone = gone.where(KvLease.id == lease_id)
@@ -221,7 +226,7 @@ def expire(session: Session, now: datetime, *, max_attempts: int = 3) -> list[uu
     """Delete every expired lease (and any whose job is not running); put their jobs
     back in the queue, or fail them after `max_attempts` expiries. Returns the jobs
     moved. `try_admit` reaps its own role too; this sweeps roles nobody admits on."""
-    with _write(session):
+    with write_transaction(session):
         ids = list(session.scalars(select(KvLease.backend_id).where(_dead(now)).distinct()))
         if not ids:
             return []
@@ -257,7 +262,7 @@ def capacity(
 
 
 @contextmanager
-def _write(session: Session, *, commit: bool = True) -> Iterator[None]:
+def write_transaction(session: Session, *, commit: bool = True) -> Iterator[None]:
     """A write transaction. SQLite takes its write lock up front (BEGIN IMMEDIATE):
     a deferred transaction that read first could not upgrade to writing after
     another writer committed. Postgres relies on the row locks taken inside."""
@@ -283,15 +288,16 @@ def _reap(
     session: Session, backend_ids: Sequence[uuid.UUID], now: datetime, max_attempts: int
 ) -> list[uuid.UUID]:
     """Delete the dead leases on backends the caller has locked; requeue their jobs,
-    or fail those whose lease has now expired `max_attempts` times."""
+    or fail those admitted `max_attempts` times already (admission counts them)."""
     gone = delete(KvLease).where(KvLease.backend_id.in_(backend_ids), _dead(now))
     job_ids = session.scalars(gone.returning(KvLease.job_id), execution_options=_NO_SYNC).all()
     if not job_ids:
         return []
     was_running = (Job.id.in_(job_ids), Job.status == JobStatus.running)
-    reason = f"KV lease expired {max_attempts} times: its worker stopped renewing it"
-    common = {"attempts": Job.attempts + 1, "heartbeat_at": None}
-    fail = update(Job).where(*was_running, Job.attempts + 1 >= max_attempts)
+    # Admission counts the attempts; a job that has had its last one fails here.
+    reason = f"ran {max_attempts} times and its KV lease expired: its worker stopped renewing it"
+    common = {"heartbeat_at": None}
+    fail = update(Job).where(*was_running, Job.attempts >= max_attempts)
     fail = fail.values(status=JobStatus.failed, error_reason=reason, finished_at=now, **common)
     requeue = update(Job).where(*was_running)
     requeue = requeue.values(status=_WAITING, waiting_since=now, **common)
@@ -335,6 +341,7 @@ def _admit(
     stmt = update(Job).where(Job.id == job.id, Job.status == _WAITING)
     moved = stmt.values(
         status=JobStatus.running,
+        attempts=Job.attempts + 1,
         backend_id=backend_id,
         admitted_at=now,
         heartbeat_at=now,

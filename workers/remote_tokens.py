@@ -52,3 +52,35 @@ def count_with_server(base_url: str, text: Iterable[str], settings: Settings) ->
         tokenizer=f"vLLM /tokenize of {model} at {base}",
         method="server",
     )
+
+
+class ServerCounter:
+    """A `TokenCounter` that asks a vLLM server's `POST /tokenize`: exact chunk counts
+    for a role whose tokenizer file Longdoc does not have. One call per text, so it is
+    for chunk-sized texts (the chunker's), not for whole documents."""
+
+    def __init__(self, base_url: str, model: str, timeout_s: float) -> None:
+        self.base = base_url.rstrip("/")
+        self.model = model
+        self.name = f"vLLM /tokenize of {model} at {self.base}"
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        try:
+            resp = self._client.post(
+                f"{self.base}/tokenize",
+                json={"model": self.model, "prompt": text, "add_special_tokens": False},
+            )
+            return int(resp.raise_for_status().json()["count"])
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            raise RemoteTokenizeError(f"{self.base}: {exc}") from exc
+
+    def safe_cut(self, text: str, limit: int) -> int:
+        # Nothing is known about the server's merges: no cut is proven safe, so
+        # count_stream counts each text whole (exact).
+        return 0
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,4 +1,5 @@
-"""Re-dispatch documents whose worker went silent or whose message never left.
+"""Re-dispatch documents whose worker went silent or whose message never left, and
+jobs nobody polls for; reap expired KV leases on every backend.
 
 Runs in every worker's main process. Several sweepers may run at once: each
 re-dispatch is guarded by a conditional update of `dispatched_at`, and the ingest
@@ -15,11 +16,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from service.config import Settings
 from service.db import rows_changed
-from service.models import Document, DocumentStatus, utcnow
+from service.jobs.tree import end_tree
+from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
+from workers import ledger
 from workers.claims import silent_parse
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,67 @@ def sweep(session: Session, settings: Settings, dispatch: Callable[[str], None])
     return sent
 
 
+def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str], object]) -> int:
+    """Reap expired leases (their jobs wait again), then send a task for each job
+    that waits with no live poller, or is queued on a document that is now ready."""
+    now = utcnow()
+    ledger.expire(session, now, max_attempts=settings.max_job_attempts)
+    _fail_broken_parents(session, now)
+    stale = now - timedelta(seconds=settings.stale_after_s)
+    old = now - timedelta(seconds=settings.job_redispatch_after_s)
+    unpolled = and_(
+        Job.status == JobStatus.waiting_for_capacity,
+        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
+    )
+    ready = select(Document.id).where(
+        Document.status.in_([DocumentStatus.parsed, DocumentStatus.failed])
+    )
+    unplanned = and_(Job.status == JobStatus.queued, Job.document_id.in_(ready))
+    rows = session.execute(
+        select(Job.id, Job.dispatched_at)
+        .where(or_(unpolled, unplanned))
+        .where(or_(Job.dispatched_at.is_(None), Job.dispatched_at < old))
+        .limit(500)
+    ).all()
+    sent = 0
+    for job_id, seen in rows:
+        guard = Job.dispatched_at.is_(None) if seen is None else Job.dispatched_at == seen
+        taken = session.execute(
+            update(Job)
+            .where(Job.id == job_id, guard)
+            .values(dispatched_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if rows_changed(taken) == 1:
+            dispatch(str(job_id))
+            sent += 1
+    if sent:
+        log.warning("sweeper re-dispatched %d job(s)", sent)
+    return sent
+
+
+def _fail_broken_parents(session: Session, now: Any) -> None:
+    """A request the ledger failed (too large, lease expired too often) had no task to
+    take its map-reduce job down; do it here."""
+    child = aliased(Job)
+    rows = session.execute(
+        select(Job.id, child.error_reason)
+        .join(child, child.parent_id == Job.id)
+        .where(Job.status == JobStatus.running, child.status == JobStatus.failed)
+    ).all()
+    for parent_id, reason in rows:
+        with ledger.write_transaction(session):
+            end_tree(
+                session,
+                [parent_id],
+                JobStatus.failed,
+                now,
+                code="request_failed",
+                reason=f"a request failed: {reason}",
+            )
+
+
 def _take(session: Session, doc_id: uuid.UUID, seen: Any) -> bool:
     guard = Document.dispatched_at.is_(None) if seen is None else Document.dispatched_at == seen
     result = session.execute(
@@ -75,11 +139,13 @@ class SweeperThread(threading.Thread):
         sessions: Callable[[], Session],
         settings: Settings,
         dispatch: Callable[[str], None],
+        dispatch_job: Callable[[str], object] | None = None,
     ) -> None:
-        super().__init__(name="ingest-sweeper", daemon=True)
+        super().__init__(name="sweeper", daemon=True)
         self._sessions = sessions
         self._settings = settings
         self._dispatch = dispatch
+        self._dispatch_job = dispatch_job
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -87,6 +153,9 @@ class SweeperThread(threading.Thread):
             try:
                 with self._sessions() as session:
                     sweep(session, self._settings, self._dispatch)
+                if self._dispatch_job is not None:
+                    with self._sessions() as session:
+                        sweep_jobs(session, self._settings, self._dispatch_job)
             except Exception:
                 log.exception("sweep failed; trying again next interval")
             if self.stopped.wait(self._settings.sweep_interval_s):

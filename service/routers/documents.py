@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from service import documents, schemas
 from service.auth import TenantDep
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import SessionDep
+from service.jobs import lifecycle, views
+from service.jobs.schemas import JobCreate
 from service.models import DocumentStatus
+from service.routers.jobs import send
 from service.upload import receive_file
 from workers.celery_app import dispatch_ingest
 
@@ -40,19 +45,35 @@ _UPLOAD_BODY = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=schemas.DocumentOut,
+    response_model=schemas.UploadOut,
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"description": "The same bytes were uploaded before: that document"},
         413: {"description": "Over the upload limit; nothing stored"},
         415: {"description": "Not a supported type; the body lists the supported ones"},
+        422: {"description": "A bad task, params or budget; nothing stored"},
     },
 )
 async def upload_document(
-    request: Request, response: Response, session: SessionDep, tenant: TenantDep
-) -> schemas.DocumentOut:
-    """Upload a document (multipart field `file`); parsing and token counting follow."""
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    task: Annotated[str | None, Query(description="Also run this task on it.")] = None,
+    params: Annotated[str | None, Query(description="The task's params, as JSON.")] = None,
+    max_output_tokens: Annotated[int, Query(gt=0)] = 1024,
+    idempotency_key: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> schemas.UploadOut:
+    """Upload a document (multipart field `file`); parsing and token counting follow.
+    With `task`, a job on it is created in the same call (the `job` field)."""
     settings = get_settings()
+    job_body = None
+    if task is not None:
+        # Checked before the upload is read: a bad task costs the client no transfer.
+        job_body = _job_body(task, params, max_output_tokens, idempotency_key)
+        lifecycle.validated(job_body, settings)
+    elif params is not None:
+        raise HTTPException(422, detail={"code": "bad_params", "reason": "params without task"})
     store = BlobStore(settings.blobs)
     received = await receive_file(request, store, settings.max_upload_bytes)
     doc, created = await run_in_threadpool(
@@ -67,7 +88,36 @@ async def upload_document(
             log.exception("could not queue document %s; the sweeper will", doc.id)
     else:
         response.status_code = status.HTTP_200_OK
-    return documents.to_out(doc)
+    out = schemas.UploadOut(**documents.to_out(doc).model_dump())
+    if job_body is not None:
+        job_body.document_id = doc.id
+        job, created, to_send = await run_in_threadpool(
+            lifecycle.create, session, settings, tenant, job_body
+        )
+        if created:
+            await run_in_threadpool(send, session, to_send)
+        out.job = await run_in_threadpool(views.to_out, session, job)
+    return out
+
+
+def _job_body(task: str, params: str | None, max_output_tokens: int, key: str | None) -> JobCreate:
+    try:
+        parsed = json.loads(params) if params is not None else {}
+    except json.JSONDecodeError as exc:
+        raise HTTPException(
+            422, detail={"code": "bad_params", "reason": f"params is not JSON: {exc}"}
+        ) from None
+    try:
+        return JobCreate(
+            document_id=uuid.UUID(int=0),  # replaced once the upload has its document
+            task=task,
+            params=parsed,
+            max_output_tokens=max_output_tokens,
+            idempotency_key=key,
+        )
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        raise HTTPException(422, detail={"code": "bad_params", "errors": errors}) from None
 
 
 @router.get("", response_model=schemas.DocumentList)

@@ -156,7 +156,7 @@ def test_repeated_expiry_fails_the_job(world: World) -> None:
         assert j in ledger.expire(sess, at(t), max_attempts=3)
     job = status(s, j)
     assert (job.status, job.attempts) == (JobStatus.failed, 3)
-    assert job.error_reason is not None and "expired 3 times" in job.error_reason
+    assert job.error_reason is not None and "ran 3 times" in job.error_reason
     assert_consistent(w)
 
 

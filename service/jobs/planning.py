@@ -1,0 +1,168 @@
+"""Plan a job: its document's token counts, its prompt's and the backends as measured,
+through the router (`ingestion.router.plan_route`).
+
+Shared by the API (a job on a parsed document is planned when it is created, so the
+client sees its plan and a bad budget is a 422) and the worker (a job created before
+its document was parsed is planned once it is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ingestion.chunking import PageChunker
+from ingestion.kv import KvConfig
+from ingestion.route_plan import Chunk, Plan, Request, RouteRefused
+from ingestion.router import Backend, Job, plan_route
+from ingestion.task_prompts import page_marker
+from ingestion.tasks import TEMPLATE_TOKENS, instruction_text, reduce_instruction_text
+from ingestion.textfile import PageSpan, read_pages, spans_from_json
+from ingestion.tokens import TokenCounter, estimate_tokens, load_counter
+from ingestion.types import TokenCount
+from service.blobstore import BlobStore
+from service.config import Settings
+from service.models import Backend as BackendRow
+from service.models import Document, DocumentTokenCount
+
+# vLLM's defaults when the server's --max-num-batched-tokens is not configured: a CPU
+# server (block size 128) schedules 2,048 tokens ahead, a GPU one two batches of 8,192.
+_CPU_BLOCK_SIZE = 128
+_CPU_IN_FLIGHT = 2_048
+_GPU_IN_FLIGHT = 16_384
+# Between two pages the request has a blank line where the counted text has
+# PAGE_SEPARATOR; a token per page covers a merge that differs at the seam.
+_SEAM_TOKENS_PER_PAGE = 1
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: Plan
+    prompt_tokens: dict[str, int]
+
+
+def router_backends(rows: Sequence[BackendRow], settings: Settings) -> list[Backend]:
+    """The router's view of the backends table, with the configured KV settings."""
+    configs = {str(c.url).rstrip("/"): c for c in settings.backends}
+    out = []
+    for row in rows:
+        # A row no longer configured was marked down by the refresher: planned on as
+        # down, so it shows among the rejected alternatives.
+        cfg = configs.get(row.url)
+        model = (cfg.model if cfg else None) or row.model
+        if model is None:
+            continue
+        block = row.block_size or 16
+        default_in_flight = _CPU_IN_FLIGHT if block == _CPU_BLOCK_SIZE else _GPU_IN_FLIGHT
+        in_flight = (cfg.in_flight_tokens if cfg else None) or default_in_flight
+        kv = KvConfig(block, in_flight, cfg.kv_dtype if cfg else "bf16", cfg.tp if cfg else 1)
+        out.append(
+            Backend(
+                str(row.id),
+                row.role,
+                model,
+                row.max_model_len,
+                row.kv_capacity_bytes,
+                kv=kv,
+                healthy=row.healthy,
+            )
+        )
+    return out
+
+
+@contextlib.contextmanager
+def role_counters(
+    rows: Sequence[BackendRow], settings: Settings
+) -> Iterator[dict[str, TokenCounter]]:
+    """A counter per role: the local tokenizer file, else a healthy server's /tokenize."""
+    from workers.remote_tokens import ServerCounter  # workers import service, not back
+
+    counters: dict[str, TokenCounter] = {}
+    remote: list[ServerCounter] = []
+    for role in {r.role for r in rows} | set(settings.tokenizers):
+        path = settings.tokenizers.get(role)
+        if path is not None and Path(path).is_file():
+            with contextlib.suppress(ValueError):
+                counters[role] = load_counter(path)
+                continue
+        up = [r for r in rows if r.role == role and r.healthy and r.model]
+        if up:
+            counter = ServerCounter(up[0].url, up[0].model or "", settings.tokenize_timeout_s)
+            remote.append(counter)
+            counters[role] = counter
+    try:
+        yield counters
+    finally:
+        for counter in remote:
+            counter.close()
+
+
+def _page_overhead(counter: TokenCounter | None, spans: Sequence[PageSpan]) -> int:
+    pages = [s.number for s in spans if s.char_end > s.char_start]
+    markers = "".join(page_marker(n) for n in pages)
+    n = counter.count(markers) if counter is not None else estimate_tokens(len(markers)).count
+    return n + _SEAM_TOKENS_PER_PAGE * len(pages)
+
+
+class _LazyPages:
+    """Page texts for the chunker, read from the text file only if a split is needed."""
+
+    def __init__(self, path: Path, spans: list[PageSpan], counters: dict[str, TokenCounter]):
+        self.path, self.spans, self.counters = path, spans, counters
+
+    def __call__(self, role: str, budget: int) -> Sequence[Chunk]:
+        if not self.spans:
+            return []
+        with self.path.open("rb") as f:
+            pages = list(read_pages(f, self.spans, self.spans[0].number, self.spans[-1].number))
+        return PageChunker(pages, self.counters)(role, budget)
+
+
+def plan_document_job(
+    session: Session,
+    settings: Settings,
+    doc: Document,
+    task: str,
+    params: Mapping[str, object],
+    max_output_tokens: int,
+) -> Planned:
+    """Plan a job on a parsed document. ValueError: the budget is absurd (a 422);
+    RouteRefused: the job cannot run on these backends (it fails, with the reason)."""
+    rows = list(session.scalars(select(BackendRow).order_by(BackendRow.role, BackendRow.url)))
+    backends = router_backends(rows, settings)
+    spans = spans_from_json(doc.page_map or [])
+    counts = {
+        tc.role: TokenCount(tc.count, tc.exact, tc.tokenizer, tc.method)
+        for tc in session.scalars(
+            select(DocumentTokenCount).where(DocumentTokenCount.document_id == doc.id)
+        )
+    }
+    if not counts:
+        raise RouteRefused("no_counts", "the document has no token counts")
+    texts = (instruction_text(task, params), reduce_instruction_text(task, params))
+    with role_counters(rows, settings) as counters:
+        prompts = {}
+        for role in counts:
+            counter = counters.get(role)
+            fixed = max(
+                counter.count(t) if counter is not None else estimate_tokens(len(t)).count
+                for t in texts
+            )
+            prompts[role] = fixed + TEMPLATE_TOKENS + _page_overhead(counter, spans)
+        text_path = BlobStore(settings.blobs).path(doc.text_key or "")
+        job = Job(counts, prompts, max_output_tokens)
+        plan = plan_route(job, backends, _LazyPages(text_path, spans, counters))
+    return Planned(plan, prompts)
+
+
+def est_duration_s(request: Request, settings: Settings) -> float:
+    """What the admission policy assumes the request holds its KV for."""
+    return (
+        request.input_tokens / settings.est_prefill_tokens_per_s
+        + request.output_tokens / settings.est_decode_tokens_per_s
+    )

@@ -1,0 +1,213 @@
+"""A job's requests as rows: one job for a single request, or a parent whose map and
+reduce requests are child jobs, each admitted by the KV ledger on its own.
+
+The join of a map-reduce lives here, in the database, not in a Celery chord: the
+transaction that stores a child's result also creates the reduce requests whose
+inputs are now all done (or finishes the parent). A chord keeps its counter in the
+result backend, and a broker restart or a lost worker would leave the reduce unrun;
+here the join is exactly as durable as the results it waits for.
+
+Every function here changes rows and leaves the commit to the caller, so a result, a
+lease release and the fan-in land in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from ingestion.route_plan import Plan, Request
+from service.models import Job, JobStatus, KvLease, Result
+
+FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+_NO_SYNC = {"synchronize_session": False}
+
+
+def _waiting_child(parent: Job, key: str, step: dict[str, Any], req: Request, est: float) -> Job:
+    return Job(
+        id=uuid.uuid4(),
+        tenant_id=parent.tenant_id,
+        document_id=parent.document_id,
+        batch_id=parent.batch_id,
+        parent_id=parent.id,
+        task=parent.task,
+        params=parent.params,
+        max_output_tokens=req.output_tokens,
+        idempotency_key=f"{parent.id}/{key}",
+        status=JobStatus.waiting_for_capacity,
+        step={**step, "request": asdict(req)},
+        role=req.role,
+        kv_bytes=req.kv_bytes,
+        kv_blocks=req.kv_blocks,
+        est_duration_s=est,
+    )
+
+
+def start(
+    session: Session, job: Job, plan: Plan, now: datetime, est: dict[int, float]
+) -> list[uuid.UUID]:
+    """Put a planned job to work: a single request waits for KV; a map-reduce job's
+    map requests become waiting children. Returns the jobs whose tasks to send.
+    `est[i]` is request i's expected duration (`Plan.requests()` order)."""
+    job.plan = plan.to_json()
+    if plan.request is not None:
+        req = plan.request
+        job.role, job.kv_bytes, job.kv_blocks = req.role, req.kv_bytes, req.kv_blocks
+        job.est_duration_s = est[0]
+        job.status, job.waiting_since = JobStatus.waiting_for_capacity, now
+        return [job.id]
+    job.status, job.started_at = JobStatus.running, now
+    job.progress = {
+        "map_total": len(plan.map),
+        "map_done": 0,
+        "reduce_done": 0,
+        "reduce_total": sum(len(lv.groups) for lv in plan.reduce),
+    }
+    children = [
+        _waiting_child(
+            job, f"map/{i}", {"stage": "map", "chunk": asdict(s.chunk)}, s.request, est[i]
+        )
+        for i, s in enumerate(plan.map)
+    ]
+    for child in children:
+        child.waiting_since = now
+        session.add(child)
+    return [c.id for c in children]
+
+
+def _stage_key(job: Job) -> tuple[int, int]:
+    step = job.step or {}
+    if step.get("stage") == "map":
+        return 0, int(step["chunk"]["index"])
+    return int(step["level"]), int(step["group"])
+
+
+def children(session: Session, parent_id: uuid.UUID) -> list[Job]:
+    # populate_existing: the caller may hold these rows from before its own updates.
+    stmt = select(Job).where(Job.parent_id == parent_id)
+    rows = session.scalars(stmt.execution_options(populate_existing=True))
+    return sorted(rows, key=_stage_key)
+
+
+def fan_in(
+    session: Session, child: Job, now: datetime, est_of: Any
+) -> tuple[list[uuid.UUID], bool]:
+    """After `child` succeeded (its result added in this transaction): create the
+    reduce requests whose inputs are all done, or finish the parent when `child` was
+    the last request. Returns (jobs to dispatch, parent finished)."""
+    parent = session.get(Job, child.parent_id, with_for_update=True)
+    if parent is None or parent.status != JobStatus.running or parent.plan is None:
+        return [], False
+    plan = Plan.from_json(parent.plan)
+    kids = children(session, parent.id)
+    done = {_stage_key(k) for k in kids if k.status == JobStatus.succeeded}
+    level = 0 if (child.step or {}).get("stage") == "map" else int((child.step or {})["level"])
+    progress = dict(parent.progress or {})
+    progress["map_done" if level == 0 else "reduce_done"] = sum(
+        1
+        for k in kids
+        if k.status == JobStatus.succeeded and (_stage_key(k)[0] == 0) == (level == 0)
+    )
+    parent.progress = progress
+    last_level = len(plan.reduce)
+    if level == last_level:  # the last request of the plan (one map chunk, or the top reduce)
+        _finish_parent(session, parent, child, now)
+        return [], True
+    existing = {_stage_key(k) for k in kids}
+    new: list[uuid.UUID] = []
+    for g, group in enumerate(plan.reduce[level].groups):
+        key = (level + 1, g)
+        ready = all((level, i) in done for i in range(group.first, group.last + 1))
+        if key in existing or not ready:
+            continue
+        step = {
+            "stage": "reduce",
+            "level": level + 1,
+            "group": g,
+            "first": group.first,
+            "last": group.last,
+        }
+        job = _waiting_child(
+            parent, f"reduce/{level + 1}/{g}", step, group.request, est_of(group.request)
+        )
+        job.waiting_since = now
+        session.add(job)
+        new.append(job.id)
+    return new, False
+
+
+def _finish_parent(session: Session, parent: Job, last: Job, now: datetime) -> None:
+    result = session.scalar(select(Result).where(Result.job_id == last.id))
+    assert result is not None, "fan_in runs after the child's result is added"
+    session.add(
+        Result(
+            job_id=parent.id,
+            text=result.text,
+            data=result.data,
+            warnings=result.warnings,
+            model=result.model,
+            backend_url=result.backend_url,
+            request_id=result.request_id,
+            prompt_tokens=_sum(session, parent.id, Result.prompt_tokens),
+            completion_tokens=_sum(session, parent.id, Result.completion_tokens),
+        )
+    )
+    parent.status, parent.finished_at = JobStatus.succeeded, now
+
+
+def _sum(session: Session, parent_id: uuid.UUID, column: Any) -> int | None:
+    values = session.scalars(
+        select(column).join(Job, Job.id == Result.job_id).where(Job.parent_id == parent_id)
+    ).all()
+    return None if any(v is None for v in values) else sum(values)
+
+
+def end_tree(
+    session: Session,
+    job_ids: Sequence[uuid.UUID],
+    status: JobStatus,
+    now: datetime,
+    *,
+    code: str | None = None,
+    reason: str | None = None,
+) -> list[uuid.UUID]:
+    """Move these jobs and their children that are not final yet to `status`
+    (failed or cancelled), deleting their KV leases in the same transaction (the
+    ledger's rule: a lease exists only while its job runs). Returns the jobs moved."""
+    ids = list(job_ids)
+    ids += session.scalars(select(Job.id).where(Job.parent_id.in_(ids))).all()
+    moved = list(
+        session.scalars(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status.not_in(FINAL))
+            .values(
+                status=status,
+                finished_at=now,
+                heartbeat_at=None,
+                error_code=code,
+                error_reason=reason,
+            )
+            .returning(Job.id),
+            execution_options=_NO_SYNC,
+        )
+    )
+    if moved:
+        session.execute(
+            delete(KvLease).where(KvLease.job_id.in_(moved)), execution_options=_NO_SYNC
+        )
+    return moved
+
+
+def group_pages(plan: Plan, level: int, group: int) -> tuple[int, int]:
+    """The pages a request covers: a map chunk's (level 0) or a reduce group's."""
+    if level == 0:
+        chunk = plan.map[group].chunk
+        return chunk.first_page, chunk.last_page
+    g = plan.reduce[level - 1].groups[group]
+    return group_pages(plan, level - 1, g.first)[0], group_pages(plan, level - 1, g.last)[1]

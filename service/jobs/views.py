@@ -1,0 +1,107 @@
+"""Jobs and results as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import HTTPException, status
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.jobs.schemas import (
+    JobBackend,
+    JobChildren,
+    JobError,
+    JobOut,
+    JobTimings,
+    ResultOut,
+)
+from service.models import Backend, Job, JobStatus, Result, utcnow
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else max((end - start).total_seconds(), 0.0)
+
+
+def _children(session: Session, job: Job) -> JobChildren | None:
+    if job.plan is None or job.plan.get("kind") != "map_reduce":
+        return None
+    counts = dict(
+        session.execute(
+            select(Job.status, func.count()).where(Job.parent_id == job.id).group_by(Job.status)
+        ).all()
+    )
+    total_planned = len(job.plan["map"]) + sum(len(lv["groups"]) for lv in job.plan["reduce"])
+    return JobChildren(
+        total=total_planned,
+        succeeded=counts.get(JobStatus.succeeded, 0),
+        running=counts.get(JobStatus.running, 0),
+        failed=counts.get(JobStatus.failed, 0),
+    )
+
+
+def to_out(session: Session, job: Job) -> JobOut:
+    now = utcnow()
+    backend = session.get(Backend, job.backend_id) if job.backend_id else None
+    final = job.status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+    error = None
+    # A waiting job shows why its last attempt ended; a succeeded one shows no error.
+    if job.status != JobStatus.succeeded and (job.error_reason or job.status == JobStatus.failed):
+        error = JobError(
+            code=job.error_code or "failed",
+            reason=job.error_reason or "failed",
+            raw_output=job.raw_output,
+        )
+    return JobOut(
+        id=job.id,
+        document_id=job.document_id,
+        task=job.task,
+        params=job.params,
+        max_output_tokens=job.max_output_tokens,
+        idempotency_key=job.idempotency_key,
+        status=job.status,
+        attempts=job.attempts,
+        plan=job.plan,
+        progress=job.progress,
+        backend=None
+        if backend is None
+        else JobBackend(id=backend.id, role=backend.role, url=backend.url, model=backend.model),
+        error=error,
+        timings=JobTimings(
+            created_at=job.created_at,
+            admitted_at=job.admitted_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            queued_s=_seconds(job.created_at, job.started_at),
+            kv_wait_s=job.kv_wait_s,
+            prefill_s=job.prefill_s,
+            total_s=_seconds(job.created_at, job.finished_at if final else now),
+        ),
+        children=_children(session, job),
+        result_url=f"/v1/jobs/{job.id}/result" if job.status == JobStatus.succeeded else None,
+    )
+
+
+def result_out(session: Session, job: Job) -> ResultOut:
+    result = session.scalar(select(Result).where(Result.job_id == job.id))
+    if job.status != JobStatus.succeeded or result is None:
+        detail: dict[str, object] = {
+            "code": "not_ready" if job.status not in ("failed", "cancelled") else job.status.value,
+            "status": job.status.value,
+            "reason": job.error_reason or f"the job is {job.status.value}",
+        }
+        if job.raw_output is not None:
+            detail["raw_output"] = job.raw_output
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=detail)
+    return ResultOut(
+        job_id=job.id,
+        text=result.text,
+        data=result.data,
+        warnings=list(result.warnings or []),
+        model=result.model,
+        backend_url=result.backend_url,
+        request_id=result.request_id,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        created_at=result.created_at,
+    )

@@ -1,0 +1,103 @@
+"""/v1/jobs: thin handlers over `service.jobs`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from service.auth import TenantDep
+from service.config import get_settings
+from service.db import SessionDep
+from service.jobs import lifecycle, views
+from service.jobs.schemas import JobCreate, JobList, JobOut, ResultOut
+from service.models import Job, JobStatus, utcnow
+from workers.celery_app import dispatch_job, revoke
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def send(session: Session, job_ids: Sequence[uuid.UUID]) -> None:
+    """Queue the tasks of freshly committed jobs. A failure here loses nothing: the
+    worker's sweeper sends the tasks of waiting jobs nobody polls for."""
+    for job_id in job_ids:
+        try:
+            task_id = dispatch_job(str(job_id))
+        except Exception:
+            log.exception("could not queue job %s; the sweeper will", job_id)
+            continue
+        session.execute(
+            update(Job).where(Job.id == job_id).values(dispatched_at=utcnow(), task_id=task_id)
+        )
+    session.commit()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={
+        200: {"description": "The same request (or idempotency key) was made before"},
+        404: {"description": "No such document for this tenant"},
+        409: {"description": "The document failed to parse, or the key was used otherwise"},
+        422: {"description": "Unknown task, bad params, or an impossible budget"},
+    },
+)
+def create_job(
+    body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep
+) -> JobOut:
+    """Run a task on a document; the job's routing plan comes back with it once the
+    document is parsed (`plan` is null before)."""
+    job, created, to_send = lifecycle.create(session, get_settings(), tenant, body)
+    if created:
+        send(session, to_send)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return views.to_out(session, job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    state: Annotated[JobStatus | None, Query(alias="status")] = None,
+) -> JobList:
+    rows, total = lifecycle.list_owned(session, tenant, limit, offset, state)
+    items = [views.to_out(session, j) for j in rows]
+    return JobList(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut:
+    return views.to_out(session, lifecycle.get_owned(session, tenant, job_id))
+
+
+@router.get(
+    "/{job_id}/result",
+    response_model=ResultOut,
+    responses={409: {"description": "The job has not succeeded (yet); its status and reason"}},
+)
+def get_result(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> ResultOut:
+    return views.result_out(session, lifecycle.get_owned(session, tenant, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut:
+    """Cancel: the lease is released now; a running request is aborted on the server
+    within a heartbeat. Cancelling a finished job changes nothing."""
+    job = lifecycle.get_owned(session, tenant, job_id)
+    task_ids = [job.task_id] if job.task_id else []
+    for moved in lifecycle.cancel(session, job):
+        child = session.get(Job, moved)
+        if child is not None and child.task_id and child.task_id not in task_ids:
+            task_ids.append(child.task_id)
+    revoke(task_ids)
+    return views.to_out(session, job)

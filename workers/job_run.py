@@ -1,0 +1,298 @@
+"""Run one admitted request: read its text, call vLLM under the KV lease, check the
+output, and store the result, release the lease and fan in, in one transaction.
+
+While the request runs a heartbeat renews the lease; when renewal fails (the job was
+cancelled, or the lease expired and was reaped) the request is aborted at once, so
+a cancelled job stops holding the server, and a lost lease never writes a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingestion.task_output import OutputError, TaskOutput, parse_output
+from ingestion.task_prompts import response_format
+from service.blobstore import BlobStore
+from service.config import Settings
+from service.jobs import tree
+from service.jobs.planning import est_duration_s
+from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
+from workers import ledger
+from workers.job_text import RequestText, build
+from workers.vllm_client import Cancelled, Completion, VllmClient, VllmError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    job_id: uuid.UUID
+    lease_id: uuid.UUID
+    attempt: int
+    backend_url: str
+    model: str
+    request: RequestText
+
+
+class _LeaseKeeper:
+    """Renews the lease every heartbeat; sets `lost` when it cannot."""
+
+    def __init__(self, sessions: sessionmaker[Session], a: _Admitted, settings: Settings) -> None:
+        self.sessions, self.a, self.settings = sessions, a, settings
+        self.lost = threading.Event()
+        self.tokens = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-lease", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                with self.sessions() as s:
+                    ok = ledger.renew(
+                        s,
+                        self.a.job_id,
+                        utcnow(),
+                        self.settings.lease_ttl_s,
+                        lease_id=self.a.lease_id,
+                    )
+                    if ok:
+                        progress = {"stage": self.a.request.stage, "completion_tokens": self.tokens}
+                        s.execute(
+                            update(Job).where(Job.id == self.a.job_id).values(progress=progress)
+                        )
+                        s.commit()
+            except Exception:
+                log.exception("lease renewal of job %s failed; trying again", self.a.job_id)
+                continue
+            if not ok:
+                log.warning("job %s lost its lease (cancelled or expired): aborting", self.a.job_id)
+                self.lost.set()
+                return
+
+
+def _admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> _Admitted | None:
+    job = session.get(Job, job_id)
+    lease = session.scalar(select(KvLease).where(KvLease.job_id == job_id))
+    if job is None or lease is None or job.status != JobStatus.running:
+        return None
+    backend = session.get(Backend, lease.backend_id)
+    doc = session.get(Document, job.document_id)
+    if backend is None or doc is None or backend.model is None:
+        return None
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            started_at=job.started_at or now,
+            progress={"stage": "prefill", "completion_tokens": 0},
+        )
+    )
+    session.commit()
+    text = build(session, job, doc, BlobStore(settings.blobs).path(doc.text_key or ""))
+    return _Admitted(job_id, lease.id, job.attempts, backend.url, backend.model, text)
+
+
+def run(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    job_id: uuid.UUID,
+    send: Callable[[list[uuid.UUID]], None],
+) -> None:
+    """Run the admitted job `job_id` once. Leaves it succeeded, failed, or waiting again
+    (the server was unreachable: it is re-admitted when a replica is up)."""
+    with sessions() as session:
+        a = _admitted(session, job_id, settings)
+    if a is None:
+        return
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        task, params = job.task, job.params
+    req = a.request
+    fmt = response_format(task, params, req.stage)
+    client = VllmClient(
+        a.backend_url,
+        connect_timeout_s=settings.vllm_connect_timeout_s,
+        read_timeout_s=settings.vllm_read_timeout_s,
+        prefill_tokens_per_s=settings.vllm_min_prefill_tokens_per_s,
+        max_retries=settings.vllm_max_retries,
+        backoff_s=settings.vllm_backoff_s,
+    )
+    last: OutputError | None = None
+    with client, _LeaseKeeper(sessions, a, settings) as keeper:
+        for n in range(settings.max_output_retries + 1):
+            try:
+                done = client.chat(
+                    model=a.model,
+                    messages=req.messages,
+                    max_tokens=req.output_tokens,
+                    prompt_tokens=req.input_tokens,
+                    request_id=f"{job_id}-{a.attempt}-{n}",
+                    response_format=fmt,
+                    cancel=keeper.lost,
+                    on_progress=lambda t: setattr(keeper, "tokens", t),
+                )
+            except Cancelled:
+                return
+            except VllmError as err:
+                _server_failed(sessions, settings, a, err)
+                return
+            try:
+                out = parse_output(task, params, req.stage, done.text, req.pages)
+            except OutputError as err:
+                log.warning("job %s: unusable output (%s), try %d", job_id, err.reason, n + 1)
+                last = err
+                continue
+            _succeed(sessions, settings, a, done, out, send)
+            return
+    assert last is not None
+    with sessions() as session:
+        _end(
+            session,
+            a,
+            JobStatus.failed,
+            utcnow(),
+            "bad_output",
+            f"the model's output was unusable {settings.max_output_retries + 1} times: "
+            f"{last.reason}",
+            raw_output=last.raw,
+        )
+
+
+def _end(
+    session: Session,
+    a: _Admitted,
+    status: JobStatus,
+    now: datetime,
+    code: str,
+    reason: str,
+    **values: object,
+) -> bool:
+    with ledger.write_transaction(session):
+        ok = ledger.release(
+            session,
+            a.job_id,
+            now,
+            status,
+            lease_id=a.lease_id,
+            commit=False,
+            error_reason=reason,
+            error_code=code,
+            **values,
+        )
+        if ok and status == JobStatus.failed:
+            _fail_parent(session, a.job_id, now, reason)
+    return ok
+
+
+def _fail_parent(session: Session, job_id: uuid.UUID, now: datetime, reason: str) -> None:
+    job = session.get(Job, job_id)
+    if job is not None and job.parent_id is not None:
+        what = (job.step or {}).get("stage", "request")
+        tree.end_tree(
+            session,
+            [job.parent_id],
+            JobStatus.failed,
+            now,
+            code=f"{what}_failed",
+            reason=f"a {what} request failed: {reason}",
+        )
+
+
+def _server_failed(
+    sessions: sessionmaker[Session], settings: Settings, a: _Admitted, err: VllmError
+) -> None:
+    attempts = a.attempt  # admission counted this run
+    with sessions() as session:
+        if err.retryable:
+            # Seen unreachable just now: admission must not send the job straight back
+            # before the refresher notices. The refresher marks it up when it answers.
+            stmt = update(Backend).where(Backend.url == a.backend_url)
+            session.execute(stmt.values(healthy=False, last_error=f"request failed: {err.message}"))
+            session.commit()
+        if err.retryable and attempts < settings.max_job_attempts:
+            log.warning("job %s: %s; waiting to run again (attempt %d)", a.job_id, err, attempts)
+            _end(
+                session,
+                a,
+                JobStatus.waiting_for_capacity,
+                utcnow(),
+                "backend_unreachable",
+                f"attempt {attempts}: {a.backend_url}: {err.message}",
+            )
+            return
+        code = "backend_unreachable" if err.retryable else "backend_refused"
+        why = f"after {attempts} attempts, " if err.retryable else ""
+        _end(
+            session,
+            a,
+            JobStatus.failed,
+            utcnow(),
+            code,
+            f"{why}vLLM at {a.backend_url}: {err.message}",
+        )
+
+
+def _succeed(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    a: _Admitted,
+    done: Completion,
+    out: TaskOutput,
+    send: Callable[[list[uuid.UUID]], None],
+) -> None:
+    now = utcnow()
+    with sessions() as session, ledger.write_transaction(session):
+        progress = {"stage": "done", "completion_tokens": done.completion_tokens}
+        if not ledger.release(
+            session,
+            a.job_id,
+            now,
+            JobStatus.succeeded,
+            lease_id=a.lease_id,
+            commit=False,
+            prefill_s=done.first_token_s,
+            progress=progress,
+            error_reason=None,
+            error_code=None,
+        ):
+            log.warning("job %s lost its lease before finishing: result dropped", a.job_id)
+            return
+        session.add(
+            Result(
+                job_id=a.job_id,
+                text=out.text,
+                data=out.data,
+                warnings=list(out.warnings),
+                model=done.model,
+                backend_url=a.backend_url,
+                request_id=done.request_id,
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+            )
+        )
+        session.flush()
+        job = session.get(Job, a.job_id)
+        new: list[uuid.UUID] = []
+        if job is not None and job.parent_id is not None:
+            session.refresh(job)
+            new, _ = tree.fan_in(session, job, now, lambda r: est_duration_s(r, settings))
+    if new:
+        send(new)

@@ -1,0 +1,219 @@
+"""The `run_job` task: plan a job if needed, wait for KV-cache room, run it.
+
+One task per job (and per map or reduce request of a map-reduce job). The task
+polls the KV ledger for its job's admission, beating on the job row so admission
+knows a task is there to run it (`ledger.try_admit(ready_after=...)`); after
+`admission_wait_s` it queues itself again and frees its worker slot. Only the task
+whose name is on the job (`jobs.worker`) runs it, so a duplicate message is a no-op.
+
+Durability: acks_late + reject_on_worker_lost hand the message back when a worker
+process dies; a dead worker's lease expires and the ledger requeues its job; the
+sweeper sends a new task for waiting jobs nobody polls for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from service.config import Settings, get_settings
+from service.db import get_sessionmaker, rows_changed
+from service.jobs import tree
+from service.jobs.lifecycle import plan_and_start
+from service.models import Backend, Document, DocumentStatus, Job, JobStatus, utcnow
+from workers import job_run, ledger
+from workers.celery_app import JOB_TASK, app, dispatch_job
+
+log = logging.getLogger(__name__)
+_settings = get_settings()
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=JOB_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=_settings.job_soft_time_limit_s,
+    time_limit=_settings.job_time_limit_s,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def run_job(self: Any, job_id: str) -> dict[str, Any]:
+    worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
+    return drive(uuid.UUID(job_id), worker, get_settings())
+
+
+def send(job_ids: list[uuid.UUID]) -> None:
+    sessions = get_sessionmaker()
+    with sessions() as session:
+        for job_id in job_ids:
+            task_id = dispatch_job(str(job_id))
+            stmt = update(Job).where(Job.id == job_id)
+            session.execute(stmt.values(dispatched_at=utcnow(), task_id=task_id))
+        session.commit()
+
+
+def _claim(session: Session, job_id: uuid.UUID, worker: str, settings: Settings) -> bool:
+    """Become the job's poller (and so its runner) unless a live task already is."""
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.stale_after_s)
+    stmt = update(Job).where(
+        Job.id == job_id,
+        Job.status == JobStatus.waiting_for_capacity,
+        or_(
+            Job.worker.is_(None),
+            Job.worker == worker,
+            Job.heartbeat_at.is_(None),
+            Job.heartbeat_at < stale,
+        ),
+    )
+    ok = rows_changed(session.execute(stmt.values(worker=worker, heartbeat_at=now))) == 1
+    session.commit()
+    return ok
+
+
+def _prepare(session: Session, settings: Settings, job: Job) -> dict[str, Any] | None:
+    """Plan a queued job once its document is parsed. None: go on with the job."""
+    doc = session.get(Document, job.document_id)
+    now = utcnow()
+    if doc is None or doc.status == DocumentStatus.failed:
+        why = "was deleted" if doc is None else f"failed to parse: {doc.error_reason}"
+        tree.end_tree(
+            session,
+            [job.id],
+            JobStatus.failed,
+            now,
+            code="document_failed",
+            reason=f"the document {why}",
+        )
+        session.commit()
+        return {"status": "failed"}
+    if doc.status != DocumentStatus.parsed:
+        return {"status": "queued", "waiting_for": "document"}  # ingest sends us again
+    try:
+        to_send = plan_and_start(session, settings, job, doc, now)
+    except ValueError as exc:
+        tree.end_tree(session, [job.id], JobStatus.failed, now, code="bad_budget", reason=str(exc))
+        to_send = []
+    session.commit()
+    if job.status == JobStatus.running:  # a map-reduce parent: its requests do the work
+        send(to_send)
+        return {"status": "running", "requests": len(to_send)}
+    return None
+
+
+def _after_final(session: Session, job: Job) -> dict[str, Any]:
+    # A request that failed outside a run (the ledger failed it: too large, or its
+    # lease expired too often) takes its map-reduce job down with it.
+    if job.status == JobStatus.failed and job.parent_id is not None:
+        with ledger.write_transaction(session):
+            what = (job.step or {}).get("stage", "request")
+            tree.end_tree(
+                session,
+                [job.parent_id],
+                JobStatus.failed,
+                utcnow(),
+                code=f"{what}_failed",
+                reason=f"a {what} request failed: {job.error_reason}",
+            )
+    return {"status": job.status.value}
+
+
+def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
+    sessions = get_sessionmaker()
+    deadline = time.monotonic() + settings.admission_wait_s
+    while True:
+        with sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return {"status": "deleted"}
+            if job.status in tree.FINAL:
+                return _after_final(session, job)
+            if job.status == JobStatus.queued:
+                early = _prepare(session, settings, job)
+                if early is not None:
+                    return early
+                continue
+            if job.status == JobStatus.running:
+                parent = job.step is None and (job.plan or {}).get("kind") == "map_reduce"
+                if job.worker != worker or parent:
+                    return {"status": "running", "skipped": True}
+                role = None
+            else:
+                if not _claim(session, job_id, worker, settings):
+                    return {"status": job.status.value, "skipped": True, "reason": "polled"}
+                role = job.role
+        if role is None:
+            job_run.run(sessions, settings, job_id, send)
+            deadline = time.monotonic() + settings.admission_wait_s
+            continue
+        now = utcnow()
+        with sessions() as session:
+            ledger.try_admit(
+                session,
+                role,
+                now,
+                settings.lease_ttl_s,
+                max_attempts=settings.max_job_attempts,
+                ready_after=now - timedelta(seconds=settings.stale_after_s),
+            )
+            job = session.get(Job, job_id)
+            admitted = job is not None and job.status != JobStatus.waiting_for_capacity
+        if admitted:
+            continue
+        if _no_backend_for_too_long(job_id, role, settings):
+            return {"status": "failed", "reason": "no backend"}
+        if time.monotonic() > deadline:
+            return _requeue(job_id, worker)
+        time.sleep(settings.admission_poll_s)
+
+
+def _no_backend_for_too_long(job_id: uuid.UUID, role: str, settings: Settings) -> bool:
+    """Fail a job that has waited `backend_down_timeout_s` with no replica of its role
+    up: better a clear reason than a job that waits for ever."""
+    now = utcnow()
+    with get_sessionmaker()() as session:
+        rows = session.execute(
+            select(Backend.healthy, Backend.url, Backend.last_error).where(Backend.role == role)
+        ).all()
+        if any(r.healthy for r in rows):
+            return False
+        job = session.get(Job, job_id)
+        since = job.waiting_since if job is not None else None
+        if since is None or (now - since).total_seconds() < settings.backend_down_timeout_s:
+            return False
+        errors = "; ".join(f"{r.url}: {r.last_error}" for r in rows) or "none configured"
+        reason = (
+            f"no {role} backend was up for {settings.backend_down_timeout_s:.0f} s while the "
+            f"job waited ({errors})"
+        )
+        with ledger.write_transaction(session):
+            moved = tree.end_tree(
+                session, [job_id], JobStatus.failed, now, code="backend_down", reason=reason
+            )
+        if moved and job is not None and job.parent_id is not None:
+            session.refresh(job)
+            _after_final(session, job)
+        return bool(moved)
+
+
+def _requeue(job_id: uuid.UUID, worker: str) -> dict[str, Any]:
+    """Give the slot back: queue a new task behind the others and let it poll."""
+    with get_sessionmaker()() as session:
+        stmt = update(Job).where(
+            Job.id == job_id, Job.worker == worker, Job.status == JobStatus.waiting_for_capacity
+        )
+        session.execute(stmt.values(heartbeat_at=None))
+        session.commit()
+    send([job_id])
+    return {"status": "waiting_for_capacity", "requeued": True}
