@@ -1,8 +1,9 @@
 # Two commands do all the set-up on a fresh machine:
-#   make serve   - install, build tokenizers, start Longdoc embedded (SQLite, no servers)
+#   make serve   - install, build tokenizers and the vLLM CPU venv + small model, start
+#                  Longdoc embedded (SQLite, no servers) with a vLLM server on SmolLM2
 #   make test    - install, start Postgres/Redis if down, fetch the corpus, run the suite
-# Built assets (tokenizers, corpus, tool venvs) are cached in $(LONGDOC_CACHE_DIR),
-# outside the clone, so a second run skips them.
+# Built assets (tokenizers, corpus, tool and vLLM venvs, models) are cached in
+# $(LONGDOC_CACHE_DIR), outside the clone, so a second run skips them.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -31,7 +32,7 @@ vllm:
 
 setup: $(BIN)/longdoc tokenizers
 
-serve: setup
+serve: setup vllm
 	$(BIN)/longdoc serve --host $(HOST) --port $(PORT)
 
 services:

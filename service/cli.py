@@ -21,6 +21,7 @@ from service.backends_cli import backends as backends_command
 from service.config import get_settings
 from service.kv_cli import kv as kv_command
 from service.route_cli import route as route_command
+from service.submit_cli import submit as submit_command
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 keys = typer.Typer(no_args_is_help=True, help="API keys.")
@@ -28,6 +29,7 @@ cli.add_typer(keys, name="keys")
 cli.command("kv")(kv_command)
 cli.command("route")(route_command)
 cli.command("backends")(backends_command)
+cli.command("submit")(submit_command)
 
 DataDir = Annotated[
     Path | None,
@@ -77,7 +79,7 @@ def keys_create(
 def _worker_argv(concurrency: int) -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-        "--queues", "ingest", "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--queues", "ingest,jobs", "--concurrency", str(concurrency), "--loglevel", "INFO",
     ]  # fmt: skip
 
 
@@ -85,7 +87,7 @@ def _worker_argv(concurrency: int) -> list[str]:
 def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
 ) -> None:
-    """Run a Celery worker for the ingest queue."""
+    """Run a Celery worker for the ingest and jobs queues."""
     _prepare()
     argv = _worker_argv(concurrency or get_settings().worker_concurrency)
     os.execv(argv[0], argv)
@@ -97,31 +99,53 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run the API alone.")] = False,
+    no_vllm: Annotated[
+        bool, typer.Option("--no-vllm", help="Start no vLLM server, even with none configured.")
+    ] = False,
+    data_dir: DataDir = None,
 ) -> None:
-    """Run the API and a worker. With no configuration: SQLite + a serverless broker."""
+    """Run the API and a worker. With no configuration: SQLite + a serverless broker, and
+    a vLLM CPU server on SmolLM2 135M when `make vllm` has built it."""
     import uvicorn
 
+    from service import embedded_vllm
     from service.auth import create_key
     from service.db import get_sessionmaker
     from service.models import Tenant
+    from workers.vllm_server import VllmServerError
 
+    _use_data_dir(data_dir)
     _prepare()
     settings = get_settings()
     with get_sessionmaker()() as session:
         if not session.scalar(select(func.count()).select_from(Tenant)):
             key = create_key(session, "default", "first start")
+            key_file = write_key_file(settings.data_dir, key)
             typer.secho(f"\nAPI key for tenant 'default' (shown once):\n\n  {key}\n", bold=True)
+            typer.echo(f"(also in {key_file}, where `longdoc submit` finds it)\n")
     typer.echo(f"database: {settings.database_url}\nbroker:   {settings.broker_url}")
-    child = None
-    if not no_worker:
-        child = subprocess.Popen(
-            _worker_argv(concurrency or settings.worker_concurrency),
-            preexec_fn=_die_with_parent,
-        )
-    # uvicorn re-raises SIGTERM after its own shutdown; turn it into SystemExit so
-    # the `finally` below still stops the worker.
+    # Before vLLM starts (~40 s): a SIGTERM meanwhile must still reach the `finally`.
+    # uvicorn re-raises SIGTERM after its own shutdown; SystemExit runs the `finally` too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = None
+    child = None
     try:
+        if settings.backends:
+            typer.echo("backends: " + ", ".join(f"{b.role} {b.url}" for b in settings.backends))
+        elif not no_vllm and settings.embedded_vllm:
+            try:
+                server = embedded_vllm.start(settings, typer.echo)
+            except VllmServerError as exc:
+                typer.secho(f"{exc}\n(`longdoc serve --no-vllm` runs without it)", err=True)
+                raise typer.Exit(1) from None
+        else:
+            typer.echo("no backends: documents are parsed but jobs wait for a backend")
+        settings = get_settings()  # the embedded server changed the backends
+        if not no_worker:
+            child = subprocess.Popen(
+                _worker_argv(concurrency or settings.worker_concurrency),
+                preexec_fn=_die_with_parent,
+            )
         uvicorn.run("service.main:app", host=host, port=port, log_level="info")
     finally:
         if child is not None:
@@ -130,6 +154,25 @@ def serve(
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
+        # After the worker: it may still be finishing a request on this server.
+        embedded_vllm.stop(server, typer.echo)
+
+
+def write_key_file(data_dir: Path, key: str) -> Path:
+    """`<data_dir>/api-key`, readable by its owner only, for `longdoc submit`."""
+    path = data_dir / "api-key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        f.write(key + "\n")
+    return path
+
+
+def _use_data_dir(data_dir: Path | None) -> None:
+    """`--data-dir` given after the command name: the same as before it (`_root`)."""
+    if data_dir is not None:
+        os.environ["LONGDOC_DATA_DIR"] = str(data_dir.expanduser().resolve())
+        get_settings.cache_clear()
 
 
 def _die_with_parent() -> None:

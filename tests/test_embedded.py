@@ -1,20 +1,39 @@
 """`longdoc serve` with no configuration: SQLite, the SQLite-backed Celery transport,
-a real worker process, a key printed on first start — the README's first command."""
+a real worker process, a key printed on first start, and a real vLLM CPU server on
+SmolLM2 135M — the README's first command — then `longdoc submit` against it.
+
+The environment of tests/conftest.py (Postgres, Redis) is removed for `serve`, so the
+embedded defaults apply. Nothing is mocked.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
+from service import embedded_vllm
+from service.config import Settings
 from tests.conftest import REPO, corpus_file, wait_for
+
+LONGDOC = [sys.executable, "-m", "service.cli"]
+# One page, ~3,700 characters: with the prompt and 64 output tokens well inside the
+# embedded server's 8,192-token context, so the plan is a single request.
+SMALL_PDF = "pdf/latex-ltnews01.pdf"
 
 
 def _free_port() -> int:
@@ -23,18 +42,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
+def _embedded_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGDOC_")}
     env["LONGDOC_CACHE_DIR"] = os.environ.get(
         "LONGDOC_CACHE_DIR", str(Path.home() / ".cache" / "longdoc")
     )
-    data = tmp_path / "data"
+    return env
+
+
+@contextmanager
+def _serve(
+    tmp_path: Path, argv: list[str], ready_timeout: float
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`longdoc ARGV` (a serve) until /readyz answers; on exit, SIGTERM it and check
+    that every process it started is gone."""
+    log_path = tmp_path / "serve.log"
     port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    longdoc = [sys.executable, "-m", "service.cli"]
     proc = subprocess.Popen(
-        [*longdoc, "--data-dir", str(data), "serve", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [*LONGDOC, *argv, "--port", str(port)],
+        cwd=REPO, env=_embedded_env(), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
     )  # fmt: skip
     family: list[psutil.Process] = []
     try:
@@ -44,19 +71,44 @@ def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
             try:
                 return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                return proc.poll() is not None and _fail(tmp_path)
+                if proc.poll() is not None:
+                    raise AssertionError("serve exited:\n" + log_path.read_text()) from None
+                return False
 
-        wait_for(up, timeout=90, interval=0.5)
+        wait_for(up, timeout=ready_timeout, interval=0.5)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        yield base, proc
+    finally:
+        # Stop only `serve`; it must take its worker (and vLLM) down with it.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs(family, timeout=30)
+    for p in alive:  # vLLM runs in a session of its own: killpg(serve) misses it
+        p.kill()
+    assert not alive, alive
+
+
+def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # --no-vllm: parsing needs no model server, and this test needs no 40 s start.
+    with _serve(tmp_path, ["--data-dir", str(data), "serve", "--no-vllm"], 90) as (base, proc):
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("celery" in " ".join(p.cmdline()) for p in family), "no worker process"
+        assert not any("vllm" in " ".join(p.cmdline()) for p in family), "--no-vllm ignored"
         key = re.search(r"ld_[\w-]{20,}", (tmp_path / "serve.log").read_text())
         assert key, (tmp_path / "serve.log").read_text()
         headers = {"Authorization": f"Bearer {key.group(0)}"}
+        # The key is also written, private, for `longdoc submit`.
+        assert (data / "api-key").read_text().strip() == key.group(0)
+        assert (data / "api-key").stat().st_mode & 0o777 == 0o600
 
         # A second key from the CLI reaches the same database through --data-dir.
         second = subprocess.run(
-            [*longdoc, "--data-dir", str(data), "keys", "create", "--tenant", "default"],
-            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+            [*LONGDOC, "--data-dir", str(data), "keys", "create", "--tenant", "default"],
+            cwd=REPO, env=_embedded_env(), capture_output=True, text=True, check=True,
         )  # fmt: skip
         other = {"Authorization": f"Bearer {second.stdout.strip()}"}
 
@@ -80,18 +132,108 @@ def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
             assert all(tc["exact"] for tc in doc["token_counts"].values())
             text = http.get(f"/v1/documents/{doc_id}/text?pages=2", headers=headers).json()
             assert text["pages"][0]["number"] == 2 and len(text["pages"][0]["text"]) > 100
-    finally:
-        # Stop only `serve`; it must take its worker down with it.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    _, alive = psutil.wait_procs(family, timeout=30)
-    if alive:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert not alive, alive
 
 
-def _fail(tmp_path: Path) -> bool:
-    raise AssertionError("longdoc serve exited:\n" + (tmp_path / "serve.log").read_text())
+# vLLM's start (~40-60 s on two cores) and two jobs; more when other servers share the CPU.
+@pytest.mark.timeout(1200)
+def test_serve_with_embedded_vllm_then_submit(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if embedded_vllm.vllm_parts() is None:
+        pytest.skip("vLLM venv or SmolLM2 model missing: run `make vllm`")
+    pdf = corpus_file(SMALL_PDF)
+    # Short, so that vLLM's scratch (its sockets) goes under it, as on a real machine.
+    data = Path(tempfile.mkdtemp(prefix="ld-"))
+    request.addfinalizer(lambda: shutil.rmtree(data, ignore_errors=True))
+    t0 = time.monotonic()
+    with _serve(tmp_path, ["serve", "--data-dir", str(data)], 400) as (base, proc):
+        ready_s = time.monotonic() - t0
+        log = (tmp_path / "serve.log").read_text()
+        assert "vLLM ready in" in log, log
+        vllm = [
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "vllm" in " ".join(p.cmdline()) or p.name().startswith("VLLM")
+        ]
+        assert vllm, "no vLLM process"
+        vllm_url = re.search(r"starting vLLM .* on (http://[\d.:]+)", log)
+        assert vllm_url, log
+
+        def submit(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*LONGDOC, "submit", str(pdf), "--task", "summarize",
+                 "--max-output-tokens", "64", "--data-dir", str(data), "--url", base,
+                 "--timeout", "300", *extra],
+                cwd=REPO, env=_embedded_env(), capture_output=True, text=True, timeout=400,
+            )  # fmt: skip
+
+        t1 = time.monotonic()
+        done = submit()
+        job_s = time.monotonic() - t1
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.strip()) > 20, (done.stdout, done.stderr)
+        assert f"running on {vllm_url.group(1)}" in done.stderr, done.stderr
+        job_id = re.search(r"job ([0-9a-f-]{36})", done.stderr)
+        assert job_id, done.stderr
+
+        headers = {"Authorization": f"Bearer {(data / 'api-key').read_text().strip()}"}
+        job = httpx.get(f"{base}/v1/jobs/{job_id.group(1)}", headers=headers, timeout=10).json()
+        assert job["status"] == "succeeded", job
+        assert job["backend"]["url"] == vllm_url.group(1), job
+        assert job["plan"]["kind"] == "single", job["plan"]
+        # SmolLM2 stands in for gemma: its tokens are counted by the server, not the file.
+        doc = httpx.get(f"{base}/v1/documents/{job['document_id']}", headers=headers).json()
+        assert doc["token_counts"]["gemma"]["method"] == "server", doc["token_counts"]
+        # The same bytes again (the upload answers 200), a second job, the whole JSON.
+        again = submit("--json")
+        assert again.returncode == 0, again.stderr
+        result = json.loads(again.stdout)
+        assert result["text"] and result["model"] == embedded_vllm.SERVED_NAME, result
+        print(f"\nserve ready (vLLM included) in {ready_s:.0f} s; first job in {job_s:.1f} s")
+    # _serve checked that serve's processes are gone; vLLM's own are its children too.
+    assert not [p for p in vllm if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not list(data.glob("longdoc-vllm-*")), "vLLM scratch left behind"
+
+
+def _submit_alone(*argv: str) -> subprocess.CompletedProcess[str]:
+    # COLUMNS: wide enough that click's error box does not wrap the message.
+    return subprocess.run(
+        [*LONGDOC, "submit", *argv],
+        cwd=REPO, env={**_embedded_env(), "COLUMNS": "500"}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "http://127.0.0.1:{port}", "--key", "k"], "cannot reach http://127.0.0.1:"),
+        (["--params", "{bad", "--key", "k"], "Invalid value for '--params'"),
+        (["--params", "[1, 2]", "--key", "k"], "not a JSON object"),
+        (["--params", "@{tmp}/none.json", "--key", "k"], "No such file"),
+        (["--data-dir", "{tmp}/empty"], "no API key"),
+    ],
+)
+def test_submit_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("some text\n")
+    fill = {"{port}": str(_free_port()), "{tmp}": str(tmp_path)}
+    for old, new in fill.items():
+        args = [a.replace(old, new) for a in args]
+    done = _submit_alone(str(doc), *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr, done.stderr
+
+
+def test_submit_missing_file_exits_2(tmp_path: Path) -> None:
+    done = _submit_alone(str(tmp_path / "nope.pdf"), "--key", "k")
+    assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
+
+
+def test_no_vllm_parts_says_so_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LONGDOC_CACHE_DIR", str(tmp_path))
+    said: list[str] = []
+    assert embedded_vllm.start(Settings(data_dir=tmp_path), said.append) is None
+    assert said == [embedded_vllm.MISSING]

@@ -42,6 +42,13 @@ from types import TracebackType
 import httpx
 
 HOST = "127.0.0.1"
+# Small models pad JSON with whitespace until max_tokens runs out; vLLM 0.32's xgrammar
+# backend takes `disable_any_whitespace` only as a server setting, so every server
+# Longdoc starts itself gets it (the README asks operators for the same).
+STRUCTURED_OUTPUT_ARGS = (
+    "--structured-outputs-config",
+    '{"backend": "xgrammar", "disable_any_whitespace": true}',
+)
 
 
 class VllmServerError(RuntimeError):

@@ -26,12 +26,11 @@ import redis
 
 from tests.conftest import CORPUS, auth, start_worker, stop_worker, wait_for
 from tests.vllm.conftest import CACHE, VLLM_PYTHON, need_vllm
-from workers.vllm_server import VllmServer
+from workers.vllm_server import STRUCTURED_OUTPUT_ARGS, VllmServer
 
 GEMMA_ID = "google/gemma-3-270m"
 SCOUT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GEMMA_LEN, SCOUT_LEN = 2048, 8192
-STRUCTURED_OUTPUTS_CONFIG = '{"backend": "xgrammar", "disable_any_whitespace": true}'
 GEMMA_TOKENIZER = CACHE / "tokenizers" / "gemma" / "tokenizer.json"
 
 SMALL_PDF = "pdf/latex-ltnews01.pdf"  # 1 page, ~1,000 Gemma tokens: gemma
@@ -72,9 +71,7 @@ def server(role: str, logs: Path, port: int = 0) -> VllmServer:
         kv_cache_gib=1,
         cpu_cores=core,
         port=port,
-        # Small models pad JSON with whitespace until the budget runs out; vLLM 0.32's
-        # xgrammar honours this only as a server setting, not per request.
-        extra_args=["--structured-outputs-config", STRUCTURED_OUTPUTS_CONFIG],
+        extra_args=STRUCTURED_OUTPUT_ARGS,
         log_path=logs / f"{role}-{os.urandom(3).hex()}.log",
         scratch_parent=logs,
     )

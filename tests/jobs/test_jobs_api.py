@@ -267,3 +267,48 @@ def test_list_filters_by_status(client: Client, api_key: str, small: str) -> Non
     assert (
         client.get("/v1/jobs", headers=auth(api_key), params={"status": "nope"}).status_code == 422
     )
+
+
+def test_output_that_misses_the_schema_fails_with_the_raw_output(
+    client: Client, api_key: str, small: str
+) -> None:
+    # Valid but unsatisfiable: structured output forces "yes" (the enum), which the
+    # `not` that xgrammar does not enforce refuses. Every try fails the check.
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "string", "enum": ["yes"], "not": {"const": "yes"}}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    body = {
+        "document_id": small,
+        "task": "extract",
+        "params": {"schema": schema},
+        "max_output_tokens": 32,
+    }
+    job = _post(client, api_key, body).json()
+    done = wait_job(client, api_key, job["id"])
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "bad_output"
+    assert "3 times" in done["error"]["reason"]
+    assert json.loads(done["error"]["raw_output"]) == {"ok": "yes"}
+    r = client.get(f"/v1/jobs/{job['id']}/result", headers=auth(api_key))
+    assert r.status_code == 409 and r.json()["detail"]["raw_output"] == done["error"]["raw_output"]
+    assert _rows(Result, job_id=uuid.UUID(job["id"])) == 0
+    assert _rows(KvLease, job_id=uuid.UUID(job["id"])) == 0
+
+
+def test_schema_the_server_cannot_enforce_fails_with_its_reason(
+    client: Client, api_key: str, small: str
+) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 7}}}
+    body = {
+        "document_id": small,
+        "task": "extract",
+        "params": {"schema": schema},
+        "max_output_tokens": 32,
+    }
+    job = _post(client, api_key, body).json()
+    done = wait_job(client, api_key, job["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "backend_refused"
+    assert "not supported" in done["error"]["reason"] and done["attempts"] == 1

@@ -1,0 +1,192 @@
+"""`longdoc submit FILE --task summarize`: upload, run one job, print its result.
+
+A client of the REST API like any other (httpx): one upload that also creates the job,
+then GET /v1/jobs/{id} until the job ends, saying on stderr what it is doing, and the
+result on stdout. Exit status: 0 the job succeeded, 1 it failed, was cancelled or did
+not end within --timeout, 2 a usage error or no usable server (unreachable, refused key).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+
+from service.config import get_settings
+
+_FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"longdoc submit: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _parse_params(value: str) -> dict[str, Any]:
+    try:
+        text = Path(value[1:]).read_text() if value.startswith("@") else value
+        params = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"{value!r}: {exc}", param_hint="'--params'") from None
+    if not isinstance(params, dict):
+        raise typer.BadParameter(f"{value!r}: not a JSON object", param_hint="'--params'")
+    return params
+
+
+def _api_key(key: str | None) -> str:
+    if key:
+        return key
+    path = get_settings().data_dir / "api-key"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        _fail(
+            f"no API key: pass --key or set LONGDOC_API_KEY ({path} is written by the first "
+            "`longdoc serve`; `longdoc keys create --tenant default` makes another)",
+            2,
+        )
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:500]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, dict) and "reason" in detail:  # Longdoc's {code, reason, ...}
+        return f"{detail.get('code', 'error')}: {detail['reason']}"
+    return json.dumps(detail)
+
+
+def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """One request; any answer but 2xx, or none, ends the command with status 2."""
+    try:
+        resp = client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        _fail(f"cannot reach {client.base_url} ({reason}); is `longdoc serve` running?", 2)
+    if resp.status_code in (401, 403):
+        _fail(f"the server refused the API key ({resp.status_code}): {_detail(resp)}", 2)
+    if resp.is_error:
+        _fail(f"{method} {path}: {resp.status_code} {_detail(resp)}", 2)
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def _describe(job: dict[str, Any], doc: dict[str, Any]) -> str:
+    """One line for the job's state; printed whenever it changes."""
+    status: str = job["status"]
+    progress = dict(job.get("progress") or {})
+    if status == "queued" and doc["status"] == "queued":
+        return "document queued for parsing"
+    if status == "queued" and doc["status"] == "parsing":
+        pages = doc.get("progress") or {}
+        return f"parsing {pages.get('pages_done', 0)}/{pages.get('page_count') or '?'} pages"
+    if status in _FINAL or status == "queued":
+        return status
+    if status == "waiting_for_capacity":
+        line = "waiting for KV capacity"
+    elif "map_total" in progress:  # a map-reduce job: its requests are its children
+        line = (
+            f"running map-reduce: map {progress.pop('map_done', 0)}/{progress.pop('map_total')}"
+            f", reduce {progress.pop('reduce_done', 0)}/{progress.pop('reduce_total', '?')}"
+        )
+    else:
+        request = (job.get("plan") or {}).get("request") or {}
+        line = f"running on {(job.get('backend') or {}).get('url', '?')}"
+        if request:
+            line += f" ({request['input_tokens']} tokens in)"
+    if "completion_tokens" in progress:  # the stage names the request, not news to a user
+        progress.pop("stage", None)
+        out = progress.pop("completion_tokens")
+        line += f", {out} tokens out" if out else ", prefill"
+    if progress:  # anything else the worker reports
+        line += " [" + ", ".join(f"{k} {v}" for k, v in progress.items()) + "]"
+    return line
+
+
+def _print_result(result: dict[str, Any], task: str) -> None:
+    """extract and classify: their JSON data; the others: the text, which for ask is
+    each question with its answer and the pages that support it (the server writes it)."""
+    data, text = result.get("data"), result.get("text")
+    if (task in ("extract", "classify") and data is not None) or not text:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(text)
+    for warning in result.get("warnings") or []:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+def submit(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The document.")
+    ],
+    task: Annotated[
+        str, typer.Option(help="summarize, extract, ask, classify or prompt.")
+    ] = "summarize",
+    params: Annotated[
+        str,
+        typer.Option(
+            help='The task\'s parameters, JSON or @file.json: ask {"questions": [...]}, '
+            'extract {"schema": {...}}, classify {"labels": [...]}, prompt {"instruction": "..."}.'
+        ),
+    ] = "{}",
+    max_output_tokens: Annotated[int, typer.Option(min=1, help="Output budget.")] = 512,
+    url: Annotated[str, typer.Option(envvar="LONGDOC_URL", help="The API.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="LONGDOC_API_KEY", help="API key; default: DATA_DIR/api-key."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the job.")] = 1800,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result JSON.")] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", envvar="LONGDOC_DATA_DIR", help="Where serve keeps api-key."),
+    ] = None,
+) -> None:
+    """Upload FILE, run TASK on it, wait, print the result (text, or JSON data)."""
+    parsed = _parse_params(params)
+    if data_dir is not None:
+        from service.cli import _use_data_dir  # here: service.cli imports this module
+
+        _use_data_dir(data_dir)
+    headers = {"Authorization": f"Bearer {_api_key(key)}"}
+    timeouts = httpx.Timeout(60.0, connect=5.0)
+    with httpx.Client(base_url=url, headers=headers, timeout=timeouts) as client:
+        query = {"task": task, "max_output_tokens": max_output_tokens, "params": json.dumps(parsed)}
+        with file.open("rb") as f:
+            doc = _call(client, "POST", "/v1/documents", params=query, files={"file": f})
+        job = doc.get("job")
+        if job is None:
+            _fail(f"the server created no job for task {task!r}: {json.dumps(doc)[:300]}", 2)
+        typer.echo(f"document {doc['id']}, job {job['id']}", err=True)
+        deadline, last = time.monotonic() + timeout, ""
+        while True:
+            if job["status"] == "queued":  # planned once the document is parsed
+                doc = _call(client, "GET", f"/v1/documents/{doc['id']}")
+            if (line := _describe(job, doc)) != last:
+                typer.echo(line, err=True)
+                last = line
+            if job["status"] in _FINAL:
+                break
+            if time.monotonic() > deadline:
+                _fail(f"gave up after {timeout:.0f} s; job {job['id']} goes on ({last})", 1)
+            time.sleep(1.0)
+            job = _call(client, "GET", f"/v1/jobs/{job['id']}")
+        if job["status"] != "succeeded":
+            error = job.get("error")
+            if error and error.get("raw_output"):
+                typer.echo(f"the model's last output: {error['raw_output'][:1000]}", err=True)
+            reason = f": {error['code']}: {error['reason']}" if error else ""
+            _fail(f"job {job['id']} {job['status']}{reason}", 1)
+        result = _call(client, "GET", f"/v1/jobs/{job['id']}/result")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        _print_result(result, task)
