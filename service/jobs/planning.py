@@ -28,7 +28,7 @@ from ingestion.types import TokenCount
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.models import Backend as BackendRow
-from service.models import Document, DocumentTokenCount
+from service.models import Document, DocumentTokenCount, utcnow
 
 # vLLM's defaults when the server's --max-num-batched-tokens is not configured: a CPU
 # server (block size 128) schedules 2,048 tokens ahead, a GPU one two batches of 8,192.
@@ -47,12 +47,16 @@ class Planned:
 
 
 def router_backends(rows: Sequence[BackendRow], settings: Settings) -> list[Backend]:
-    """The router's view of the backends table, with the configured KV settings."""
+    """The router's view of the backends table, with the configured KV settings.
+
+    A configured replica that is down right now is planned on with its last measured
+    figures: admission places nothing on it while it is down, and a job whose role has
+    no replica up for `backend_down_timeout_s` fails then, so a short outage makes
+    jobs wait instead of failing at creation. A row no longer configured is down for
+    good and shows among the rejected alternatives."""
     configs = {str(c.url).rstrip("/"): c for c in settings.backends}
     out = []
     for row in rows:
-        # A row no longer configured was marked down by the refresher: planned on as
-        # down, so it shows among the rejected alternatives.
         cfg = configs.get(row.url)
         model = (cfg.model if cfg else None) or row.model
         if model is None:
@@ -69,7 +73,7 @@ def router_backends(rows: Sequence[BackendRow], settings: Settings) -> list[Back
                 row.max_model_len,
                 row.kv_capacity_bytes,
                 kv=kv,
-                healthy=row.healthy,
+                healthy=row.healthy or cfg is not None,
             )
         )
     return out
@@ -123,6 +127,19 @@ class _LazyPages:
         return PageChunker(pages, self.counters)(role, budget)
 
 
+def _backend_rows(session: Session, settings: Settings) -> list[BackendRow]:
+    stmt = select(BackendRow).order_by(BackendRow.role, BackendRow.url)
+    rows = list(session.scalars(stmt))
+    known = {r.url for r in rows}
+    if any(str(c.url).rstrip("/") not in known for c in settings.backends):
+        # Configured but never probed (a fresh start, before a worker's refresher ran).
+        from workers.backends import refresh
+
+        refresh(session, settings, utcnow())
+        rows = list(session.scalars(stmt))
+    return rows
+
+
 def plan_document_job(
     session: Session,
     settings: Settings,
@@ -133,7 +150,7 @@ def plan_document_job(
 ) -> Planned:
     """Plan a job on a parsed document. ValueError: the budget is absurd (a 422);
     RouteRefused: the job cannot run on these backends (it fails, with the reason)."""
-    rows = list(session.scalars(select(BackendRow).order_by(BackendRow.role, BackendRow.url)))
+    rows = _backend_rows(session, settings)
     backends = router_backends(rows, settings)
     spans = spans_from_json(doc.page_map or [])
     counts = {
