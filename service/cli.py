@@ -77,9 +77,11 @@ def keys_create(
 
 
 def _worker_argv(concurrency: int) -> list[str]:
+    from workers.celery_app import QUEUES
+
     return [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-        "--queues", "ingest,jobs", "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--queues", ",".join(QUEUES), "--concurrency", str(concurrency), "--loglevel", "INFO",
     ]  # fmt: skip
 
 
