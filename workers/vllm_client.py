@@ -289,6 +289,10 @@ class VllmClient:
             watch.close()
         if not done:
             raise VllmError(f"{self.base_url}: stream ended without [DONE]", retryable=True)
+        if finish == "abort":
+            # A server shutting down ends its running requests this way, [DONE] and all:
+            # the text is cut short, not an answer.
+            raise VllmError(f"{self.base_url}: the server aborted the request", retryable=True)
         completion_tokens = usage.get("completion_tokens")
         if on_progress is not None and completion_tokens and completion_tokens > reported:
             on_progress(completion_tokens)
