@@ -190,8 +190,14 @@ ASK_MAX_PAGES = 10
 ASK_ANSWER_CHARS = 2_000
 
 
-def ask_schema(questions: Sequence[str]) -> dict[str, Any]:
-    pages = {"type": "integer", "minimum": 1}
+def ask_schema(
+    questions: Sequence[str], pages_seen: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    # The bounds also stop a looping model from writing one endless number.
+    first, last = pages_seen or (1, None)
+    pages: dict[str, Any] = {"type": "integer", "minimum": first}
+    if last is not None:
+        pages["maximum"] = last
     item = {
         "type": "object",
         "properties": {
@@ -229,13 +235,19 @@ def classify_schema(labels: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def response_format(task: str, params: Mapping[str, Any], stage: Stage) -> dict[str, Any] | None:
+def response_format(
+    task: str,
+    params: Mapping[str, Any],
+    stage: Stage,
+    pages: tuple[int, int] | None = None,
+) -> dict[str, Any] | None:
     """The request's `response_format`, or None for free text. vLLM ignores a top-level
-    "guided_json", so structured output goes only through here."""
+    "guided_json", so structured output goes only through here. `pages`: the range the
+    request shows the model, which bounds the pages an `ask` answer may cite."""
     if _check(task, stage) == "extract":
         schema: dict[str, Any] = json.loads(json.dumps(params["schema"]))
     elif task == "ask":
-        schema = ask_schema(params["questions"])
+        schema = ask_schema(params["questions"], pages)
     elif task == "classify":
         schema = classify_schema(params["labels"])
     else:

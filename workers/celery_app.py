@@ -34,7 +34,18 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+def _poll_sqlite_broker_often() -> None:
+    # The SQLite transport polls its table, by default once a second, which put up to a
+    # second between a job's upload, its parse and its run (bench/e2e.py). Its
+    # transport options all go to create_engine, so the interval is set on the class.
+    from kombu.transport import sqlalchemy as kombu_sqla
+
+    kombu_sqla.Transport.polling_interval = 0.1
+
+
 def make_celery(settings: Settings) -> Celery:
+    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        _poll_sqlite_broker_often()
     app = Celery("longdoc", broker=settings.broker_url, include=["workers.ingest", "workers.jobs"])
     app.conf.update(
         task_serializer="json",

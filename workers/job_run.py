@@ -126,7 +126,7 @@ def run(
         assert job is not None
         task, params = job.task, job.params
     req = a.request
-    fmt = response_format(task, params, req.stage)
+    fmt = response_format(task, params, req.stage, req.pages)
     client = VllmClient(
         a.backend_url,
         connect_timeout_s=settings.vllm_connect_timeout_s,
