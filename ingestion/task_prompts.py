@@ -59,7 +59,7 @@ _MAP_NOTE = {
     "prompt": "follow the instruction for this part only.",
 }
 _ASK_SHAPE = (
-    'Answer in JSON: {"answers": [{"question": ..., "answer": ..., "pages": [N, ...]}]}, '
+    'Answer in JSON: {"answers": [{"answer": ..., "pages": [N, ...]}]}, '
     "one item per question, in order."
 )
 _CLASSIFY_SHAPE = (
@@ -198,14 +198,15 @@ def ask_schema(
     pages: dict[str, Any] = {"type": "integer", "minimum": first}
     if last is not None:
         pages["maximum"] = last
+    # No echo of the question: answers are matched by position, and every token the
+    # model spends copying a question is one less for the answer.
     item = {
         "type": "object",
         "properties": {
-            "question": {"type": "string", "maxLength": ASK_ANSWER_CHARS},
             "answer": {"type": "string", "maxLength": ASK_ANSWER_CHARS},
             "pages": {"type": "array", "items": pages, "maxItems": ASK_MAX_PAGES},
         },
-        "required": ["question", "answer", "pages"],
+        "required": ["answer", "pages"],
         "additionalProperties": False,
     }
     n = len(questions)

@@ -208,11 +208,17 @@ def test_response_formats(stage: Stage) -> None:
     ask = response_format("ask", PARAMS["ask"], stage)
     assert ask is not None
     check = Draft202012Validator(ask["json_schema"]["schema"])
-    one = {"question": "q", "answer": "Ada [p. 3]", "pages": [3]}
+    one = {"answer": "Ada [p. 3]", "pages": [3]}
     assert check.is_valid({"answers": [one, {**one, "pages": []}]})
     assert not check.is_valid({"answers": [one]})
     assert not check.is_valid({"answers": [one, one, one]})
     assert not check.is_valid({"answers": [one, {**one, "pages": ["3"]}]})
+    bounded = response_format("ask", PARAMS["ask"], stage, (2, 4))
+    assert bounded is not None
+    check = Draft202012Validator(bounded["json_schema"]["schema"])
+    assert check.is_valid({"answers": [one, {**one, "pages": [2, 4]}]})
+    assert not check.is_valid({"answers": [one, {**one, "pages": [5]}]})
+    assert not check.is_valid({"answers": [one, {**one, "pages": [1]}]})
 
     classify = response_format("classify", PARAMS["classify"], stage)
     assert classify is not None
