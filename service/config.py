@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(
         default=131_072, gt=0, description="The largest output budget a client may ask for."
     )
+    # A job whose document must be split is planned by the API only up to this much
+    # text; larger ones are planned by the worker (chunk counts take seconds there).
+    api_split_max_text_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
     # The vLLM client: retries within one attempt, and timeouts sized to the prompt.
     vllm_connect_timeout_s: float = Field(default=5.0, gt=0)
     vllm_read_timeout_s: float = Field(default=120.0, gt=0)

@@ -19,7 +19,7 @@ from ingestion.tasks import TaskError, validate
 from service.config import Settings
 from service.documents import get_owned as get_owned_document
 from service.jobs import tree
-from service.jobs.planning import est_duration_s, plan_document_job
+from service.jobs.planning import SplitDeferred, est_duration_s, plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from workers import ledger
@@ -64,14 +64,26 @@ def validated(body: JobCreate, settings: Settings) -> dict[str, Any]:
 
 
 def plan_and_start(
-    session: Session, settings: Settings, job: Job, doc: Document, now: datetime
+    session: Session,
+    settings: Settings,
+    job: Job,
+    doc: Document,
+    now: datetime,
+    *,
+    max_split_bytes: int | None = None,
 ) -> list[uuid.UUID]:
     """Plan a queued job on its parsed document and start it; a job that cannot run
-    fails with the router's reason. ValueError (bad budget) propagates. Returns the
-    jobs whose tasks to send."""
+    fails with the router's reason. ValueError (bad budget) and SplitDeferred
+    propagate. Returns the jobs whose tasks to send."""
     try:
         planned = plan_document_job(
-            session, settings, doc, job.task, job.params, job.max_output_tokens
+            session,
+            settings,
+            doc,
+            job.task,
+            job.params,
+            job.max_output_tokens,
+            max_split_bytes=max_split_bytes,
         )
     except RouteRefused as exc:
         rejected = "; ".join(r.reason for r in exc.rejected)
@@ -116,7 +128,10 @@ def create(
     send = [job.id]
     if doc.status == DocumentStatus.parsed:
         try:
-            send = plan_and_start(session, settings, job, doc, now)
+            limit = settings.api_split_max_text_bytes
+            send = plan_and_start(session, settings, job, doc, now, max_split_bytes=limit)
+        except SplitDeferred:
+            pass  # stays queued, plan null: its task plans it in the worker
         except ValueError as exc:
             session.rollback()
             raise HTTPException(_422, detail={"code": "bad_budget", "reason": str(exc)}) from None

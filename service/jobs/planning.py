@@ -113,15 +113,31 @@ def _page_overhead(counter: TokenCounter | None, spans: Sequence[PageSpan]) -> i
     return n + _SEAM_TOKENS_PER_PAGE * len(pages)
 
 
+class SplitDeferred(Exception):
+    """The plan needs the document split, and the caller asked not to split one this
+    large here (the API: counting the chunks of millions of tokens would hold the
+    request for seconds). The worker plans the job instead."""
+
+
 class _LazyPages:
     """Page texts for the chunker, read from the text file only if a split is needed."""
 
-    def __init__(self, path: Path, spans: list[PageSpan], counters: dict[str, TokenCounter]):
+    def __init__(
+        self,
+        path: Path,
+        spans: list[PageSpan],
+        counters: dict[str, TokenCounter],
+        max_split_bytes: int | None,
+    ) -> None:
         self.path, self.spans, self.counters = path, spans, counters
+        self.max_split_bytes = max_split_bytes
 
     def __call__(self, role: str, budget: int) -> Sequence[Chunk]:
         if not self.spans:
             return []
+        size = self.spans[-1].byte_end
+        if self.max_split_bytes is not None and size > self.max_split_bytes:
+            raise SplitDeferred(f"{size} bytes of text to split")
         with self.path.open("rb") as f:
             pages = list(read_pages(f, self.spans, self.spans[0].number, self.spans[-1].number))
         return PageChunker(pages, self.counters)(role, budget)
@@ -133,9 +149,11 @@ def _backend_rows(session: Session, settings: Settings) -> list[BackendRow]:
     known = {r.url for r in rows}
     if any(str(c.url).rstrip("/") not in known for c in settings.backends):
         # Configured but never probed (a fresh start, before a worker's refresher ran).
+        # In a session of its own: refresh commits, and the caller's job is not ready.
         from workers.backends import refresh
 
-        refresh(session, settings, utcnow())
+        with Session(bind=session.get_bind()) as probing:
+            refresh(probing, settings, utcnow())
         rows = list(session.scalars(stmt))
     return rows
 
@@ -147,9 +165,12 @@ def plan_document_job(
     task: str,
     params: Mapping[str, object],
     max_output_tokens: int,
+    *,
+    max_split_bytes: int | None = None,
 ) -> Planned:
     """Plan a job on a parsed document. ValueError: the budget is absurd (a 422);
-    RouteRefused: the job cannot run on these backends (it fails, with the reason)."""
+    RouteRefused: the job cannot run on these backends (it fails, with the reason);
+    SplitDeferred: it must be split, and its text is over `max_split_bytes`."""
     rows = _backend_rows(session, settings)
     backends = router_backends(rows, settings)
     spans = spans_from_json(doc.page_map or [])
@@ -173,7 +194,8 @@ def plan_document_job(
             prompts[role] = fixed + TEMPLATE_TOKENS + _page_overhead(counter, spans)
         text_path = BlobStore(settings.blobs).path(doc.text_key or "")
         job = Job(counts, prompts, max_output_tokens)
-        plan = plan_route(job, backends, _LazyPages(text_path, spans, counters))
+        pages = _LazyPages(text_path, spans, counters, max_split_bytes)
+        plan = plan_route(job, backends, pages)
     return Planned(plan, prompts)
 
 

@@ -312,3 +312,28 @@ def test_schema_the_server_cannot_enforce_fails_with_its_reason(
     done = wait_job(client, api_key, job["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "backend_refused"
     assert "not supported" in done["error"]["reason"] and done["attempts"] == 1
+
+
+def test_a_large_split_is_planned_by_the_worker(
+    client: Client, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.config import get_settings
+
+    doc = upload(client, api_key, LONG_PDF)
+    monkeypatch.setenv("LONGDOC_API_SPLIT_MAX_TEXT_BYTES", "0")  # the API splits nothing
+    get_settings.cache_clear()
+    try:
+        body = {
+            "document_id": doc,
+            "task": "summarize",
+            "params": {"focus": "the commands"},
+            "max_output_tokens": 32,
+        }
+        r = _post(client, api_key, body)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert r.status_code == 202 and r.json()["plan"] is None and r.json()["status"] == "queued"
+    done = wait_job(client, api_key, r.json()["id"], timeout=400)
+    assert done["status"] == "succeeded", (done["error"], done["progress"])
+    assert done["plan"]["kind"] == "map_reduce"
