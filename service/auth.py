@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service import security
 from service.db import SessionDep
-from service.models import ApiKey, Tenant, utcnow
+from service.models import ApiKey, Document, Job, Tenant, utcnow
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `longdoc keys create`.")
 # Writing last_used_at on every request would serialize reads on SQLite; a minute is enough.
@@ -59,3 +59,14 @@ def current_tenant(
 
 
 TenantDep = Annotated[uuid.UUID, Depends(current_tenant)]
+
+
+_Owned = TypeVar("_Owned", Document, Job)
+
+
+def owned(session: Session, model: type[_Owned], tenant_id: uuid.UUID, row_id: uuid.UUID) -> _Owned:
+    """The tenant's row, or 404 — also for another tenant's, so ids leak nothing."""
+    row = session.get(model, row_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{model.__name__.lower()} not found")
+    return row

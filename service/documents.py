@@ -14,6 +14,7 @@ from ingestion.formats import SUPPORTED_MEDIA_TYPES, detect_media_type_path
 from ingestion.textfile import PageSpan, parse_page_range, read_pages, spans_from_json
 from ingestion.types import IngestError
 from service import schemas
+from service.auth import owned
 from service.blobstore import BlobStore
 from service.models import Document, DocumentStatus, utcnow
 from service.upload import ReceivedFile
@@ -80,11 +81,7 @@ def find_by_sha(session: Session, tenant_id: uuid.UUID, sha256: str) -> Document
 
 
 def get_owned(session: Session, tenant_id: uuid.UUID, document_id: uuid.UUID) -> Document:
-    """The tenant's document, or 404 — also for another tenant's, so ids leak nothing."""
-    doc = session.get(Document, document_id)
-    if doc is None or doc.tenant_id != tenant_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="document not found")
-    return doc
+    return owned(session, Document, tenant_id, document_id)
 
 
 def list_owned(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from typing import Any
 
@@ -25,9 +24,10 @@ from ingestion.types import IngestError, PageText
 from service.blobstore import BlobStore
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker
+from service.jobs.dispatch import send
 from service.models import Document, DocumentStatus, DocumentTokenCount, Job, JobStatus, utcnow
 from workers import claims
-from workers.celery_app import INGEST_TASK, app
+from workers.celery_app import INGEST_TASK, app, durable_task, worker_name
 from workers.token_counts import count_roles
 
 log = logging.getLogger(__name__)
@@ -35,19 +35,10 @@ _settings = get_settings()
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=INGEST_TASK,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=_settings.ingest_soft_time_limit_s,
-    time_limit=_settings.ingest_time_limit_s,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
+    **durable_task(INGEST_TASK, _settings.ingest_soft_time_limit_s, _settings.ingest_time_limit_s)
 )
 def ingest(self: Any, document_id: str) -> dict[str, Any]:
-    worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
-    return run_ingest(uuid.UUID(document_id), worker, get_settings())
+    return run_ingest(uuid.UUID(document_id), worker_name(self), get_settings())
 
 
 def run_ingest(document_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
@@ -95,17 +86,11 @@ def run_ingest(document_id: uuid.UUID, worker: str, settings: Settings) -> dict[
 def _wake_jobs(document_id: uuid.UUID) -> None:
     """Send the tasks of jobs that were created before their document was ready: they
     plan now (or fail with the parse error). Lost here, the sweeper sends them."""
-    from workers.jobs import send  # the jobs module imports this app's tasks too
-
     with get_sessionmaker()() as session:
         waiting = session.scalars(
             select(Job.id).where(Job.document_id == document_id, Job.status == JobStatus.queued)
         ).all()
-    if waiting:
-        try:
-            send(list(waiting))
-        except Exception:
-            log.exception("could not queue the jobs of document %s; the sweeper will", document_id)
+        send(session, waiting)
 
 
 def _parse_and_count(

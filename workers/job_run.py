@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +40,8 @@ class _Admitted:
     attempt: int
     backend_url: str
     model: str
+    task: str
+    params: dict[str, Any]
     request: RequestText
 
 
@@ -106,7 +109,9 @@ def _admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> _Admit
     )
     session.commit()
     text = build(session, job, doc, BlobStore(settings.blobs).path(doc.text_key or ""))
-    return _Admitted(job_id, lease.id, job.attempts, backend.url, backend.model, text)
+    return _Admitted(
+        job_id, lease.id, job.attempts, backend.url, backend.model, job.task, job.params, text
+    )
 
 
 def run(
@@ -121,11 +126,7 @@ def run(
         a = _admitted(session, job_id, settings)
     if a is None:
         return
-    with sessions() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        task, params = job.task, job.params
-    req = a.request
+    task, params, req = a.task, a.params, a.request
     fmt = response_format(task, params, req.stage, req.pages)
     client = VllmClient(
         a.backend_url,

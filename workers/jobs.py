@@ -14,53 +14,36 @@ sweeper sends a new task for waiting jobs nobody polls for.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker, rows_changed
-from service.jobs import tree
+from service.jobs import dispatch, tree
 from service.jobs.lifecycle import plan_and_start
 from service.models import Backend, Document, DocumentStatus, Job, JobStatus, utcnow
 from workers import job_run, ledger
-from workers.celery_app import JOB_TASK, app, dispatch_job
+from workers.celery_app import JOB_TASK, app, durable_task, worker_name
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=JOB_TASK,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=_settings.job_soft_time_limit_s,
-    time_limit=_settings.job_time_limit_s,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
+    **durable_task(JOB_TASK, _settings.job_soft_time_limit_s, _settings.job_time_limit_s)
 )
 def run_job(self: Any, job_id: str) -> dict[str, Any]:
-    worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
-    return drive(uuid.UUID(job_id), worker, get_settings())
+    return drive(uuid.UUID(job_id), worker_name(self), get_settings())
 
 
 def send(job_ids: list[uuid.UUID]) -> None:
-    sessions = get_sessionmaker()
-    with sessions() as session:
-        for job_id in job_ids:
-            task_id = dispatch_job(str(job_id))
-            stmt = update(Job).where(Job.id == job_id)
-            session.execute(stmt.values(dispatched_at=utcnow(), task_id=task_id))
-        session.commit()
+    with get_sessionmaker()() as session:
+        dispatch.send(session, job_ids)
 
 
 def _claim(session: Session, job_id: uuid.UUID, worker: str, settings: Settings) -> bool:
@@ -169,42 +152,44 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
             )
             job = session.get(Job, job_id)
             admitted = job is not None and job.status != JobStatus.waiting_for_capacity
+            # Same session: the poll loop is hot, one connection per round is enough.
+            if not admitted and _no_backend_for_too_long(session, job_id, role, settings):
+                return {"status": "failed", "reason": "no backend"}
         if admitted:
             continue
-        if _no_backend_for_too_long(job_id, role, settings):
-            return {"status": "failed", "reason": "no backend"}
         if time.monotonic() > deadline:
             return _requeue(job_id, worker)
         time.sleep(settings.admission_poll_s)
 
 
-def _no_backend_for_too_long(job_id: uuid.UUID, role: str, settings: Settings) -> bool:
+def _no_backend_for_too_long(
+    session: Session, job_id: uuid.UUID, role: str, settings: Settings
+) -> bool:
     """Fail a job that has waited `backend_down_timeout_s` with no replica of its role
     up: better a clear reason than a job that waits for ever."""
     now = utcnow()
-    with get_sessionmaker()() as session:
-        rows = session.execute(
-            select(Backend.healthy, Backend.url, Backend.last_error).where(Backend.role == role)
-        ).all()
-        if any(r.healthy for r in rows):
-            return False
-        job = session.get(Job, job_id)
-        since = job.waiting_since if job is not None else None
-        if since is None or (now - since).total_seconds() < settings.backend_down_timeout_s:
-            return False
-        errors = "; ".join(f"{r.url}: {r.last_error}" for r in rows) or "none configured"
-        reason = (
-            f"no {role} backend was up for {settings.backend_down_timeout_s:.0f} s while the "
-            f"job waited ({errors})"
+    rows = session.execute(
+        select(Backend.healthy, Backend.url, Backend.last_error).where(Backend.role == role)
+    ).all()
+    if any(r.healthy for r in rows):
+        return False
+    job = session.get(Job, job_id)
+    since = job.waiting_since if job is not None else None
+    if since is None or (now - since).total_seconds() < settings.backend_down_timeout_s:
+        return False
+    errors = "; ".join(f"{r.url}: {r.last_error}" for r in rows) or "none configured"
+    reason = (
+        f"no {role} backend was up for {settings.backend_down_timeout_s:.0f} s while the "
+        f"job waited ({errors})"
+    )
+    with ledger.write_transaction(session):
+        moved = tree.end_tree(
+            session, [job_id], JobStatus.failed, now, code="backend_down", reason=reason
         )
-        with ledger.write_transaction(session):
-            moved = tree.end_tree(
-                session, [job_id], JobStatus.failed, now, code="backend_down", reason=reason
-            )
-        if moved and job is not None and job.parent_id is not None:
-            session.refresh(job)
-            _after_final(session, job)
-        return bool(moved)
+    if moved and job is not None and job.parent_id is not None:
+        session.refresh(job)
+        _after_final(session, job)
+    return bool(moved)
 
 
 def _requeue(job_id: uuid.UUID, worker: str) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def sweep(session: Session, settings: Settings, dispatch: Callable[[str], None])
     ).all()
     sent = 0
     for doc_id, seen in rows:
-        if _take(session, doc_id, seen):
+        if _take(session, Document, doc_id, seen):
             dispatch(str(doc_id))
             sent += 1
     if sent:
@@ -84,15 +84,7 @@ def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str], o
     ).all()
     sent = 0
     for job_id, seen in rows:
-        guard = Job.dispatched_at.is_(None) if seen is None else Job.dispatched_at == seen
-        taken = session.execute(
-            update(Job)
-            .where(Job.id == job_id, guard)
-            .values(dispatched_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-        if rows_changed(taken) == 1:
+        if _take(session, Job, job_id, seen):
             dispatch(str(job_id))
             sent += 1
     if sent:
@@ -121,11 +113,12 @@ def _fail_broken_parents(session: Session, now: Any) -> None:
             )
 
 
-def _take(session: Session, doc_id: uuid.UUID, seen: Any) -> bool:
-    guard = Document.dispatched_at.is_(None) if seen is None else Document.dispatched_at == seen
+def _take(session: Session, model: type[Document | Job], row_id: uuid.UUID, seen: Any) -> bool:
+    """Re-dispatch only if no other sweeper did since we read `seen`."""
+    guard = model.dispatched_at.is_(None) if seen is None else model.dispatched_at == seen
     result = session.execute(
-        update(Document)
-        .where(Document.id == doc_id, guard)
+        update(model)
+        .where(model.id == row_id, guard)
         .values(dispatched_at=utcnow())
         .execution_options(synchronize_session=False)
     )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ingestion.route_plan import RouteRefused
 from ingestion.tasks import TaskError, validate
+from service.auth import owned
 from service.config import Settings
 from service.documents import get_owned as get_owned_document
 from service.jobs import tree
@@ -163,10 +164,7 @@ def _existing(job: Job, doc_id: uuid.UUID, body: JobCreate, params: dict[str, An
 
 
 def get_owned(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
-    return job
+    return owned(session, Job, tenant_id, job_id)
 
 
 def list_owned(

@@ -17,9 +17,9 @@ from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import SessionDep
 from service.jobs import lifecycle, views
+from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
 from service.models import DocumentStatus
-from service.routers.jobs import send
 from service.upload import receive_file
 from workers.celery_app import dispatch_ingest
 

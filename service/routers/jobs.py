@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from service.auth import TenantDep
 from service.config import get_settings
 from service.db import SessionDep
 from service.jobs import lifecycle, views
+from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate, JobList, JobOut, ResultOut
-from service.models import Job, JobStatus, utcnow
-from workers.celery_app import dispatch_job, revoke
+from service.models import Job, JobStatus
+from workers.celery_app import revoke
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-def send(session: Session, job_ids: Sequence[uuid.UUID]) -> None:
-    """Queue the tasks of freshly committed jobs. A failure here loses nothing: the
-    worker's sweeper sends the tasks of waiting jobs nobody polls for."""
-    for job_id in job_ids:
-        try:
-            task_id = dispatch_job(str(job_id))
-        except Exception:
-            log.exception("could not queue job %s; the sweeper will", job_id)
-            continue
-        session.execute(
-            update(Job).where(Job.id == job_id).values(dispatched_at=utcnow(), task_id=task_id)
-        )
-    session.commit()
 
 
 @router.post(

@@ -201,3 +201,12 @@ def running_requests(url: str) -> float:
         if line.startswith("vllm:num_requests_running"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+@pytest.fixture(scope="package")
+def api_key(database: str) -> str:
+    """A tenant of the jobs tests' own: the same corpus bytes uploaded elsewhere in the
+    run must not come back here as an existing document, nor the other way round."""
+    from tests.conftest import _new_key
+
+    return _new_key(f"jobs-{os.urandom(3).hex()}")

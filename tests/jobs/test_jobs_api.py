@@ -37,6 +37,16 @@ def _post(client: Client, key: str, body: dict[str, Any]) -> Any:
     return client.post("/v1/jobs", headers=auth(key), json=body)
 
 
+def _succeeded(client: Client, key: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Create the job, wait for it, and require that it succeeded."""
+    r = _post(client, key, body)
+    assert r.status_code == 202, r.text
+    job_id: str = r.json()["id"]
+    done = wait_job(client, key, job_id)
+    assert done["status"] == "succeeded", (done["error"], done["progress"])
+    return job_id, done
+
+
 def _result(client: Client, key: str, job_id: str) -> dict[str, Any]:
     r = client.get(f"/v1/jobs/{job_id}/result", headers=auth(key))
     assert r.status_code == 200, r.text
@@ -153,7 +163,7 @@ def test_extract_follows_the_schema(client: Client, api_key: str, small: str) ->
         "required": ["title", "topics"],
         "additionalProperties": False,
     }
-    r = _post(
+    job_id, _ = _succeeded(
         client,
         api_key,
         {
@@ -163,16 +173,14 @@ def test_extract_follows_the_schema(client: Client, api_key: str, small: str) ->
             "max_output_tokens": 96,
         },
     )
-    done = wait_job(client, api_key, r.json()["id"])
-    assert done["status"] == "succeeded", (done["error"], done["progress"])
-    data = _result(client, api_key, r.json()["id"])["data"]
+    data = _result(client, api_key, job_id)["data"]
     jsonschema.validate(data, schema)
 
 
 def test_ask_cites_real_pages(client: Client, api_key: str, deployment: Deployment) -> None:
     doc = upload(client, api_key, MEDIUM_PDF)
     questions = ["What is this document about?", "Who is it written for?"]
-    r = _post(
+    job_id, _ = _succeeded(
         client,
         api_key,
         {
@@ -182,9 +190,7 @@ def test_ask_cites_real_pages(client: Client, api_key: str, deployment: Deployme
             "max_output_tokens": 160,
         },
     )
-    done = wait_job(client, api_key, r.json()["id"])
-    assert done["status"] == "succeeded", (done["error"], done["progress"])
-    answers = _result(client, api_key, r.json()["id"])["data"]["answers"]
+    answers = _result(client, api_key, job_id)["data"]["answers"]
     assert [a["question"] for a in answers] == questions
     for a in answers:
         assert all(1 <= p <= 5 for p in a["pages"]), a
@@ -192,7 +198,7 @@ def test_ask_cites_real_pages(client: Client, api_key: str, deployment: Deployme
 
 def test_classify_picks_a_given_label(client: Client, api_key: str, small: str) -> None:
     labels = ["software documentation", "cooking recipe", "legal contract"]
-    r = _post(
+    job_id, _ = _succeeded(
         client,
         api_key,
         {
@@ -202,9 +208,7 @@ def test_classify_picks_a_given_label(client: Client, api_key: str, small: str) 
             "max_output_tokens": 96,
         },
     )
-    done = wait_job(client, api_key, r.json()["id"])
-    assert done["status"] == "succeeded", (done["error"], done["progress"])
-    res = _result(client, api_key, r.json()["id"])
+    res = _result(client, api_key, job_id)
     assert res["data"]["label"] in labels and res["text"] == res["data"]["label"]
 
 
