@@ -201,7 +201,6 @@ def test_cancel_aborts_the_request_on_the_server(smollm2_server: VllmServer) -> 
             seen["at"] = time.monotonic()
             cancel.set()
 
-    t0 = time.monotonic()
     with VllmClient(smollm2_server.url) as client, pytest.raises(Cancelled) as info:
         # ~30 s of decoding if it were not cancelled.
         client.chat(
@@ -211,7 +210,9 @@ def test_cancel_aborts_the_request_on_the_server(smollm2_server: VllmServer) -> 
     done = time.monotonic()
     assert info.value.request_id == "job-cancel-1"
     assert seen["running"] == 1
-    assert done - seen["at"] < 2 and done - t0 < 10
+    # Measured from the cancel, not from the start: a loaded CI machine once took 12 s
+    # to the first token, which says nothing about how fast a cancel lands.
+    assert done - seen["at"] < 2
     # Not running and not finished: aborted (the count does move for a finished request).
     assert wait_idle(smollm2_server) < 3
     assert finished(smollm2_server) == finished_before
