@@ -12,6 +12,8 @@ from tests.conftest import auth, corpus_file, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
+DELETE_PDF = "pdf/latex-hyperref.pdf"
+
 
 def upload(client: Any, key: str, path: Path, name: str | None = None) -> Any:
     with path.open("rb") as f:
@@ -103,18 +105,31 @@ def test_missing_or_invalid_key_is_401(client: Any, headers: dict[str, str]) -> 
     assert resp.headers["www-authenticate"] == "Bearer"
 
 
-def test_delete_removes_document_and_text(client: Any, api_key: str) -> None:
+def test_delete_removes_document_and_text(client: Any, api_key: str, other_key: str) -> None:
     from service.blobstore import BlobStore
     from service.config import get_settings
 
-    path = corpus_file("pdf/lilypond-score-bach-bwv610.pdf")
-    doc = settled(client, api_key, upload(client, api_key, path).json()["id"])
+    # No other test uploads this file, so no other document shares its original.
+    path = corpus_file(DELETE_PDF)
+    mine = settled(client, api_key, upload(client, api_key, path).json()["id"])
+    theirs = settled(client, other_key, upload(client, other_key, path).json()["id"])
+    assert mine["sha256"] == theirs["sha256"] and mine["status"] == "parsed"
     store = BlobStore(get_settings().blobs)
-    assert store.original(doc["sha256"]).is_file()
-    assert client.delete(f"/v1/documents/{doc['id']}", headers=auth(api_key)).status_code == 204
-    assert client.get(f"/v1/documents/{doc['id']}", headers=auth(api_key)).status_code == 404
-    assert not store.original(doc["sha256"]).exists()
-    assert not store.path(f"text/{doc['id']}.txt").exists()
+    original = store.original(mine["sha256"])
+    assert original.is_file() and store.path(f"text/{mine['id']}.txt").is_file()
+
+    assert client.delete(f"/v1/documents/{mine['id']}", headers=auth(api_key)).status_code == 204
+    assert client.get(f"/v1/documents/{mine['id']}", headers=auth(api_key)).status_code == 404
+    assert not store.path(f"text/{mine['id']}.txt").exists()
+    # The other tenant's document still needs the shared original.
+    assert original.is_file()
+    text = client.get(f"/v1/documents/{theirs['id']}/text", headers=auth(other_key))
+    assert text.status_code == 200 and text.json()["pages"][0]["text"]
+
+    gone = client.delete(f"/v1/documents/{theirs['id']}", headers=auth(other_key))
+    assert gone.status_code == 204
+    assert not original.exists()
+    assert not store.path(f"text/{theirs['id']}.txt").exists()
 
 
 def test_unknown_document_is_404(client: Any, api_key: str) -> None:
