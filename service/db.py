@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -52,3 +53,21 @@ def rows_changed(result: Result[Any]) -> int:
     """Rows an UPDATE/DELETE touched; conditional updates are how claims are taken."""
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+@contextmanager
+def write_transaction(session: Session, *, commit: bool = True) -> Iterator[None]:
+    """A write transaction. SQLite takes its write lock up front (BEGIN IMMEDIATE):
+    a deferred transaction that read first could not upgrade to writing after
+    another writer committed. Postgres relies on the row locks taken inside."""
+    conn = session.connection()
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite" and not getattr(raw, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
+    if commit:
+        session.commit()

@@ -23,6 +23,7 @@ from ingestion.task_output import OutputError, TaskOutput, parse_output
 from ingestion.task_prompts import response_format
 from service.blobstore import BlobStore
 from service.config import Settings
+from service.db import write_transaction
 from service.jobs import tree
 from service.jobs.planning import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
@@ -186,7 +187,7 @@ def _end(
     reason: str,
     **values: object,
 ) -> bool:
-    with ledger.write_transaction(session):
+    with write_transaction(session):
         ok = ledger.release(
             session,
             a.job_id,
@@ -260,7 +261,7 @@ def _succeed(
     send: Callable[[list[uuid.UUID]], None],
 ) -> None:
     now = utcnow()
-    with sessions() as session, ledger.write_transaction(session):
+    with sessions() as session, write_transaction(session):
         progress = {"stage": "done", "completion_tokens": done.completion_tokens}
         if not ledger.release(
             session,

@@ -23,7 +23,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
-from service.db import get_sessionmaker, rows_changed
+from service.db import get_sessionmaker, rows_changed, write_transaction
 from service.jobs import dispatch, tree
 from service.jobs.lifecycle import plan_and_start
 from service.models import Backend, Document, DocumentStatus, Job, JobStatus, utcnow
@@ -99,7 +99,7 @@ def _after_final(session: Session, job: Job) -> dict[str, Any]:
     # A request that failed outside a run (the ledger failed it: too large, or its
     # lease expired too often) takes its map-reduce job down with it.
     if job.status == JobStatus.failed and job.parent_id is not None:
-        with ledger.write_transaction(session):
+        with write_transaction(session):
             what = (job.step or {}).get("stage", "request")
             tree.end_tree(
                 session,
@@ -182,7 +182,7 @@ def _no_backend_for_too_long(
         f"no {role} backend was up for {settings.backend_down_timeout_s:.0f} s while the "
         f"job waited ({errors})"
     )
-    with ledger.write_transaction(session):
+    with write_transaction(session):
         moved = tree.end_tree(
             session, [job_id], JobStatus.failed, now, code="backend_down", reason=reason
         )

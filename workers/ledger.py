@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +36,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ingestion import admission
-from service.db import rows_changed
+from service.db import rows_changed, write_transaction
 from service.models import Backend, Job, JobStatus, KvLease
 
 _FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
@@ -259,24 +258,6 @@ def capacity(
         free = None if total is None else total - used
         out.append(Capacity(b.id, b.role, b.url, b.healthy, total, used, free, n))
     return out
-
-
-@contextmanager
-def write_transaction(session: Session, *, commit: bool = True) -> Iterator[None]:
-    """A write transaction. SQLite takes its write lock up front (BEGIN IMMEDIATE):
-    a deferred transaction that read first could not upgrade to writing after
-    another writer committed. Postgres relies on the row locks taken inside."""
-    conn = session.connection()
-    raw = conn.connection.driver_connection
-    if conn.dialect.name == "sqlite" and not getattr(raw, "in_transaction", True):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        session.rollback()
-        raise
-    if commit:
-        session.commit()
 
 
 def _dead(now: datetime) -> ColumnElement[bool]:

@@ -19,7 +19,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from service.config import Settings
-from service.db import rows_changed
+from service.db import rows_changed, write_transaction
 from service.jobs.tree import end_tree
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from workers import ledger
@@ -102,7 +102,7 @@ def _fail_broken_parents(session: Session, now: Any) -> None:
         .where(Job.status == JobStatus.running, child.status == JobStatus.failed)
     ).all()
     for parent_id, reason in rows:
-        with ledger.write_transaction(session):
+        with write_transaction(session):
             end_tree(
                 session,
                 [parent_id],

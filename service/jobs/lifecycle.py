@@ -18,12 +18,12 @@ from ingestion.route_plan import RouteRefused
 from ingestion.tasks import TaskError, validate
 from service.auth import owned
 from service.config import Settings
+from service.db import write_transaction
 from service.documents import get_owned as get_owned_document
 from service.jobs import tree
 from service.jobs.planning import SplitDeferred, est_duration_s, plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
-from workers import ledger
 
 log = logging.getLogger(__name__)
 _422 = status.HTTP_422_UNPROCESSABLE_CONTENT
@@ -188,7 +188,7 @@ def cancel(session: Session, job: Job) -> list[uuid.UUID]:
     """Cancel the job and its requests: status cancelled and leases released in one
     transaction. The worker running it sees its lease gone at its next heartbeat and
     aborts the vLLM request. Returns the jobs cancelled (empty: it was final)."""
-    with ledger.write_transaction(session):
+    with write_transaction(session):
         moved = tree.end_tree(
             session,
             [job.id],
