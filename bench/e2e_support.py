@@ -26,6 +26,7 @@ from ingestion.pagetext import clean_text
 from ingestion.task_output import OutputError, parse_output
 from ingestion.task_prompts import build_messages, render_pages, response_format
 from ingestion.tasks import validate
+from workers import vllm_metrics
 from workers.vllm_server import STRUCTURED_OUTPUT_ARGS, VllmServer, _group_pids, free_port
 
 CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
@@ -120,12 +121,11 @@ def reset_prefix_cache(url: str) -> None:
 
 def prefix_counters(url: str) -> tuple[float, float]:
     """(vllm:prefix_cache_hits_total, vllm:prefix_cache_queries_total), in tokens."""
-    got = {"vllm:prefix_cache_hits_total": 0.0, "vllm:prefix_cache_queries_total": 0.0}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        name = line.split("{", 1)[0]
-        if name in got:
-            got[name] += float(line.rsplit(" ", 1)[1])
-    return got["vllm:prefix_cache_hits_total"], got["vllm:prefix_cache_queries_total"]
+    text = httpx.get(f"{url}/metrics", timeout=10).raise_for_status().text
+    return (
+        vllm_metrics.total(text, "vllm:prefix_cache_hits_total"),
+        vllm_metrics.total(text, "vllm:prefix_cache_queries_total"),
+    )
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from workers.vllm_server import parse_cache_config
+from workers import vllm_metrics
 
 PROBE_TIMEOUT_S = 5.0  # for callers without settings; Settings.backend_probe_timeout_s
 # Far above any real KV pool (a node of 8 x 141 GB is ~1.1e12); a bigger number is
@@ -53,17 +53,6 @@ def _positive(labels: Mapping[str, str], key: str) -> int | None:
     return value if 0 < value <= _MAX_SANE else None
 
 
-def _gauges(text: str, name: str) -> list[float]:
-    values = []
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            try:
-                values.append(float(line.rsplit(None, 1)[-1]))
-            except ValueError:
-                continue
-    return values
-
-
 def _model_entry(body: Any) -> tuple[str, int]:
     entries = body["data"]
     # LoRA adapters are listed too, each with a `parent`; the base model has none.
@@ -76,13 +65,13 @@ def _model_entry(body: Any) -> tuple[str, int]:
 
 def _from_metrics(url: str, model: str, length: int, text: str) -> BackendState:
     try:
-        labels = parse_cache_config(text)
+        labels = vllm_metrics.parse_cache_config(text)
     except ValueError as exc:
         return BackendState(url, model, length, metrics_error=f"/metrics: {exc}")
     kv_bytes = _positive(labels, "kv_cache_memory_bytes")
-    usage = _gauges(text, "vllm:kv_cache_usage_perc")
-    running = _gauges(text, "vllm:num_requests_running")
-    waiting = _gauges(text, "vllm:num_requests_waiting")
+    usage = vllm_metrics.values(text, "vllm:kv_cache_usage_perc")
+    running = vllm_metrics.values(text, "vllm:num_requests_running")
+    waiting = vllm_metrics.values(text, "vllm:num_requests_waiting")
     return BackendState(
         url,
         model,

@@ -13,21 +13,14 @@ VLLM_CPU_KVCACHE_SPACE (GiB of KV cache), VLLM_CPU_OMP_THREADS_BIND (cores; two 
 both pin core 0 by default), HF_HUB_OFFLINE=1, and TMPDIR/VLLM_CACHE_ROOT in a scratch
 directory of its own, removed by stop() (vLLM leaves socket files behind).
 
-Reading a server: `/v1/models` carries `max_model_len`; `/metrics` carries
-`vllm:cache_config_info{block_size=..., num_gpu_blocks=..., kv_cache_size_tokens=...}`
-(parse_cache_config); the log has one line, from the engine core
-(vllm/v1/core/kv_cache_utils.py), with the capacity in tokens and the concurrency:
-
-    CPU KV cache size: 93,184 tokens, Maximum concurrency for 8,192 tokens per request: 11.38x
-
-(parse_kv_capacity_log).
+Reading a running server (its /metrics and the capacity line of its log) is
+workers.vllm_metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -35,7 +28,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -272,72 +264,3 @@ class VllmServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-# --- reading a server ----------------------------------------------------------------
-
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
-
-
-def _parse_labels(text: str, start: int) -> dict[str, str]:
-    """Labels of a Prometheus text-format sample, `text[start]` being just after "{"."""
-    labels: dict[str, str] = {}
-    i, n = start, len(text)
-    while True:
-        while i < n and text[i] in " ,":
-            i += 1
-        if i < n and text[i] == "}":
-            return labels
-        eq = text.find("=", i)
-        if eq < 0 or eq + 1 >= n or text[eq + 1] != '"':
-            raise ValueError(f"malformed labels at {text[i : i + 40]!r}")
-        name = text[i:eq].strip()
-        i, value = eq + 2, []
-        while True:
-            if i >= n:
-                raise ValueError(f"unterminated value of label {name!r}")
-            c = text[i]
-            if c == "\\" and i + 1 < n:
-                value.append(_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
-                i += 2
-            elif c == '"':
-                i += 1
-                break
-            else:
-                value.append(c)
-                i += 1
-        labels[name] = "".join(value)
-
-
-def parse_cache_config(metrics_text: str) -> dict[str, str]:
-    """The labels of `vllm:cache_config_info{...} 1.0` in a /metrics text, e.g.
-    {"block_size": "128", "num_gpu_blocks": "728", "kv_cache_size_tokens": "93184", ...}.
-    Values stay strings, as vLLM writes them. Raises ValueError when the metric is absent."""
-    name = "vllm:cache_config_info{"
-    for line in metrics_text.splitlines():
-        if line.startswith(name):
-            return _parse_labels(line, len(name))
-    raise ValueError("no vllm:cache_config_info sample in the metrics text")
-
-
-@dataclass(frozen=True)
-class KvCapacity:
-    tokens: int
-    max_model_len: int
-    max_concurrency: float
-
-
-_KV_LINE = re.compile(
-    r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: "
-    r"([\d.]+)x"
-)
-
-
-def parse_kv_capacity_log(log_text: str) -> KvCapacity | None:
-    """The engine core's "CPU KV cache size: N tokens, Maximum concurrency for L tokens
-    per request: Cx" line (the last one, if the log holds several starts)."""
-    found = _KV_LINE.findall(log_text)
-    if not found:
-        return None
-    tokens, length, conc = found[-1]
-    return KvCapacity(int(tokens.replace(",", "")), int(length.replace(",", "")), float(conc))

@@ -26,6 +26,7 @@ import redis
 
 from tests.conftest import CORPUS, auth, start_worker, stop_worker, wait_for
 from tests.vllm.conftest import CACHE, VLLM_PYTHON, need_vllm
+from workers import vllm_metrics
 from workers.vllm_server import STRUCTURED_OUTPUT_ARGS, VllmServer
 
 GEMMA_ID = "google/gemma-3-270m"
@@ -195,12 +196,8 @@ def wait_job(client: object, key: str, job_id: str, timeout: float = 240) -> dic
 
 
 def running_requests(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:num_requests_running"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    text = httpx.get(f"{url}/metrics", timeout=5).raise_for_status().text
+    return vllm_metrics.total(text, "vllm:num_requests_running")
 
 
 @pytest.fixture(scope="package")

@@ -44,7 +44,8 @@ from workers.backends import (
     refresh,
     resolve,
 )
-from workers.vllm_server import HOST, VllmServer, free_port, parse_cache_config
+from workers.vllm_metrics import parse_cache_config
+from workers.vllm_server import HOST, VllmServer, free_port
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -42,13 +42,8 @@ from ingestion.kv_config import KvConfig
 from ingestion.kv_pool import PoolCapacity, fits, max_model_len, pool_capacity
 from ingestion.registry import LayerSpec, ModelSpec, get_model
 from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm
-from workers.vllm_server import (
-    KvCapacity,
-    VllmServer,
-    VllmServerError,
-    parse_cache_config,
-    parse_kv_capacity_log,
-)
+from workers.vllm_metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
+from workers.vllm_server import VllmServer, VllmServerError
 
 GIB = 1 << 30
 START_TIMEOUT = 240.0

@@ -9,7 +9,6 @@ generation is short (small max_tokens, or cancelled).
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 
 from tests.netrelay import Forwarder
 from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
+from workers import vllm_metrics
 from workers.vllm_client import Cancelled, VllmClient, VllmError
 from workers.vllm_server import VllmServer
 
@@ -39,11 +39,7 @@ def relay(smollm2_server: VllmServer) -> Iterator[Forwarder]:
 def metric(server: VllmServer, name: str, **labels: str) -> float:
     """Sum of the samples of `name` on the server's /metrics whose labels include `labels`."""
     text = httpx.get(f"{server.url}/metrics", timeout=5).raise_for_status().text
-    total = 0.0
-    for m in re.finditer(rf"^{re.escape(name)}(?:\{{(.*?)\}})? (\S+)$", text, re.M):
-        if all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
+    return vllm_metrics.total(text, name, **labels)
 
 
 def wait_idle(server: VllmServer, timeout: float = 5.0) -> float:
