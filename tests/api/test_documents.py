@@ -12,7 +12,7 @@ from tests.conftest import auth, corpus_file, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
-DELETE_PDF = "pdf/latex-hyperref.pdf"
+DELETE_PDF = "pdf/us-va-form-21-0966.pdf"  # 2 pages
 
 
 def upload(client: Any, key: str, path: Path, name: str | None = None) -> Any:
