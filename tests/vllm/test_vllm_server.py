@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from tests.vllm.conftest import CORPUS, DATA, KV_CACHE_GIB, MAX_MODEL_LEN, MODELS, SMOLLM2
 from workers import vllm_metrics
 from workers.vllm_metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
-from workers.vllm_server import VllmServer, VllmServerError, weight_dtype
+from workers.vllm_server import VllmServer, VllmServerError
 
 GIB = 1 << 30
 
@@ -98,24 +98,6 @@ def test_parse_kv_capacity_log() -> None:
 # --- the process wrapper, without vLLM -------------------------------------------------
 
 
-def test_weight_dtype_follows_the_cpus_bf16_support(tmp_path: Path) -> None:
-    def dtype_for(flags: str) -> str:
-        info = tmp_path / f"cpuinfo-{len(flags)}"
-        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-        return weight_dtype(info)
-
-    assert dtype_for("fpu sse2 avx2 fma") == "float32"
-    assert dtype_for("avx2 avx512f avx512bw") == "float32"  # AVX-512 without BF16
-    assert dtype_for("avx2 avx512f avx512_bf16") == "bfloat16"
-    assert dtype_for("avx2 amx_bf16 amx_tile") == "bfloat16"
-    assert weight_dtype(tmp_path / "missing") == "float32"
-    server = VllmServer(
-        python=Path("/p"), model_dir=Path("/m"), served_model_name="m", max_model_len=128,
-        log_path=tmp_path / "log", dtype="bfloat16",
-    )  # fmt: skip
-    assert server.command()[server.command().index("--dtype") + 1] == "bfloat16"
-
-
 def test_command_and_environment(tmp_path: Path) -> None:
     server = VllmServer(
         python=Path("/venv/bin/python"),
@@ -138,7 +120,7 @@ def test_command_and_environment(tmp_path: Path) -> None:
     assert flags["--host"] == "127.0.0.1"
     assert flags["--port"] == str(server.port)
     assert flags["--max-model-len"] == "4096"
-    assert flags["--dtype"] == weight_dtype() and flags["--kv-cache-dtype"] == "bfloat16"
+    assert flags["--dtype"] == "bfloat16"
     assert "--enforce-eager" in cmd
     assert cmd[-4:] == ["--max-num-batched-tokens", "4096", "--block-size", "128"]
     env = server.environment(tmp_path)
