@@ -127,7 +127,7 @@ def test_long_document_is_split_and_reduced(client: Client, api_key: str) -> Non
     pages = [(s["chunk"]["first_page"], s["chunk"]["last_page"]) for s in plan["map"]]
     assert pages[0][0] == 1 and pages[-1][1] == 21
     assert all(b[0] in (a[1], a[1] + 1) for a, b in itertools.pairwise(pages))
-    done = wait_job(client, api_key, job["id"], timeout=400)
+    done = wait_job(client, api_key, job["id"], timeout=900)
     assert done["status"] == "succeeded", (done["error"], done["progress"])
     n_requests = len(plan["map"]) + sum(len(lv["groups"]) for lv in plan["reduce"])
     assert done["children"] == {
@@ -338,6 +338,6 @@ def test_a_large_split_is_planned_by_the_worker(
         monkeypatch.undo()
         get_settings.cache_clear()
     assert r.status_code == 202 and r.json()["plan"] is None and r.json()["status"] == "queued"
-    done = wait_job(client, api_key, r.json()["id"], timeout=400)
+    done = wait_job(client, api_key, r.json()["id"], timeout=900)
     assert done["status"] == "succeeded", (done["error"], done["progress"])
     assert done["plan"]["kind"] == "map_reduce"
