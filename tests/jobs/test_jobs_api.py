@@ -116,6 +116,7 @@ def test_five_pages_go_to_scout(client: Client, api_key: str, deployment: Deploy
     assert _result(client, api_key, r.json()["id"])["text"].strip()
 
 
+@pytest.mark.timeout(1200)
 def test_long_document_is_split_and_reduced(client: Client, api_key: str) -> None:
     doc = upload(client, api_key, LONG_PDF)
     body = {"document_id": doc, "task": "summarize", "max_output_tokens": 64}
@@ -318,6 +319,7 @@ def test_schema_the_server_cannot_enforce_fails_with_its_reason(
     assert "not supported" in done["error"]["reason"] and done["attempts"] == 1
 
 
+@pytest.mark.timeout(1200)
 def test_a_large_split_is_planned_by_the_worker(
     client: Client, api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
