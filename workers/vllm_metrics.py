@@ -45,8 +45,13 @@ def total(text: str, name: str, **labels: str) -> float:
 def parse_cache_config(text: str) -> dict[str, str]:
     """The labels of `vllm:cache_config_info`, e.g. {"block_size": "128",
     "num_gpu_blocks": "728", "kv_cache_size_tokens": "93184", ...}. Values stay strings,
-    as vLLM writes them. Raises ValueError when the metric is absent."""
-    for s in samples(text):
+    as vLLM writes them. Raises ValueError, naming the metric, when it is absent or the
+    text cannot be read."""
+    try:
+        found = samples(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot read vllm:cache_config_info: {exc}") from exc
+    for s in found:
         if s.name == "vllm:cache_config_info":
             return dict(s.labels)
     raise ValueError("no vllm:cache_config_info sample in the metrics text")

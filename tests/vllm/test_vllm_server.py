@@ -63,8 +63,9 @@ def test_parse_cache_config_escapes_and_absence() -> None:
     }
     with pytest.raises(ValueError, match="no vllm:cache_config_info"):
         parse_cache_config('vllm:num_requests_running{engine="0"} 0.0\n')
-    with pytest.raises(ValueError):
-        parse_cache_config('vllm:cache_config_info{a="open} 1.0\n')
+    for garbage in ('vllm:cache_config_info{a="open} 1.0\n', "<html>502 Bad Gateway</html>"):
+        with pytest.raises(ValueError, match="cannot read vllm:cache_config_info"):
+            parse_cache_config(garbage)
 
 
 def test_metric_values_per_engine_and_by_label() -> None:
