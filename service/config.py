@@ -189,7 +189,9 @@ class Settings(BaseSettings):
     vllm_read_timeout_s: float = Field(default=120.0, gt=0)
     vllm_max_retries: int = Field(default=3, ge=0)
     vllm_backoff_s: float = Field(default=1.0, ge=0)
-    # Slowest prefill to wait for before the first token (a CPU server does ~700/s).
+    # Slowest prefill to wait for before the first token. A GPU does thousands/s; a
+    # CPU server 700-1,100/s with bf16 hardware, ~30/s on AVX2 alone (the embedded
+    # server sets 10).
     vllm_min_prefill_tokens_per_s: float = Field(default=200.0, gt=0)
     # Expected speeds, for the admission policy's end-time estimates only.
     est_prefill_tokens_per_s: float = Field(default=5_000.0, gt=0)

@@ -77,6 +77,9 @@ def _scratch_parent(data_dir: Path) -> Path | None:
     return data_dir if len(os.fsencode(data_dir.resolve())) <= 40 else None  # None: /tmp
 
 
+CPU_MIN_PREFILL_TOKENS_PER_S = 10
+
+
 def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
     """Start the server and wait until it answers; then point LONGDOC_BACKENDS at it.
 
@@ -107,6 +110,11 @@ def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
         server.stop()
         raise
     echo(f"vLLM ready in {waited:.0f} s")
+    # The default first-token budget assumes a GPU's prefill; this server may run on
+    # a CPU that emulates bf16 (~30 tokens/s on AVX2), shared by concurrent requests.
+    os.environ.setdefault(
+        "LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S", str(CPU_MIN_PREFILL_TOKENS_PER_S)
+    )
     use_backend(server.url, settings)
     return server
 

@@ -92,6 +92,9 @@ def _settings_env(gemma: Any, scout: Any) -> dict[str, str]:
         "LONGDOC_VLLM_BACKOFF_S": "0.5",
         "LONGDOC_VLLM_MAX_RETRIES": "2",
         "LONGDOC_VLLM_READ_TIMEOUT_S": "30",
+        # CPU servers: two 5,500-token map requests prefilled together at ~16 tokens/s
+        # each on an AVX2-only machine; the default (200/s) timed them out.
+        "LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S": "10",
         "LONGDOC_BACKEND_DOWN_TIMEOUT_S": "300",
     }
 
