@@ -121,10 +121,10 @@ def reset_prefix_cache(url: str) -> None:
 
 def prefix_counters(url: str) -> tuple[float, float]:
     """(vllm:prefix_cache_hits_total, vllm:prefix_cache_queries_total), in tokens."""
-    text = httpx.get(f"{url}/metrics", timeout=10).raise_for_status().text
+    metrics = vllm_metrics.Metrics(httpx.get(f"{url}/metrics", timeout=10).raise_for_status().text)
     return (
-        vllm_metrics.total(text, "vllm:prefix_cache_hits_total"),
-        vllm_metrics.total(text, "vllm:prefix_cache_queries_total"),
+        metrics.total("vllm:prefix_cache_hits_total"),
+        metrics.total("vllm:prefix_cache_queries_total"),
     )
 
 

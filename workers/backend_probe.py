@@ -64,14 +64,15 @@ def _model_entry(body: Any) -> tuple[str, int]:
 
 
 def _from_metrics(url: str, model: str, length: int, text: str) -> BackendState:
+    metrics = vllm_metrics.Metrics(text)
     try:
-        labels = vllm_metrics.parse_cache_config(text)
+        labels = metrics.cache_config()
     except ValueError as exc:
         return BackendState(url, model, length, metrics_error=f"/metrics: {exc}")
     kv_bytes = _positive(labels, "kv_cache_memory_bytes")
-    usage = vllm_metrics.values(text, "vllm:kv_cache_usage_perc")
-    running = vllm_metrics.values(text, "vllm:num_requests_running")
-    waiting = vllm_metrics.values(text, "vllm:num_requests_waiting")
+    usage = metrics.values("vllm:kv_cache_usage_perc")
+    running = metrics.values("vllm:num_requests_running")
+    waiting = metrics.values("vllm:num_requests_waiting")
     return BackendState(
         url,
         model,

@@ -13,48 +13,60 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 
-def samples(text: str) -> list[Sample]:
-    """Every sample in a /metrics text. Raises ValueError when the text is not the
-    Prometheus text format (an HTML error page, a truncated body)."""
-    try:
-        return [s for family in text_string_to_metric_families(text) for s in family.samples]
-    except (ValueError, IndexError, TypeError) as exc:  # the parser's IndexError: a cut line
-        raise ValueError(f"not Prometheus text: {exc}") from exc
+class Metrics:
+    """One /metrics text, parsed once, on first use: the probe reads several metrics
+    from each scrape."""
 
+    def __init__(self, text: str) -> None:
+        self.text = text
 
-def values(text: str, name: str, **labels: str) -> list[float]:
-    """The values of the samples called `name` whose labels include `labels`; one per
-    engine when a server runs several (data parallel)."""
-    return [
-        s.value
-        for s in samples(text)
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    ]
+    @cached_property
+    def samples(self) -> list[Sample]:
+        """Every sample. Raises ValueError when the text is not the Prometheus text
+        format (an HTML error page, a truncated body)."""
+        families = text_string_to_metric_families(self.text)
+        try:
+            return [s for family in families for s in family.samples]
+        except (ValueError, IndexError, TypeError) as exc:  # IndexError: a cut line
+            raise ValueError(f"not Prometheus text: {exc}") from exc
 
+    def values(self, name: str, **labels: str) -> list[float]:
+        """The values of the samples called `name` whose labels include `labels`; one
+        per engine when a server runs several (data parallel)."""
+        return [
+            s.value
+            for s in self.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
 
-def total(text: str, name: str, **labels: str) -> float:
-    """The sum of `values(text, name, **labels)`: 0 when no sample matches."""
-    return sum(values(text, name, **labels))
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of `values(name, **labels)`: 0 when no sample matches."""
+        return sum(self.values(name, **labels))
+
+    def cache_config(self) -> dict[str, str]:
+        """The labels of `vllm:cache_config_info`, e.g. {"block_size": "128",
+        "num_gpu_blocks": "728", "kv_cache_size_tokens": "93184", ...}. Values stay
+        strings, as vLLM writes them. Raises ValueError, naming the metric, when it is
+        absent or the text cannot be read."""
+        try:
+            found = self.samples
+        except ValueError as exc:
+            raise ValueError(f"cannot read vllm:cache_config_info: {exc}") from exc
+        for s in found:
+            if s.name == "vllm:cache_config_info":
+                return dict(s.labels)
+        raise ValueError("no vllm:cache_config_info sample in the metrics text")
 
 
 def parse_cache_config(text: str) -> dict[str, str]:
-    """The labels of `vllm:cache_config_info`, e.g. {"block_size": "128",
-    "num_gpu_blocks": "728", "kv_cache_size_tokens": "93184", ...}. Values stay strings,
-    as vLLM writes them. Raises ValueError, naming the metric, when it is absent or the
-    text cannot be read."""
-    try:
-        found = samples(text)
-    except ValueError as exc:
-        raise ValueError(f"cannot read vllm:cache_config_info: {exc}") from exc
-    for s in found:
-        if s.name == "vllm:cache_config_info":
-            return dict(s.labels)
-    raise ValueError("no vllm:cache_config_info sample in the metrics text")
+    """`Metrics(text).cache_config()`."""
+    return Metrics(text).cache_config()
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def wait_job(client: object, key: str, job_id: str, timeout: float = 240) -> dic
 
 def running_requests(url: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=5).raise_for_status().text
-    return vllm_metrics.total(text, "vllm:num_requests_running")
+    return vllm_metrics.Metrics(text).total("vllm:num_requests_running")
 
 
 @pytest.fixture(scope="package")

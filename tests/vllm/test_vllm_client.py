@@ -39,7 +39,7 @@ def relay(smollm2_server: VllmServer) -> Iterator[Forwarder]:
 def metric(server: VllmServer, name: str, **labels: str) -> float:
     """Sum of the samples of `name` on the server's /metrics whose labels include `labels`."""
     text = httpx.get(f"{server.url}/metrics", timeout=5).raise_for_status().text
-    return vllm_metrics.total(text, name, **labels)
+    return vllm_metrics.Metrics(text).total(name, **labels)
 
 
 def wait_idle(server: VllmServer, timeout: float = 5.0) -> float:

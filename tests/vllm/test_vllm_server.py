@@ -18,8 +18,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.vllm.conftest import CORPUS, DATA, KV_CACHE_GIB, MAX_MODEL_LEN, MODELS, SMOLLM2
-from workers import vllm_metrics
-from workers.vllm_metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
+from workers.vllm_metrics import KvCapacity, Metrics, parse_cache_config, parse_kv_capacity_log
 from workers.vllm_server import VllmServer, VllmServerError
 
 GIB = 1 << 30
@@ -77,16 +76,18 @@ def test_metric_values_per_engine_and_by_label() -> None:
         'vllm:request_success_total{engine="0",finished_reason="stop"} 7.0\n'
         'vllm:request_success_total{engine="0",finished_reason="length"} 4.0\n'
     )
-    assert vllm_metrics.values(text, "vllm:num_requests_running") == [2.0, 3.0]
-    assert vllm_metrics.total(text, "vllm:num_requests_running", engine="1") == 3.0
-    assert vllm_metrics.total(text, "vllm:request_success_total") == 11.0
-    assert vllm_metrics.total(text, "vllm:request_success_total", finished_reason="stop") == 7.0
-    assert vllm_metrics.total(text, "vllm:num_requests_waiting") == 0.0
-    real = (DATA / "metrics-smollm2-135m-instruct.txt").read_text()
-    assert vllm_metrics.values(real, "vllm:kv_cache_usage_perc") == [0.0]
+    metrics = Metrics(text)
+    assert metrics.values("vllm:num_requests_running") == [2.0, 3.0]
+    assert metrics.total("vllm:num_requests_running", engine="1") == 3.0
+    assert metrics.total("vllm:request_success_total") == 11.0
+    assert metrics.total("vllm:request_success_total", finished_reason="stop") == 7.0
+    assert metrics.total("vllm:num_requests_waiting") == 0.0
+    real = Metrics((DATA / "metrics-smollm2-135m-instruct.txt").read_text())
+    assert real.values("vllm:kv_cache_usage_perc") == [0.0]
+    assert real.cache_config()["num_gpu_blocks"] == "364"
     for garbage in ("<html><body>502 Bad Gateway</body></html>", 'vllm:x{a="1"'):
         with pytest.raises(ValueError, match="not Prometheus text"):
-            vllm_metrics.values(garbage, "vllm:x")
+            Metrics(garbage).values("vllm:x")
 
 
 def test_parse_kv_capacity_log() -> None:
