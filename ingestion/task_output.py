@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema.exceptions import best_match
 from referencing.exceptions import Unresolvable
 
+from .schema_validation import VALIDATION_STEPS, ValidationBudgetExceeded, first_error
 from .task_prompts import Stage
-from .task_schema import schema_validator, short
+from .task_schema import short
 
 # One pattern for every task, prompt and answer alike: the "[page N]" markers of the
 # document, the "[p. N]" the prompts ask for, and what models write anyway ("p. N",
@@ -103,8 +103,14 @@ def _extract(params: Mapping[str, Any], raw: str, pages: tuple[int, int]) -> Tas
     if not isinstance(value, dict):
         raise OutputError("the answer is not a JSON object", raw)
     try:
-        error = best_match(schema_validator(params["schema"]).iter_errors(value))
-    except (RecursionError, Unresolvable) as exc:
+        error = first_error(params["schema"], value)
+    except ValidationBudgetExceeded:
+        reason = (
+            f"the answer is too large to check against the schema (over {VALIDATION_STEPS:,} "
+            "validation steps)"
+        )
+        raise OutputError(reason, raw) from None
+    except (RecursionError, Unresolvable, ValueError) as exc:
         raise OutputError(f"the answer cannot be checked against the schema ({exc})", raw) from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)

@@ -11,10 +11,17 @@ from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from referencing import Registry
+
+from .linear_regex import LinearPattern
 
 SCHEMA_BYTES = 64 * 1024
 SCHEMA_DEPTH = 64
+# Subschemas the schema may expand to with every "$ref" replaced by what it points at,
+# as a validator visits them. Written out without references, a schema within
+# SCHEMA_BYTES has at most this many ("{}," is 3 bytes), so the limit refuses only what
+# sharing "$defs" multiplies: 40 levels of anyOf over two references to the next level
+# are 2.9 KB and expand to 2**40.
+SCHEMA_EXPANSION = SCHEMA_BYTES // 3
 
 
 def json_type(value: object) -> str:
@@ -36,12 +43,6 @@ def json_type(value: object) -> str:
 
 def short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def schema_validator(schema: Mapping[str, Any]) -> Draft202012Validator:
-    """A validator for a checked schema that never fetches anything: with an empty
-    registry, a reference outside the schema is an error, not a download."""
-    return Draft202012Validator(schema, registry=Registry())
 
 
 def _plain_json(value: object) -> Any:
@@ -86,11 +87,17 @@ def _dicts(node: object) -> Iterator[dict[str, Any]]:
 
 
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")
-# A quantified group that ends in a quantifier, as in "(a+)+": the classic shape of a
-# pattern that backtracks for ages on a short string. Output is checked with Python's
-# backtracking `re`, in a worker, so such a pattern could stall it. A heuristic: it
-# misses overlapping alternatives like "(a|aa)+".
-_NESTED_QUANTIFIER = re.compile(r"[*+?}]\)[*+?{]")
+# Keywords whose value is a subschema, a list of them, or an object of them: where a
+# validator goes from a schema (`_children`). "$defs" is not among them: a definition
+# is visited only through a reference to it.
+_ONE = ("not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames")
+_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
+_OBJECT = ("properties", "patternProperties", "dependentSchemas")
+# jsonschema checks these by walking every sibling subschema again for each value, with
+# Python's backtracking `re` for patternProperties and a list scan per property (time
+# quadratic in the properties); "additionalProperties": false and "items" say the same
+# for what an extraction needs.
+_UNSUPPORTED = ("unevaluatedProperties", "unevaluatedItems")
 
 
 def _resolve(schema: dict[str, Any], ref: str, anchors: dict[str, object]) -> object | None:
@@ -151,6 +158,95 @@ def _has_loop(nodes: list[dict[str, Any]], targets: dict[str, object]) -> bool:
     return False
 
 
+def _children(node: object, targets: Mapping[str, object]) -> Iterator[object]:
+    """The subschemas a validator applies from `node`, its references' targets included."""
+    if not isinstance(node, dict):
+        return
+    for key in ("$ref", "$dynamicRef"):
+        if isinstance(node.get(key), str) and node[key] in targets:
+            yield targets[node[key]]
+    for key in _ONE:
+        if isinstance(node.get(key), dict | bool):
+            yield node[key]
+    for key in _LIST:
+        if isinstance(node.get(key), list):
+            yield from node[key]
+    for key in _OBJECT:
+        if isinstance(node.get(key), dict):
+            yield from node[key].values()
+
+
+def expansion(schema: dict[str, Any], targets: Mapping[str, object]) -> int:
+    """How many subschemas a validator visits from `schema` at most once per value, with
+    references followed: the size of the schema written out without them, capped just
+    over SCHEMA_EXPANSION. Linear: each subschema is sized once and reused wherever it
+    is referenced. A reference back to a subschema being sized (recursion, which must
+    descend into the value, `_has_loop`) counts as one subschema: the schema is sized
+    for one level of the recursion, and deeper output is bounded by the step budget of
+    output validation (`schema_validation`)."""
+    cap = SCHEMA_EXPANSION + 1
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    # Each frame: a subschema, its children still to size, the total so far.
+    path: list[tuple[object, Iterator[object], list[int]]] = [
+        (schema, _children(schema, targets), [1])
+    ]
+    open_.add(id(schema))
+    while path:
+        node, children, total = path[-1]
+        child = next(children, None)
+        if child is None:
+            path.pop()
+            open_.discard(id(node))
+            sizes[id(node)] = min(total[0], cap)
+            if path:
+                path[-1][2][0] += sizes[id(node)]
+        elif id(child) in sizes:
+            total[0] += sizes[id(child)]
+        elif id(child) in open_:
+            total[0] += 1
+        else:
+            open_.add(id(child))
+            path.append((child, _children(child, targets), [1]))
+    return sizes[id(schema)]
+
+
+def _check_subschemas(schema: dict[str, Any], targets: Mapping[str, object]) -> None:
+    """Keywords refused wherever a subschema, a definition or a reference's target uses
+    them (not in the values of "enum", "const" or "default", which are data)."""
+    stack: list[object] = [schema]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key in _UNSUPPORTED:
+            if key in node:
+                raise ValueError(
+                    f'"{key}" is not supported: checking it costs time quadratic in the '
+                    'answer; use "additionalProperties" or "items" instead'
+                )
+        patterns = node.get("patternProperties")
+        for pattern in [node.get("pattern"), *(patterns if isinstance(patterns, dict) else ())]:
+            if isinstance(pattern, str):
+                check_pattern(pattern)
+        stack.extend(_children(node, targets))
+        if isinstance(node.get("$defs"), dict):
+            stack.extend(node["$defs"].values())
+
+
+def check_pattern(pattern: str) -> LinearPattern[str]:
+    """`pattern` compiled by RE2, the engine output is checked with, or ValueError."""
+    try:
+        return LinearPattern(pattern)
+    except ValueError as exc:
+        raise ValueError(
+            f"pattern {short(pattern)!r} cannot be used: {exc}. Patterns are matched with "
+            "RE2, in time linear in the text: no backreferences, no lookahead or lookbehind"
+        ) from None
+
+
 def _check_keywords(schema: dict[str, Any]) -> None:
     nodes = list(_dicts(schema))
     anchors: dict[str, object] = {}
@@ -162,14 +258,6 @@ def _check_keywords(schema: dict[str, Any]) -> None:
             if isinstance(node.get(key), str):
                 anchors[node[key]] = node
         refs += [(k, node[k]) for k in ("$ref", "$dynamicRef") if isinstance(node.get(k), str)]
-        patterns = node.get("patternProperties")
-        for pattern in [node.get("pattern"), *(patterns if isinstance(patterns, dict) else ())]:
-            if isinstance(pattern, str) and _NESTED_QUANTIFIER.search(pattern):
-                raise ValueError(
-                    f"pattern {short(pattern)!r} nests quantifiers, which can take "
-                    "exponential time to match; rewrite it without a repeated group that "
-                    "itself repeats"
-                )
     targets: dict[str, object] = {}
     for key, ref in refs:
         if not ref.startswith("#"):
@@ -183,6 +271,13 @@ def _check_keywords(schema: dict[str, Any]) -> None:
         targets[ref] = target
     if _has_loop(nodes, targets):
         raise ValueError("its references loop back to themselves without descending")
+    if (size := expansion(schema, targets)) > SCHEMA_EXPANSION:
+        raise ValueError(
+            f"expands to {size:,} subschemas or more once each reference is replaced by what "
+            f"it points at; the limit is {SCHEMA_EXPANSION:,} (shared definitions under "
+            "nested anyOf/oneOf/allOf multiply: each level doubles a two-way choice)"
+        )
+    _check_subschemas(schema, targets)
 
 
 def check_schema(value: object) -> dict[str, Any]:

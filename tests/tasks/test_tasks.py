@@ -240,6 +240,9 @@ def test_extract_returns_a_detached_copy() -> None:
          "properties": {"a/b": {"type": "string"}, "c": {"$ref": "#/properties/a~1b"}}},
         {"type": "object", "properties": {"$ref": {"type": "string"}}},
         {"type": "object", "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}}},
+        # Nested quantifiers are harmless on RE2, which output is checked with.
+        {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}},
+         "patternProperties": {"(x*)*y": {"type": "string"}}},
     ],
 )  # fmt: skip
 def test_good_schemas(schema: dict[str, Any]) -> None:
@@ -298,10 +301,8 @@ BIG = {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i i
          "loop back"),
         ({"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}},
           "$defs": {"a": {"$ref": "#/$defs/a"}}}, "loop back"),
-        ({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}},
-         "nests quantifiers"),
-        ({"type": "object", "patternProperties": {"(x*)*y": {"type": "string"}}},
-         "nests quantifiers"),
+        ({"type": "object", "patternProperties": {"(x)\\1": {"type": "string"}}},
+         "Patterns are matched with RE2"),
         (BIG, "the limit is 64 KiB"),
         (_deep(100), "is nested more than 64 levels deep"),
         (_circular(), "is nested more than 64 levels deep"),
