@@ -163,6 +163,18 @@ def test_page_range_errors(spec: str, message: str) -> None:
         parse_page_range(spec, 10)
 
 
+@pytest.mark.parametrize(
+    "spec", ["1-" + " " * 40_000 + "x", "1" + " " * 40_000 + "x", " " * 40_000 + "x"]
+)
+@pytest.mark.timeout(60)
+def test_page_range_of_long_whitespace_is_refused(spec: str) -> None:
+    # Before: two whitespace runs around an empty match, 28 s for the first one at
+    # 20,000 spaces, four times that at 40,000.
+    with pytest.raises(ValueError, match="use N, N-M or N-"):
+        parse_page_range(spec, 10)
+    assert parse_page_range(" " * 20_000 + "3 -" + " " * 20_000 + "5" + " " * 20_000, 10) == (3, 5)
+
+
 @given(count=st.integers(1, 5000), data=st.data())
 def test_page_range_property(count: int, data: st.DataObject) -> None:
     first = data.draw(st.integers(1, count))
