@@ -3,8 +3,8 @@
 Python's `re` backtracks: "^(a|aa)+$" on forty a's and a "b" takes longer than the
 universe has, and a scan like "<div\\b[^>]*?lang" over repeated unclosed tags is
 quadratic. RE2 compiles to automata and matches in time linear in the text, with the
-compiled program held to RE2's memory budget (8 MiB by default); the price is that it
-refuses backreferences and lookaround.
+compiled pattern held to PATTERN_MEMORY; the price is that it refuses backreferences
+and lookaround.
 """
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ import re2
 _re2: Any = re2
 
 
+# Memory for one compiled pattern (RE2's default is 8 MiB). google-re2 keeps the last
+# 128 patterns compiled, so this bounds that cache at 128 MiB: a client's 40-way
+# alternation of "[^a]{1000}" holds 4 MiB at the default. Patterns people write (dates,
+# codes, e-mail shapes, "^.{0,1000}$") take kilobytes.
+PATTERN_MEMORY = 1 << 20
+
+
 def _options(*, ignore_case: bool) -> Any:
     options = _re2.Options()
     # RE2 would print every refused pattern to stderr; the caller reports it instead.
     options.log_errors = False
+    options.max_mem = PATTERN_MEMORY
     options.case_sensitive = not ignore_case
     return options
 

@@ -183,6 +183,9 @@ def test_classes_are_ascii_as_in_ecma_262() -> None:
          "pattern '^(a)\\\\1$' cannot be used: invalid escape sequence: \\1. Patterns are "
          "matched with RE2"),
         ({"type": "object", "patternProperties": {"^(?=a)": {}}}, "cannot be used"),
+        # Compiled, it would hold 4 MiB: over the memory of one pattern.
+        ({"type": "object", "properties": {"a": {"pattern": "|".join(
+            f"x{i}[^a]{{1000}}" for i in range(40))}}}, "cannot be used: pattern too large"),
         # Only through a reference, outside "$defs": checked all the same.
         ({"type": "object", "properties": {"a": {"$ref": "#/x-defs/p"}},
           "x-defs": {"p": {"pattern": "(?<=a)b"}}}, "cannot be used"),
