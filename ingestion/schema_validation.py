@@ -47,21 +47,24 @@ class ValidationBudgetExceeded(Exception):
     """The check of an answer would take more than VALIDATION_STEPS steps."""
 
 
-def _canonical(value: object) -> object:
-    # jsonschema's equality: 1 == 1.0, but True is not 1, and key order does not matter.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool):
-        return {"\0bool": value}
-    if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    return value
-
-
 def _item_key(value: object) -> str:
-    return json.dumps(_canonical(value), sort_keys=True, ensure_ascii=False)
+    """A string equal for two values exactly when jsonschema holds them equal: 1 and 1.0
+    are, True and 1 are not, key order does not matter. Each kind has its own prefix and
+    strings are JSON-quoted, so no two kinds can meet."""
+    if value is None or isinstance(value, bool):
+        return repr(value)[0]  # N, T, F
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int | float):
+        return f"{'i' if isinstance(value, int) else 'f'}{value!r}"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_item_key(v) for v in value) + "]"
+    if isinstance(value, dict):
+        pairs = sorted(f"{json.dumps(k)}:{_item_key(v)}" for k, v in value.items())
+        return "{" + ",".join(pairs) + "}"
+    return f"?{value!r}"
 
 
 class _Check:

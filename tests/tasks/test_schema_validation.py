@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from ingestion.schema_validation import VALIDATION_STEPS, ValidationBudgetExceeded, first_error
@@ -151,7 +153,9 @@ SAME = [
     ({"type": "string", "pattern": "^[0-9]{5}$"}, ["12345", "1234", "123456"]),
     ({"pattern": "\\d"}, ["a1", "a"]),
     ({"uniqueItems": True}, [[1, 1.0], [1, True], [0, False], [{"a": 1, "b": 2}, {"b": 2, "a": 1}],
-                             [[1, 2], [2, 1]], [None, "null"], [1.5, 1.5], ["a", "b"], []]),
+                             [[1, 2], [2, 1]], [None, "null"], [1.5, 1.5], ["a", "b"], [],
+                             [True, "T"], [[True], ["T"]], [{"a": [1, {"b": 2.0}]},
+                             {"a": [1.0, {"b": 2}]}], [{"a,b": 1}, {"a": 1, "b": 1}]]),
     ({"uniqueItems": False}, [[1, 1]]),
     ({"patternProperties": {"^x": {"type": "integer"}}, "additionalProperties": False},
      [{"x1": 1}, {"x1": "a"}, {"y": 1}, {}]),
@@ -168,6 +172,24 @@ def test_verdicts_match_jsonschema(schema: dict[str, Any], values: list[Any]) ->
     reference = Draft202012Validator(schema)
     for value in values:
         assert (first_error(schema, value) is None) == reference.is_valid(value), value
+
+
+SCALARS = st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from([0.0, 1.0, 1.5, -2.0])
+JSON = st.recursive(
+    SCALARS | st.sampled_from(["", "a", "T", "1"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "a,b"]), children, max_size=2)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(JSON, max_size=6))
+def test_unique_items_agrees_with_jsonschema_on_any_json(items: list[Any]) -> None:
+    schema = {"uniqueItems": True}
+    assert (first_error(schema, items) is None) == Draft202012Validator(schema).is_valid(items)
 
 
 def test_classes_are_ascii_as_in_ecma_262() -> None:
