@@ -5,9 +5,9 @@ work of a check is that times the size of the answer, and recursion through the
 answer is sized for one level only; this runs under a KV lease, so it must end
 whatever the two hold. Three things make the check bounded by construction:
 
-- a step budget: every keyword jsonschema applies costs a step (more for those whose
-  own work grows with the schema or the value), and the check stops at VALIDATION_STEPS
-  with `ValidationBudgetExceeded`;
+- a step budget: every keyword jsonschema applies costs a step, plus one per entry of
+  its value (names, branches, members) or per item or KiB of the value it checks, and
+  the check stops at VALIDATION_STEPS with `ValidationBudgetExceeded`;
 - "pattern" and "patternProperties" match with RE2 (linear in the text), not with
   Python's backtracking `re`;
 - "uniqueItems" hashes a canonical form of each item, where jsonschema compares
@@ -32,11 +32,12 @@ from .linear_regex import LinearPattern
 # types-jsonschema leaves `extend` unannotated.
 _extend: Any = validators.extend
 
-# Measured on one loaded core: a valid answer of 5,000 records of four fields (about
-# 60,000 tokens) takes 90,000 steps, 2.3 s; the worst answers (failing anyOf branches
+# Measured on a loaded core: a valid answer of 5,000 records of four fields (about
+# 60,000 tokens) takes 130,000 steps, 3.8 s; the worst answers (failing anyOf branches
 # under recursion, an error built per step) run 15,000 steps a second, so the budget
-# caps a check at about 13 s there, and keeps room for twice that valid answer.
-VALIDATION_STEPS = 200_000
+# caps a check at about 20 s there (less on an idle core), with room for twice that
+# valid answer.
+VALIDATION_STEPS = 300_000
 # RE2 scans hundreds of MB/s, a keyword step costs microseconds: a step per KiB of text.
 _TEXT_PER_STEP = 1024
 
@@ -159,13 +160,10 @@ def short_repr(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _one(value: object) -> int:
-    return 1
-
-
-def _per_value(value: object) -> int:
-    # "enum" compares the value with each of its members.
-    return 1 + len(value) if isinstance(value, list) else 1
+def _cost(value: object) -> int:
+    # A keyword's own work grows with its value: "enum" compares with each member,
+    # "required" and "properties" look up each name, "anyOf" tries each branch.
+    return 1 + len(value) if isinstance(value, list | dict) else 1
 
 
 def _validator(schema: Mapping[str, Any], check: _Check) -> Validator:
@@ -178,10 +176,7 @@ def _validator(schema: Mapping[str, Any], check: _Check) -> Validator:
         "unevaluatedItems": check.unsupported,
     }
     keywords = {**Draft202012Validator.VALIDATORS, **own}
-    counted = {
-        name: check.counted(fn, _per_value if name == "enum" else _one)
-        for name, fn in keywords.items()
-    }
+    counted = {name: check.counted(fn, _cost) for name, fn in keywords.items()}
     cls = _extend(Draft202012Validator, validators=counted)
     # An empty registry: a reference outside the schema is an error, not a download.
     validator: Validator = cls(schema, registry=Registry())
