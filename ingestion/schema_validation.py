@@ -28,6 +28,7 @@ from jsonschema.protocols import Validator
 from referencing import Registry
 
 from .linear_regex import LinearPattern
+from .task_schema import short
 
 # types-jsonschema leaves `extend` unannotated.
 _extend: Any = validators.extend
@@ -95,7 +96,7 @@ class _Check:
         self, v: Any, pattern: str, instance: Any, schema: Any
     ) -> Iterator[ValidationError]:
         if v.is_type(instance, "string") and not self.found(pattern, instance):
-            yield ValidationError(f"{instance!r} does not match {pattern!r}")
+            yield ValidationError(f"{short(repr(instance))} does not match {pattern!r}")
 
     def pattern_properties(
         self, v: Any, patterns: Mapping[str, Any], instance: Any, schema: Any
@@ -136,7 +137,7 @@ class _Check:
         for item in instance:
             key = _item_key(item)
             if key in seen:
-                yield ValidationError(f"{short_repr(item)} is repeated: items must be unique")
+                yield ValidationError(f"{short(repr(item))} is repeated: items must be unique")
                 return
             seen.add(key)
 
@@ -153,11 +154,6 @@ class _Check:
             return keyword(v, value, instance, schema)
 
         return apply
-
-
-def short_repr(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _cost(value: object) -> int:
