@@ -8,14 +8,16 @@ with unfinished jobs is refused (409) unless `?cancel_jobs=true`, which cancels 
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+import pytest
+from sqlalchemy import func, select, text, update
 
 from service.db import get_sessionmaker
 from service.models import Backend, Job, JobStatus, KvLease, Result, utcnow
-from tests.conftest import auth
+from tests.conftest import auth, wait_for
 from workers import ledger
 
 
@@ -119,3 +121,55 @@ def test_document_whose_jobs_all_ended_is_deleted_at_once(client: Any, api_key: 
         s.commit()
     assert client.delete(f"/v1/documents/{doc_id}", headers=auth(api_key)).status_code == 204
     assert client.get(f"/v1/jobs/{job}", headers=auth(api_key)).json()["status"] == "failed"
+
+
+def test_job_created_while_its_document_is_deleted_is_404(
+    client: Any, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete holds the document's row; a job created meanwhile waits for it at
+    its foreign key check, then finds the document gone: 404, not a 500."""
+    from service.jobs import tree
+
+    doc_id = _upload(client, api_key)
+    inside, go_on = threading.Event(), threading.Event()
+    real = tree.end_tree
+
+    def gated(*args: Any, **kwargs: Any) -> list[uuid.UUID]:
+        inside.set()
+        assert go_on.wait(120), "the test never let the delete go on"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tree, "end_tree", gated)
+    out: dict[str, Any] = {}
+
+    def call(name: str, method: str, url: str, **kw: Any) -> None:
+        try:
+            out[name] = client.request(method, url, headers=auth(api_key), **kw)
+        except Exception as exc:  # the TestClient re-raises a 500's exception
+            out[name] = exc
+
+    deleter = threading.Thread(target=call, args=("d", "DELETE", f"/v1/documents/{doc_id}"))
+    deleter.start()
+    assert inside.wait(60), "the delete never got inside its transaction"
+    body = {"document_id": doc_id, "task": "summarize", "idempotency_key": uuid.uuid4().hex}
+    creator = threading.Thread(target=call, args=("c", "POST", "/v1/jobs"), kwargs={"json": body})
+    creator.start()
+    wait_for(lambda: not creator.is_alive() or _lock_waiters() > 0, timeout=60)
+    go_on.set()
+    deleter.join(120)
+    creator.join(120)
+    assert getattr(out["d"], "status_code", out["d"]) == 204
+    assert getattr(out["c"], "status_code", out["c"]) == 404, out["c"]
+
+
+def _lock_waiters() -> int:
+    with get_sessionmaker()() as s:
+        return int(
+            s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                )
+            )
+            or 0
+        )
