@@ -23,7 +23,7 @@ from service.upload import ReceivedFile
 
 log = logging.getLogger(__name__)
 # The first key of the advisory locks on originals (`lock_blob`): "blob" in ASCII.
-_BLOB_LOCKS = 0x626C6F62
+BLOB_LOCKS = 0x626C6F62
 
 
 def _refuse(err: IngestError) -> HTTPException:
@@ -94,7 +94,7 @@ def lock_blob(session: Session, sha256: str) -> None:
     if session.connection().dialect.name == "postgresql":
         # Two-key form, so the lock space is ours; a collision on the low 31 bits of
         # two hashes only makes two uploads take turns.
-        session.execute(select(func.pg_advisory_xact_lock(_BLOB_LOCKS, int(sha256[:8], 16) >> 1)))
+        session.execute(select(func.pg_advisory_xact_lock(BLOB_LOCKS, int(sha256[:8], 16) >> 1)))
 
 
 def find_by_sha(session: Session, tenant_id: uuid.UUID, sha256: str) -> Document | None:

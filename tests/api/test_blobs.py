@@ -16,6 +16,7 @@ from sqlalchemy import text
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import get_sessionmaker
+from service.documents import BLOB_LOCKS
 from tests.api.test_documents import settled
 from tests.conftest import auth, wait_for
 
@@ -41,9 +42,10 @@ def _blob_lock_waiters() -> int:
             s.scalar(
                 text(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                    " AND classid = 1651273570 AND database ="
+                    " AND classid = :locks AND database ="
                     " (SELECT oid FROM pg_database WHERE datname = current_database())"
-                )
+                ),
+                {"locks": BLOB_LOCKS},
             )
             or 0
         )
@@ -87,6 +89,7 @@ def test_delete_racing_an_upload_of_the_same_bytes_keeps_the_other_tenants_blob(
     # The other tenant's upload either completes meanwhile (it links the file and
     # inserts its row) or waits for the delete to finish: then let the delete go on.
     wait_for(lambda: not uploader.is_alive() or _blob_lock_waiters() > 0, timeout=60)
+    upload_waited = uploader.is_alive()
     go_on.set()
     deleter.join(120)
     uploader.join(120)
@@ -98,6 +101,7 @@ def test_delete_racing_an_upload_of_the_same_bytes_keeps_the_other_tenants_blob(
     assert original.read_bytes() == body
     parsed = settled(client, other_key, theirs["id"])
     assert parsed["status"] == "parsed", parsed
+    assert upload_waited, "the upload should have waited for the delete's lock"
 
 
 def test_committed_blob_is_fsynced_before_and_after_its_rename(
