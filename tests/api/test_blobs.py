@@ -164,3 +164,35 @@ def test_sweeper_removes_abandoned_temp_files_only(database: str) -> None:
         wait_for(lambda: not old.exists(), timeout=60)  # noqa: B023 - waited on at once
     assert fresh.read_bytes() == b"an upload in progress"
     fresh.unlink()
+
+
+def test_upload_cancelled_mid_body_leaves_no_temp_file(tmp_path: Path) -> None:
+    """The server cancels a handler (shutdown, a dropped connection under some
+    servers) while the body streams in: CancelledError is no Exception, and the
+    half-written temp file must go all the same."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from service.upload import receive_file
+
+    store = BlobStore(tmp_path)
+    part = b'--b0und\r\nContent-Disposition: form-data; name="file"; filename="x.txt"\r\n\r\n'
+    chunks = [part + b"x" * 4096]
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(), "more_body": True}
+        assert [p.stat().st_size for p in store.tmp.iterdir()] == [4096]
+        raise asyncio.CancelledError
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/documents",
+        "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b0und")],
+    }
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(receive_file(Request(scope, receive), store, 1 << 20))
+    assert list(store.tmp.iterdir()) == []
