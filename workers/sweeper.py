@@ -148,10 +148,10 @@ class SweeperThread(threading.Thread):
             try:
                 with self._sessions() as session:
                     sweep(session, self._settings, self._dispatch)
-                BlobStore(self._settings.blobs).sweep_temp(self._settings.temp_upload_max_age_s)
                 if self._dispatch_job is not None:
                     with self._sessions() as session:
                         sweep_jobs(session, self._settings, self._dispatch_job)
+                BlobStore(self._settings.blobs).sweep_temp(self._settings.temp_upload_max_age_s)
             except Exception:
                 log.exception("sweep failed; trying again next interval")
             if self.stopped.wait(self._settings.sweep_interval_s):
