@@ -4,6 +4,9 @@ cancelled and its lease gone; the job row stays with document_id null."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from sqlalchemy import func, select
 from service import documents
 from service.blobstore import BlobStore
 from service.models import Document, Job, JobStatus, KvLease
+from service.upload import ReceivedFile
 from tests.ledger.conftest import World, at
 from workers import ledger
 
@@ -49,3 +53,29 @@ def test_delete_refuses_then_cancels_a_leased_job(world: World, tmp_path: Path) 
             "cancelled",
             None,
         )
+
+
+def test_shared_original_lives_until_its_last_document(world: World, tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    body = f"shared by two tenants {uuid.uuid4()}\n".encode() * 10
+    other = World(world.sessions)
+
+    def register(tenant: uuid.UUID) -> uuid.UUID:
+        fd, tmp = store.temp_file()
+        os.write(fd, body)
+        os.close(fd)
+        received = ReceivedFile(tmp, hashlib.sha256(body).hexdigest(), len(body), "s.txt", body)
+        with world.sessions() as s:
+            doc, created = documents.register_upload(s, store, tenant, received)
+            assert created and not tmp.exists()
+            return doc.id
+
+    docs = [register(world.tenant_id), register(other.tenant_id)]
+    original = store.original(hashlib.sha256(body).hexdigest())
+    for i, doc_id in enumerate(docs):
+        with world.sessions() as s:
+            doc = s.get(Document, doc_id)
+            assert doc is not None
+            documents.delete(s, store, doc, cancel_jobs=False)
+        assert original.is_file() == (i == 0)
+    assert list(store.tmp.iterdir()) == []
