@@ -26,6 +26,12 @@ def run_migrations_online() -> None:
     engine = make_engine(_url())
     # SQLite cannot ALTER most things in place; batch mode rebuilds tables instead.
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # A batch rebuild drops the old table; with foreign keys on, that DROP
+            # would cascade into every table that points at it. The pragma only
+            # takes effect outside a transaction, so it is committed on its own.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     max_pages: int = Field(default=10_000, gt=0)
     max_text_pages_per_request: int = Field(default=500, gt=0)
 
+    # Blob store: a temp file (an upload or a parse in progress) that nothing has
+    # written to for this long was left by a crash; the sweeper removes it. Above the
+    # ingest hard time limit, so no running parse loses its text.
+    temp_upload_max_age_s: float = Field(default=3_600.0, gt=0)
+
     # Tokenizer file per model role; a role without a usable file falls back to
     # the backend's /tokenize, then to an estimate marked exact=false.
     tokenizers: dict[str, Path] = Field(default_factory=_default_tokenizers)
@@ -222,6 +227,8 @@ class Settings(BaseSettings):
             raise ValueError("job_soft_time_limit_s must be below job_time_limit_s")
         if not self.job_time_limit_s < self.broker_visibility_timeout_s:
             raise ValueError("job_time_limit_s must be below broker_visibility_timeout_s")
+        if not self.ingest_time_limit_s < self.temp_upload_max_age_s:
+            raise ValueError("temp_upload_max_age_s must be above ingest_time_limit_s")
         if not self.heartbeat_interval_s < self.lease_ttl_s:
             raise ValueError("heartbeat_interval_s must be below lease_ttl_s")
         if not self.heartbeat_interval_s < self.stale_after_s:

@@ -15,11 +15,15 @@ from ingestion.textfile import PageSpan, parse_page_range, read_pages, spans_fro
 from ingestion.types import IngestError
 from service import schemas
 from service.auth import owned
-from service.blobstore import BlobStore
-from service.models import Document, DocumentStatus, utcnow
+from service.blobstore import BlobStore, fsync_file
+from service.db import write_transaction
+from service.jobs import tree
+from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from service.upload import ReceivedFile
 
 log = logging.getLogger(__name__)
+# The first key of the advisory locks on originals (`lock_blob`): "blob" in ASCII.
+BLOB_LOCKS = 0x626C6F62
 
 
 def _refuse(err: IngestError) -> HTTPException:
@@ -47,31 +51,50 @@ def register_upload(
             media_type = detect_media_type_path(received.tmp_path, received.filename)
         except IngestError as err:
             raise _refuse(err) from None
-        existing = find_by_sha(session, tenant_id, received.sha256)
-        if existing is not None:
-            return existing, False
-        store.commit_original(received.tmp_path, received.sha256)
-        doc = Document(
-            tenant_id=tenant_id,
-            sha256=received.sha256,
-            filename=received.filename,
-            media_type=media_type,
-            size_bytes=received.size,
-            status=DocumentStatus.queued,
-        )
-        session.add(doc)
-        try:
-            session.commit()
-        except IntegrityError:
-            # A concurrent upload of the same bytes won the insert: theirs is ours.
-            session.rollback()
+        fsync_file(received.tmp_path)  # the slow part of committing it, before the lock
+        with write_transaction(session, commit=False):
+            lock_blob(session, received.sha256)
             existing = find_by_sha(session, tenant_id, received.sha256)
-            if existing is None:
-                raise
-            return existing, False
+            if existing is not None:
+                session.commit()
+                return existing, False
+            # Linked and inserted under the lock: a delete of another document with
+            # these bytes either ran before (and we put the file back) or waits for
+            # our row, and then sees the bytes are still used.
+            store.commit_original(received.tmp_path, received.sha256)
+            doc = Document(
+                tenant_id=tenant_id,
+                sha256=received.sha256,
+                filename=received.filename,
+                media_type=media_type,
+                size_bytes=received.size,
+                status=DocumentStatus.queued,
+            )
+            session.add(doc)
+            try:
+                session.commit()
+            except IntegrityError:
+                # A writer that did not take the lock inserted the same bytes first.
+                session.rollback()
+                existing = find_by_sha(session, tenant_id, received.sha256)
+                if existing is None:
+                    raise
+                return existing, False
         return doc, True
     finally:
         received.tmp_path.unlink(missing_ok=True)
+
+
+def lock_blob(session: Session, sha256: str) -> None:
+    """Serialize, until this transaction ends, everything that links or unlinks the
+    original with these bytes: an upload's link-then-insert against a delete's
+    still-shared-check-then-unlink. Originals are shared across tenants, so without
+    it a delete could unlink a file another tenant's new row just took. SQLite needs
+    nothing more: `write_transaction` already holds its one write lock."""
+    if session.connection().dialect.name == "postgresql":
+        # Two-key form, so the lock space is ours; a collision on the low 31 bits of
+        # two hashes only makes two uploads take turns.
+        session.execute(select(func.pg_advisory_xact_lock(BLOB_LOCKS, int(sha256[:8], 16) >> 1)))
 
 
 def find_by_sha(session: Session, tenant_id: uuid.UUID, sha256: str) -> Document | None:
@@ -166,16 +189,63 @@ def _page_out(span: PageSpan, text: str) -> schemas.PageOut:
     )
 
 
-def delete(session: Session, store: BlobStore, doc: Document) -> None:
-    """Remove the row, its text, and the original unless another document shares it."""
+def delete(session: Session, store: BlobStore, doc: Document, *, cancel_jobs: bool) -> list[str]:
+    """Remove the row, its text, and the original unless another document shares it.
+
+    A document with live jobs is refused (409 `document_in_use`) unless `cancel_jobs`:
+    then they are cancelled (leases released) in the same transaction. Jobs outlive
+    the document (`document_id` null). Returns the Celery task ids to revoke."""
     sha, text_key = doc.sha256, doc.text_key
-    session.delete(doc)
-    session.commit()
+    with write_transaction(session, commit=False):
+        lock_blob(session, sha)
+        # A job created from here on waits for this row, then finds it gone.
+        session.execute(select(Document.id).where(Document.id == doc.id).with_for_update())
+        live = session.execute(
+            select(Job.id, Job.parent_id, Job.task_id).where(
+                Job.document_id == doc.id, Job.status.not_in(tree.FINAL)
+            )
+        ).all()
+        if live and not cancel_jobs:
+            session.rollback()
+            raise _in_use(sorted({str(j.parent_id or j.id) for j in live}))
+        tree.end_tree(
+            session,
+            [j.id for j in live],
+            JobStatus.cancelled,
+            utcnow(),
+            code="cancelled",
+            reason="cancelled: its document was deleted",
+        )
+        task_ids = [j.task_id for j in live if j.task_id]
+        session.delete(doc)
+        session.flush()
+        shared = session.scalar(select(func.count()).where(Document.sha256 == sha))
+        # Moved aside, not unlinked, while the lock is held: if the commit fails,
+        # the document still has its original.
+        aside = None if shared else store.retire(store.original(sha))
+        try:
+            session.commit()
+        except BaseException:
+            if aside is not None:
+                store.restore(aside, store.original(sha))
+            raise
+    if aside is not None:
+        store.delete(aside)
     if text_key:
         store.delete(store.path(text_key))
-    still_used = session.scalar(select(func.count()).where(Document.sha256 == sha))
-    if not still_used:
-        store.delete(store.original(sha))
+    return task_ids
+
+
+def _in_use(job_ids: list[str]) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        detail={
+            "code": "document_in_use",
+            "reason": f"{len(job_ids)} job(s) on this document have not finished; cancel "
+            "them first, or delete with ?cancel_jobs=true to cancel them with it",
+            "job_ids": job_ids,
+        },
+    )
 
 
 def mark_dispatched(session: Session, doc: Document) -> None:

@@ -256,7 +256,11 @@ class Job(Base):
     # without a sequence.
     seq: Mapped[int] = mapped_column(BigInteger, default=time.time_ns)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    # Null once the document is deleted: a job (and its result) outlives its document,
+    # so a client polling it sees how it ended rather than a 404.
+    document_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="SET NULL")
+    )
     batch_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("batches.id", ondelete="SET NULL")
     )

@@ -143,6 +143,9 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"malformed multipart body: {exc}"
         ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # cancelled mid-body: nothing of it stays
+        raise
     if not sink.found:
         tmp.unlink(missing_ok=True)
         raise HTTPException(

@@ -105,7 +105,8 @@ def _parse_and_count(
     if not source.is_file():
         raise IngestError("corrupt", "the stored upload is missing from the blob store")
     final = store.path(store.text_key(document_id))
-    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+    fd, tmp = store.temp_file(prefix=f"{document_id}.txt.")
+    os.close(fd)
 
     def on_page(page: PageText) -> None:
         beat.pages_done = page.number
@@ -117,7 +118,7 @@ def _parse_and_count(
                 spans = write_pages(parsed.pages(), out, on_page=on_page)
         text_chars = spans[-1].char_end if spans else 0
         counts = count_roles(tmp, text_chars, settings)
-        os.replace(tmp, final)
+        store.commit(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return {

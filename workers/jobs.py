@@ -67,7 +67,7 @@ def _claim(session: Session, job_id: uuid.UUID, worker: str, settings: Settings)
 
 def _prepare(session: Session, settings: Settings, job: Job) -> dict[str, Any] | None:
     """Plan a queued job once its document is parsed. None: go on with the job."""
-    doc = session.get(Document, job.document_id)
+    doc = session.get(Document, job.document_id) if job.document_id else None
     now = utcnow()
     if doc is None or doc.status == DocumentStatus.failed:
         why = "was deleted" if doc is None else f"failed to parse: {doc.error_reason}"

@@ -299,7 +299,7 @@ def _last_served(session: Session, role: str, jobs: Sequence[Any]) -> dict[uuid.
         .where(Job.admitted_at.is_not(None))
         .order_by(Job.admitted_at)
     )
-    return {doc: str(backend) for doc, backend in rows}
+    return {doc: str(backend) for doc, backend in rows if doc is not None}
 
 
 def _waiting(job: Any, served: dict[uuid.UUID, str]) -> admission.WaitingJob:

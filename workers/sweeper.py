@@ -1,5 +1,6 @@
 """Re-dispatch documents whose worker went silent or whose message never left, and
-jobs nobody polls for; reap expired KV leases on every backend.
+jobs nobody polls for; reap expired KV leases on every backend; remove temp files
+that crashed uploads and parses left in the blob store.
 
 Runs in every worker's main process. Several sweepers may run at once: each
 re-dispatch is guarded by a conditional update of `dispatched_at`, and the ingest
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import rows_changed, write_transaction
 from service.jobs.tree import end_tree
@@ -149,6 +151,7 @@ class SweeperThread(threading.Thread):
                 if self._dispatch_job is not None:
                     with self._sessions() as session:
                         sweep_jobs(session, self._settings, self._dispatch_job)
+                BlobStore(self._settings.blobs).sweep_temp(self._settings.temp_upload_max_age_s)
             except Exception:
                 log.exception("sweep failed; trying again next interval")
             if self.stopped.wait(self._settings.sweep_interval_s):

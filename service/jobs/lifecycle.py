@@ -142,6 +142,7 @@ def create(
         session.rollback()  # a concurrent request with the same key won
         winner = _by_key(session, tenant_id, key)
         if winner is None:
+            get_owned_document(session, tenant_id, body.document_id)  # 404 if deleted meanwhile
             raise
         return _existing(winner, doc.id, body, params), False, []
     return job, True, send

@@ -62,7 +62,7 @@ class JobChildren(BaseModel):
 
 class JobOut(BaseModel):
     id: uuid.UUID
-    document_id: uuid.UUID
+    document_id: uuid.UUID | None = Field(description="Null once the document is deleted.")
     task: str
     params: dict[str, Any]
     max_output_tokens: int

@@ -21,7 +21,7 @@ from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
 from service.models import DocumentStatus
 from service.upload import receive_file
-from workers.celery_app import dispatch_ingest
+from workers.celery_app import dispatch_ingest, revoke
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -153,7 +153,20 @@ def get_text(
     return documents.read_text(doc, store, pages, settings.max_text_pages_per_request)
 
 
-@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_document(document_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> None:
+@router.delete(
+    "/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "`document_in_use`: jobs on it have not finished (`job_ids`)"}},
+)
+def delete_document(
+    document_id: uuid.UUID,
+    session: SessionDep,
+    tenant: TenantDep,
+    cancel_jobs: Annotated[
+        bool, Query(description="Cancel the document's unfinished jobs, then delete it.")
+    ] = False,
+) -> None:
+    """Delete a document, its text, and its upload unless another document shares the
+    bytes. Its jobs and results stay, with `document_id` null."""
     doc = documents.get_owned(session, tenant, document_id)
-    documents.delete(session, BlobStore(get_settings().blobs), doc)
+    revoke(documents.delete(session, BlobStore(get_settings().blobs), doc, cancel_jobs=cancel_jobs))

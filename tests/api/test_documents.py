@@ -164,7 +164,7 @@ def test_delete_while_parsing_leaves_no_text_behind(client: Any, api_key: str) -
     text = store.path(f"text/{doc_id}.txt")
 
     def partial() -> list[Path]:
-        return list(text.parent.glob(f"{doc_id}.txt.*.tmp"))
+        return list(store.tmp.glob(f"{doc_id}.txt.*"))
 
     assert partial(), "the parse should be writing its text now"
     assert client.delete(url, headers=auth(api_key)).status_code == 204
