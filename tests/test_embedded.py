@@ -183,7 +183,10 @@ def test_serve_with_embedded_vllm_then_submit(
         assert job["plan"]["kind"] == "single", job["plan"]
         # SmolLM2 stands in for gemma: its tokens are counted by the server, not the file.
         doc = httpx.get(f"{base}/v1/documents/{job['document_id']}", headers=headers).json()
-        assert doc["token_counts"]["gemma"]["method"] == "server", doc["token_counts"]
+        gemma = doc["token_counts"]["gemma"]
+        assert gemma["method"] == "server", doc["token_counts"]
+        # ...and says so: the gemma role's count is SmolLM2's, not Gemma's.
+        assert gemma["model"] == embedded_vllm.SERVED_NAME, doc["token_counts"]
         # The same bytes again (the upload answers 200), a second job, the whole JSON.
         again = submit("--json")
         assert again.returncode == 0, again.stderr
