@@ -26,6 +26,11 @@ class TokenizerLimitError(ValueError):
 class TokenCounter(Protocol):
     name: str
 
+    @property
+    def model(self) -> str | None:
+        """The model whose tokenizer this is, where known."""
+        ...
+
     def count(self, text: str) -> int:
         """Content tokens in `text` (no special tokens added)."""
         ...
@@ -90,9 +95,10 @@ class TiktokenCounter:
     MAX_WHITESPACE_RUN = 500_000
     _LONG_WHITESPACE = re.compile(r"\s{" + str(MAX_WHITESPACE_RUN) + "}")
 
-    def __init__(self, encoding: tiktoken.Encoding, name: str) -> None:
+    def __init__(self, encoding: tiktoken.Encoding, name: str, model: str | None = None) -> None:
         self.encoding = encoding
         self.name = name
+        self.model = model
         self.vocab_size: int = encoding.n_vocab
 
     def count(self, text: str) -> int:
@@ -155,10 +161,13 @@ class HFBPECounter:
     token), which keeps the backward scan short.
     """
 
-    def __init__(self, tokenizer: Tokenizer, pairs: frozenset[str], name: str) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, pairs: frozenset[str], name: str, model: str | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.pairs = pairs
         self.name = name
+        self.model = model
         self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
 
     def count(self, text: str) -> int:

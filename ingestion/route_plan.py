@@ -120,6 +120,7 @@ class DocTokens:
     role: str
     count: int
     exact: bool
+    model: str | None = None  # whose tokenizer counted (TokenCount.model)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,9 @@ class Plan:
                 kind=data["kind"],
                 max_output_tokens=_int(data["max_output_tokens"]),
                 document=tuple(
-                    DocTokens(str(d["role"]), _int(d["count"]), _bool(d["exact"]))
+                    DocTokens(
+                        str(d["role"]), _int(d["count"]), _bool(d["exact"]), _opt_str(d, "model")
+                    )
                     for d in data["document"]
                 ),
                 prompt_tokens=tuple((str(r), _int(n)) for r, n in data["prompt_tokens"]),
@@ -192,6 +195,14 @@ class Plan:
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"malformed plan: {value!r} is not an integer")
+    return value
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    # Plans stored before the key existed lack it.
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"malformed plan: {key} {value!r} is not a string")
     return value
 
 

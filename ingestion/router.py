@@ -229,7 +229,7 @@ def plan_route(job: Job, backends: Sequence[Backend], chunker: Chunker | None = 
     classes = _classes(backends)
     if not classes:
         raise RouteRefused("no_backend", "no backend is configured")
-    document = tuple(DocTokens(r, tc.count, tc.exact) for r, tc in job.document.items())
+    document = tuple(DocTokens(r, tc.count, tc.exact, tc.model) for r, tc in job.document.items())
     prompts = tuple((r, job.prompt_tokens[r]) for r in job.document)
     inputs = {r: tc.count + job.prompt_tokens[r] for r, tc in job.document.items()}
     reasons = [

@@ -120,15 +120,24 @@ def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
 
 def read_label(path: Path) -> str | None:
     """The human label that scripts/build-tokenizers.sh recorded next to the file."""
+    return _source_field(path, "label")
+
+
+def read_model(path: Path) -> str | None:
+    """The model whose tokenizer the file is, as build-tokenizers.sh recorded it."""
+    return _source_field(path, "model")
+
+
+def _source_field(path: Path, key: str) -> str | None:
     source = path.parent / "SOURCE.json"
     try:
         meta: Any = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if isinstance(meta, dict) and meta.get("file") == path.name:
-        label = meta.get("label")
-        if isinstance(label, str) and label:
-            return label
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 

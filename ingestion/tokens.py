@@ -23,6 +23,7 @@ from ingestion.tokenizer_files import (
     load_hf_bpe,
     looks_like_json,
     read_label,
+    read_model,
     read_tiktoken_ranks,
 )
 from ingestion.types import TokenCount
@@ -67,11 +68,11 @@ def load_counter(path: Path) -> TokenCounter:
 
 
 def _load(path: Path) -> TokenCounter:
-    label = read_label(path)
+    label, model = read_label(path), read_model(path)
     if looks_like_json(path):
         tok, pairs = load_hf_bpe(path)
         vocab = tok.get_vocab_size(with_added_tokens=True)
-        return HFBPECounter(tok, pairs, label or f"{path.name} ({vocab} ids)")
+        return HFBPECounter(tok, pairs, label or f"{path.name} ({vocab} ids)", model)
     ranks = read_tiktoken_ranks(path)
     try:
         encoding = tiktoken.Encoding(
@@ -83,7 +84,7 @@ def _load(path: Path) -> TokenCounter:
     except Exception as exc:
         raise ValueError(f"tiktoken file {path}: tiktoken rejected it ({exc})") from exc
     return TiktokenCounter(
-        encoding, label or f"{path.name} (Llama 4 layout, {encoding.n_vocab} ids)"
+        encoding, label or f"{path.name} (Llama 4 layout, {encoding.n_vocab} ids)", model
     )
 
 
@@ -153,7 +154,9 @@ def count_stream(
     rest = buf + "".join(pending)
     if rest:
         count_chunk(rest)
-    return TokenCount(count=total, exact=exact, tokenizer=counter.name, method="tokenizer")
+    return TokenCount(
+        count=total, exact=exact, tokenizer=counter.name, method="tokenizer", model=counter.model
+    )
 
 
 # Characters per token used when no tokenizer is available. Measured on the

@@ -43,10 +43,13 @@ class TokenCount:
     """A token count for one model role.
 
     `method` is ``tokenizer`` (local file), ``server`` (a vLLM ``/tokenize``) or
-    ``estimate``; only the first two are exact.
+    ``estimate``; only the first two are exact. `model` is the model whose tokenizer
+    made the count (a role may be served by a stand-in whose vocabulary is not the
+    role's production model's); None for an estimate or an unlabelled file.
     """
 
     count: int
     exact: bool
     tokenizer: str
     method: str
+    model: str | None = None

@@ -19,6 +19,10 @@ GEMMA_SHA256=3c01ed742c180439796d05b781d1cc02ce30801903444b53a73c57fe9d798a84
 GEMMA_LABEL="gemma3-270m tokenizer.json (Gemma 3 vocab, 262144)"
 SCOUT_SHA256=d0bdbaf59b0762c8c807617e2d8ea51420eb1b1de266df2495be755c8e0ed6ed
 SCOUT_LABEL="llama-models 0.3.0 llama4/tokenizer.model (Llama 4 vocab, 202048)"
+# The model whose tokenizer each file is, shown with every count (SOURCE.json "model").
+# Scout and Maverick share the Llama 4 tokenizer; the Gemma file is Gemma 3 270M's.
+GEMMA_MODEL="google/gemma-3-270m"
+SCOUT_MODEL="meta-llama/Llama-4-Scout-17B-16E-Instruct"
 
 log() { printf 'build-tokenizers: %s\n' "$*" >&2; }
 # shellcheck source=tools-venv.sh
@@ -41,17 +45,22 @@ install_pinned() {
 # done_already FILE SHA: true when FILE exists with the pinned hash.
 done_already() { [[ -f "$1" ]] && [[ "$(sha256_of "$1")" == "$2" ]]; }
 
-write_source() { # DIR FILE SHA LABEL SOURCE
+write_source() { # DIR FILE SHA LABEL SOURCE MODEL
   "$PYTHON" - "$@" <<'EOF'
 import json, os, sys
-d, name, sha, label, source = sys.argv[1:6]
+d, name, sha, label, source, model = sys.argv[1:7]
 tmp = os.path.join(d, ".SOURCE.json.tmp")
+meta = {"file": name, "sha256": sha, "label": label, "source": source, "model": model}
 with open(tmp, "w") as f:
-    json.dump({"file": name, "sha256": sha, "label": label, "source": source}, f, indent=2)
+    json.dump(meta, f, indent=2)
     f.write("\n")
 os.replace(tmp, os.path.join(d, "SOURCE.json"))
 EOF
 }
+
+# source_current DIR SHA MODEL: its SOURCE.json names this file and model (an older one
+# may lack the model).
+source_current() { grep -q "$2" "$1/SOURCE.json" 2>/dev/null && grep -qF "\"$3\"" "$1/SOURCE.json"; }
 
 TMPDIRS=()
 cleanup() { for d in "${TMPDIRS[@]}"; do rm -rf "$d"; done; }
@@ -78,8 +87,9 @@ with zipfile.ZipFile(whl) as z, open(f"{tmp}/tokenizer.model", "wb") as out:
 EOF
   install_pinned scout "$tmp/tokenizer.model" "$SCOUT" "$SCOUT_SHA256"
 fi
-[[ -f "$TOK/scout/SOURCE.json" ]] && grep -q "$SCOUT_SHA256" "$TOK/scout/SOURCE.json" ||
-  write_source "$TOK/scout" tokenizer.model "$SCOUT_SHA256" "$SCOUT_LABEL" "$SCOUT_SOURCE"
+source_current "$TOK/scout" "$SCOUT_SHA256" "$SCOUT_MODEL" ||
+  write_source "$TOK/scout" tokenizer.model "$SCOUT_SHA256" "$SCOUT_LABEL" "$SCOUT_SOURCE" \
+    "$SCOUT_MODEL"
 
 # --- Gemma 3 270M --------------------------------------------------------------
 GEMMA="$TOK/gemma/tokenizer.json"
@@ -97,7 +107,8 @@ else
     "$TVENV/bin/python" "$HERE/convert_gemma_tokenizer.py" "$tmp/work" "$tmp/tokenizer.json"
   install_pinned gemma "$tmp/tokenizer.json" "$GEMMA" "$GEMMA_SHA256"
 fi
-[[ -f "$TOK/gemma/SOURCE.json" ]] && grep -q "$GEMMA_SHA256" "$TOK/gemma/SOURCE.json" ||
-  write_source "$TOK/gemma" tokenizer.json "$GEMMA_SHA256" "$GEMMA_LABEL" "$GEMMA_SOURCE"
+source_current "$TOK/gemma" "$GEMMA_SHA256" "$GEMMA_MODEL" ||
+  write_source "$TOK/gemma" tokenizer.json "$GEMMA_SHA256" "$GEMMA_LABEL" "$GEMMA_SOURCE" \
+    "$GEMMA_MODEL"
 
 log "done: $TOK"

@@ -54,6 +54,15 @@ class BackendConfig(BaseModel):
         "layers hold. Default: vLLM's, 16,384 on a GPU and 2,048 on the CPU (block size 128).",
     )
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
+    # Sampling sent with every request to this server (C1 of issue 9): greedy decoding
+    # makes a small model loop; a repetition penalty gives it real sentences.
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    repetition_penalty: float | None = Field(
+        default=None, gt=0, le=2, description="vLLM's: 1 = none, above 1 discourages repeats."
+    )
+    frequency_penalty: float | None = Field(
+        default=None, ge=-2, le=2, description="OpenAI's: grows with a token's count so far."
+    )
 
     @field_validator("model")
     @classmethod
@@ -198,6 +207,11 @@ class Settings(BaseSettings):
     # CPU server 700-1,100/s with bf16 hardware, ~30/s on AVX2 alone (the embedded
     # server sets 10).
     vllm_min_prefill_tokens_per_s: float = Field(default=200.0, gt=0)
+    # An output that starts to loop (ingestion/repetition.py) is stopped and asked again
+    # once with at least this repetition penalty; a second loop is kept, cut, with a
+    # warning. False: let outputs run to their budget.
+    loop_guard: bool = True
+    loop_retry_repetition_penalty: float = Field(default=1.2, gt=1, le=2)
     # Expected speeds, for the admission policy's end-time estimates only.
     est_prefill_tokens_per_s: float = Field(default=5_000.0, gt=0)
     est_decode_tokens_per_s: float = Field(default=30.0, gt=0)

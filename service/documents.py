@@ -142,7 +142,11 @@ def to_out(doc: Document) -> schemas.DocumentOut:
         ),
         token_counts={
             tc.role: schemas.TokenCountOut(
-                count=tc.count, exact=tc.exact, tokenizer=tc.tokenizer, method=tc.method
+                count=tc.count,
+                exact=tc.exact,
+                tokenizer=tc.tokenizer,
+                method=tc.method,
+                model=tc.model,
             )
             for tc in doc.token_counts
         },

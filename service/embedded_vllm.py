@@ -78,6 +78,9 @@ def _scratch_parent(data_dir: Path) -> Path | None:
 
 
 CPU_MIN_PREFILL_TOKENS_PER_S = 10
+# Greedy SmolLM2 135M loops (one sentence 47 times over the LaTeX3 style guide); with
+# this penalty it writes real sentences (tests/test_embedded.py checks the summary).
+SAMPLING = {"temperature": 0.0, "repetition_penalty": 1.1}
 
 
 def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
@@ -121,7 +124,7 @@ def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
 
 def use_backend(url: str, settings: Settings) -> None:
     """Make `url` the only backend, for this process and the worker it starts."""
-    os.environ["LONGDOC_BACKENDS"] = json.dumps([{"role": ROLE, "url": url}])
+    os.environ["LONGDOC_BACKENDS"] = json.dumps([{"role": ROLE, "url": url, **SAMPLING}])
     tokenizers = {role: str(path) for role, path in settings.tokenizers.items() if role != ROLE}
     os.environ["LONGDOC_TOKENIZERS"] = json.dumps(tokenizers)
     get_settings.cache_clear()

@@ -190,6 +190,8 @@ class DocumentTokenCount(Base):
     exact: Mapped[bool] = mapped_column(Boolean)
     tokenizer: Mapped[str] = mapped_column(String(300))
     method: Mapped[str] = mapped_column(String(32))
+    # The model whose tokenizer counted (see ingestion.types.TokenCount); null before 0011.
+    model: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     document: Mapped[Document] = relationship(back_populates="token_counts")

@@ -26,7 +26,7 @@ from ingestion.tasks import DRY_RUN_PARAMS, TASK_NAMES, TEMPLATE_TOKENS, instruc
 from ingestion.textfile import PageSpan, write_pages
 from ingestion.tokens import TokenCounter, count_stream, estimate_tokens, load_counter
 from ingestion.types import IngestError, TokenCount
-from service.config import MODEL_ROLES, DeploymentReplica, get_settings
+from service.config import MODEL_ROLES, DeploymentReplica, Settings, get_settings
 
 GIB = 1 << 30
 
@@ -59,6 +59,27 @@ def deployment_backends(deployment: Sequence[DeploymentReplica]) -> list[Backend
                 )
             )
     return out
+
+
+def deployment_summary(settings: Settings) -> dict[str, object]:
+    """What a dry run plans against, and where that came from: a plan is only as true
+    as the deployment it assumed."""
+    configured = "deployment" in settings.model_fields_set
+    return {
+        "source": "LONGDOC_DEPLOYMENT" if configured else "default (the paper deployment)",
+        "replicas": [r.model_dump() for r in settings.deployment],
+    }
+
+
+def _deployment_lines(summary: dict[str, object]) -> list[str]:
+    lines = [f"deployment: {summary['source']}"]
+    for r in summary["replicas"]:  # type: ignore[attr-defined]
+        kv = "unknown" if r["kv_cache_bytes"] is None else f"{r['kv_cache_bytes'] / GIB:.2f} GiB"
+        lines.append(
+            f"  {r['role']}: {r['model']} x{r['replicas']}, TP {r['tp']}, context "
+            f"{r['max_model_len']:,}, KV pool {kv} per GPU ({r['kv_dtype']})"
+        )
+    return lines
 
 
 def _counter(role: str, path: Path | None) -> TokenCounter | None:
@@ -122,11 +143,15 @@ def route(
         for r in exc.rejected:
             typer.echo(f"  rejected: {r.reason}", err=True)
         raise typer.Exit(code=1) from None
+    deployment = deployment_summary(settings)
     if json_out:
         head = {"file": str(file), "media_type": media_type, "pages": len(pages), "task": task}
-        typer.echo(json.dumps({**head, "plan": plan.to_json()}, indent=2))
+        body = {**head, "deployment": deployment, "plan": plan.to_json()}
+        typer.echo(json.dumps(body, indent=2))
         return
     typer.echo(f"{file}: {media_type}, {len(pages):,} pages, task {task.value}")
+    for line in _deployment_lines(deployment):
+        typer.echo(line)
     _print_plan(plan)
 
 
@@ -142,7 +167,10 @@ def _print_plan(plan: Plan) -> None:
     prompts = dict(plan.prompt_tokens)
     for d in plan.document:
         exact = "exact" if d.exact else "ESTIMATE"
-        typer.echo(f"tokens for {d.role}: {d.count:,} ({exact}) + {prompts[d.role]:,} task prompt")
+        whose = f", {d.model}'s tokenizer" if d.model else ""
+        typer.echo(
+            f"tokens for {d.role}: {d.count:,} ({exact}{whose}) + {prompts[d.role]:,} task prompt"
+        )
     if plan.request is not None:
         typer.echo(f"plan: single request on {_req_line(plan.request)}")
         typer.echo(f"  replicas that hold it: {', '.join(plan.request.replicas)}")

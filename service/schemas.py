@@ -16,6 +16,12 @@ class TokenCountOut(BaseModel):
     exact: bool = Field(description="False when the count is an estimate, not a tokenizer's.")
     tokenizer: str
     method: str = Field(description="tokenizer (local file), server (vLLM /tokenize) or estimate")
+    model: str | None = Field(
+        default=None,
+        description="The model whose tokenizer made the count: the role's served model "
+        "may be a stand-in (the embedded server's SmolLM2 takes the gemma role). Null for "
+        "an estimate.",
+    )
 
 
 class PageWarnings(BaseModel):

@@ -26,6 +26,7 @@ import httpx
 import psutil
 import pytest
 
+from ingestion.repetition import find_loop
 from service import embedded_vllm
 from service.config import Settings
 from tests.conftest import REPO, corpus_file, wait_for
@@ -34,6 +35,7 @@ LONGDOC = [sys.executable, "-m", "service.cli"]
 # One page, ~3,700 characters: with the prompt and 64 output tokens well inside the
 # embedded server's 8,192-token context, so the plan is a single request.
 SMALL_PDF = "pdf/latex-ltnews01.pdf"
+STYLE_GUIDE = "pdf/latex3-styleguide.pdf"
 
 
 def _free_port() -> int:
@@ -159,10 +161,12 @@ def test_serve_with_embedded_vllm_then_submit(
         vllm_url = re.search(r"starting vLLM .* on (http://[\d.:]+)", log)
         assert vllm_url, log
 
-        def submit(*extra: str) -> subprocess.CompletedProcess[str]:
+        def submit(
+            *extra: str, doc: Path = pdf, budget: int = 64
+        ) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [*LONGDOC, "submit", str(pdf), "--task", "summarize",
-                 "--max-output-tokens", "64", "--data-dir", str(data), "--url", base,
+                [*LONGDOC, "submit", str(doc), "--task", "summarize",
+                 "--max-output-tokens", str(budget), "--data-dir", str(data), "--url", base,
                  "--timeout", "300", *extra],
                 cwd=REPO, env=_embedded_env(), capture_output=True, text=True, timeout=400,
             )  # fmt: skip
@@ -183,12 +187,23 @@ def test_serve_with_embedded_vllm_then_submit(
         assert job["plan"]["kind"] == "single", job["plan"]
         # SmolLM2 stands in for gemma: its tokens are counted by the server, not the file.
         doc = httpx.get(f"{base}/v1/documents/{job['document_id']}", headers=headers).json()
-        assert doc["token_counts"]["gemma"]["method"] == "server", doc["token_counts"]
+        gemma = doc["token_counts"]["gemma"]
+        assert gemma["method"] == "server", doc["token_counts"]
+        # ...and says so: the gemma role's count is SmolLM2's, not Gemma's.
+        assert gemma["model"] == embedded_vllm.SERVED_NAME, doc["token_counts"]
         # The same bytes again (the upload answers 200), a second job, the whole JSON.
         again = submit("--json")
         assert again.returncode == 0, again.stderr
         result = json.loads(again.stdout)
         assert result["text"] and result["model"] == embedded_vllm.SERVED_NAME, result
+        # The document a new user summarised (issue 9): greedy decoding said one sentence
+        # 47 times. With the embedded server's sampling the first call is a real summary.
+        guide = submit("--json", doc=corpus_file(STYLE_GUIDE), budget=200)
+        assert guide.returncode == 0, guide.stderr
+        summary = json.loads(guide.stdout)
+        assert find_loop(summary["text"] + "\n") is None, summary["text"]
+        assert not [w for w in summary["warnings"] if w.startswith("output_repetition")]
+        assert summary["request_id"].endswith("-1-0-1"), summary["request_id"]  # no retry
         print(f"\nserve ready (vLLM included) in {ready_s:.0f} s; first job in {job_s:.1f} s")
     # _serve checked that serve's processes are gone; vLLM's own are its children too.
     assert not [p for p in vllm if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -169,6 +169,7 @@ def _finish_parsed(session: Any, claim: claims.Claim, store: BlobStore, o: dict[
                 exact=tc.exact,
                 tokenizer=tc.tokenizer,
                 method=tc.method,
+                model=tc.model,
             )
         )
     session.commit()

@@ -12,13 +12,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ingestion.repetition import Loop
 from ingestion.task_output import OutputError, TaskOutput, parse_output
 from ingestion.task_prompts import response_format
 from service.blobstore import BlobStore
@@ -29,6 +30,7 @@ from service.jobs.planning import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
 from workers import ledger
 from workers.job_text import RequestText, build
+from workers.sampling import after_loop, sampling_for
 from workers.vllm_client import Cancelled, Completion, VllmClient, VllmError
 
 log = logging.getLogger(__name__)
@@ -137,17 +139,22 @@ def run(
         max_retries=settings.vllm_max_retries,
         backoff_s=settings.vllm_backoff_s,
     )
+    sampling = sampling_for(settings, a.backend_url)
+    looped = False  # the one retry a loop gets, apart from the output retries
     last: OutputError | None = None
     with client, _LeaseKeeper(sessions, a, settings) as keeper:
-        for n in range(settings.max_output_retries + 1):
+        calls = tries = 0
+        while tries <= settings.max_output_retries:
             try:
                 done = client.chat(
                     model=a.model,
                     messages=req.messages,
                     max_tokens=req.output_tokens,
                     prompt_tokens=req.input_tokens,
-                    request_id=f"{job_id}-{a.attempt}-{n}",
+                    request_id=f"{job_id}-{a.attempt}-{calls}",
                     response_format=fmt,
+                    sampling=sampling,
+                    loop_guard=settings.loop_guard,
                     cancel=keeper.lost,
                     on_progress=lambda t: setattr(keeper, "tokens", t),
                 )
@@ -156,12 +163,20 @@ def run(
             except VllmError as err:
                 _server_failed(sessions, settings, a, err)
                 return
+            calls += 1
+            if done.loop is not None and not looped:
+                looped, sampling = True, after_loop(sampling, settings)
+                log.warning("job %s: output looped; asking again with %s", job_id, sampling)
+                continue
             try:
                 out = parse_output(task, params, req.stage, done.text, req.pages)
             except OutputError as err:
-                log.warning("job %s: unusable output (%s), try %d", job_id, err.reason, n + 1)
+                tries += 1
+                log.warning("job %s: unusable output (%s), try %d", job_id, err.reason, tries)
                 last = err
                 continue
+            if done.loop is not None:
+                out = replace(out, warnings=(*out.warnings, _loop_warning(done.loop)))
             _succeed(sessions, settings, a, done, out, send)
             return
     assert last is not None
@@ -176,6 +191,13 @@ def run(
             f"{last.reason}",
             raw_output=last.raw,
         )
+
+
+def _loop_warning(loop: Loop) -> str:
+    return (
+        f"output_repetition: the model repeated a {loop.block_words}-word passage "
+        f"{loop.repeats} times, also with a repetition penalty; cut after its first copy"
+    )
 
 
 def _end(

@@ -46,11 +46,13 @@ def count_with_server(base_url: str, text: Iterable[str], settings: Settings) ->
                 calls += 1
     except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
         raise RemoteTokenizeError(f"{base}: {exc}") from exc
+    # No URL in the label: tenants see it, and backends' addresses are the operator's.
     return TokenCount(
         count=total,
         exact=calls <= 1,
-        tokenizer=f"vLLM /tokenize of {model} at {base}",
+        tokenizer=f"vLLM /tokenize of {model}",
         method="server",
+        model=model,
     )
 
 
@@ -62,7 +64,7 @@ class ServerCounter:
     def __init__(self, base_url: str, model: str, timeout_s: float) -> None:
         self.base = base_url.rstrip("/")
         self.model = model
-        self.name = f"vLLM /tokenize of {model} at {self.base}"
+        self.name = f"vLLM /tokenize of {model}"
         self._client = httpx.Client(timeout=timeout_s)
 
     def count(self, text: str) -> int:

@@ -23,8 +23,12 @@ from typing import Any
 
 import httpx
 
+from ingestion.repetition import Loop, find_loop
+from workers.sampling import Sampling
+
 _WATCH_S = 0.1  # how often the watcher looks at the caller's cancel event
 _PROGRESS_EVERY_S = 0.5  # on_progress at most ~2/s: callers write it to the database
+_LOOP_CHECK_EVERY = 16  # content chunks between looks for a loop (each looks at a tail)
 
 
 class VllmError(Exception):
@@ -63,6 +67,9 @@ class Completion:
     attempts: int
     elapsed_s: float  # the whole call, backoff and failed attempts included
     first_token_s: float | None  # from the start of the attempt that succeeded (~prefill)
+    # The output began to loop and the request was stopped there: `text` is cut after the
+    # first copy of the repeated block, `finish_reason` is "repetition".
+    loop: Loop | None = None
 
 
 class _Watch:
@@ -171,15 +178,18 @@ class VllmClient:
         prompt_tokens: int,
         request_id: str,
         response_format: dict[str, Any] | None = None,
-        temperature: float = 0.0,
+        sampling: Sampling | None = None,
+        loop_guard: bool = True,
         cancel: threading.Event | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> Completion:
+        """`loop_guard`: stop a request whose output has started to repeat itself (see
+        `ingestion.repetition`) instead of letting it run to `max_tokens`."""
         body: dict[str, Any] = {
             "model": model,
             "messages": messages,
             "max_tokens": max_tokens,
-            "temperature": temperature,
+            **(sampling or Sampling()).body(),
             "stream": True,
             # continuous_usage_stats (vLLM): every chunk carries the completion tokens so
             # far, so progress is exact even when a chunk holds several tokens.
@@ -198,7 +208,7 @@ class VllmClient:
             try:
                 return self._attempt(
                     {**body, "request_id": rid}, rid, attempt, t0, first_budget_s,
-                    cancel, on_progress,
+                    cancel, on_progress, loop_guard,
                 )  # fmt: skip
             except VllmError as exc:
                 exc.attempts, exc.request_id = attempt, rid
@@ -222,6 +232,7 @@ class VllmClient:
     def _attempt(
         self, body: dict[str, Any], rid: str, attempt: int, t0: float, first_budget_s: float,
         cancel: threading.Event | None, on_progress: Callable[[int], None] | None,
+        loop_guard: bool,
     ) -> Completion:  # fmt: skip
         start = time.monotonic()
         # read: a backstop only, the watcher's deadline comes first; write, pool: read_timeout_s.
@@ -232,6 +243,7 @@ class VllmClient:
         text, usage, model, finish = list[str](), dict[str, Any](), str(body["model"]), None
         first_token_s: float | None = None
         tokens, reported, last_report, done = 0, 0, 0.0, False
+        loop: Loop | None = None
         try:
             with self._http.stream(
                 "POST", "/v1/chat/completions", json=body, headers={"X-Request-Id": rid},
@@ -271,6 +283,8 @@ class VllmClient:
                         if content := (choice.get("delta") or {}).get("content"):
                             text.append(content)
                             tokens += 1
+                            if loop_guard and tokens % _LOOP_CHECK_EVERY == 0:
+                                loop = find_loop("".join(text))
                         finish = choice.get("finish_reason") or finish
                     count = usage.get("completion_tokens") or tokens
                     now = time.monotonic()
@@ -278,6 +292,10 @@ class VllmClient:
                     if on_progress is not None and count > reported and due:
                         on_progress(count)
                         reported, last_report = count, now
+                    if loop is not None:
+                        # Leaving the stream closes the connection: vLLM aborts the request.
+                        done, finish = True, "repetition"
+                        break
         except httpx.TransportError as exc:
             if watch.reason == "cancelled":
                 raise Cancelled(rid) from exc
@@ -296,7 +314,8 @@ class VllmClient:
         completion_tokens = usage.get("completion_tokens")
         if on_progress is not None and completion_tokens and completion_tokens > reported:
             on_progress(completion_tokens)
+        out = "".join(text)
         return Completion(
-            "".join(text), finish, usage.get("prompt_tokens"), completion_tokens, rid, model,
-            attempt, time.monotonic() - t0, first_token_s,
+            out if loop is None else out[: loop.keep_chars], finish, usage.get("prompt_tokens"),
+            completion_tokens, rid, model, attempt, time.monotonic() - t0, first_token_s, loop,
         )  # fmt: skip

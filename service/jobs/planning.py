@@ -175,7 +175,7 @@ def plan_document_job(
     backends = router_backends(rows, settings)
     spans = spans_from_json(doc.page_map or [])
     counts = {
-        tc.role: TokenCount(tc.count, tc.exact, tc.tokenizer, tc.method)
+        tc.role: TokenCount(tc.count, tc.exact, tc.tokenizer, tc.method, tc.model)
         for tc in session.scalars(
             select(DocumentTokenCount).where(DocumentTokenCount.document_id == doc.id)
         )

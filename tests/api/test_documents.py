@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from ingestion.tokenizer_files import read_model
+from service.config import get_settings
 from tests.conftest import auth, corpus_file, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -47,6 +49,9 @@ def test_pdf_is_parsed_counted_and_readable(client: Any, api_key: str) -> None:
     for role in ("gemma", "scout"):
         tc = doc["token_counts"][role]
         assert tc["exact"] is True and tc["method"] == "tokenizer"
+        # Which model's tokenizer counted: the one build-tokenizers.sh recorded.
+        model = read_model(get_settings().tokenizers[role])
+        assert model is not None and tc["model"] == model
         # English prose runs at roughly 3-5 characters per token in both vocabularies.
         assert doc["text_chars"] / 6 < tc["count"] < doc["text_chars"] / 2
 

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from sqlalchemy import func, select
 
+from ingestion.repetition import find_loop
 from service.db import get_sessionmaker
 from service.models import Job, KvLease, Result
 from tests.conftest import auth, wait_for
@@ -114,6 +115,20 @@ def test_five_pages_go_to_scout(client: Client, api_key: str, deployment: Deploy
     done = wait_job(client, api_key, r.json()["id"])
     assert done["status"] == "succeeded" and done["backend"]["url"] == deployment.scout.url
     assert _result(client, api_key, r.json()["id"])["text"].strip()
+
+
+def test_a_looping_summary_is_asked_again_with_a_penalty(client: Client, api_key: str) -> None:
+    """Greedy SmolLM2 (the scout role here, no sampling configured) says one sentence over
+    and over on the style guide. The loop is stopped, the request asked once more with
+    the loop-retry penalty, and that answer is the result."""
+    doc = upload(client, api_key, MEDIUM_PDF)
+    body = {"document_id": doc, "task": "summarize", "max_output_tokens": 200}
+    job_id, _ = _succeeded(client, api_key, body)
+    res = _result(client, api_key, job_id)
+    # Request ids are {job}-{attempt}-{call}-{client attempt}: the second call's won.
+    assert res["request_id"].startswith(f"{job_id}-1-1-"), res["request_id"]
+    assert find_loop(res["text"] + "\n") is None, res["text"]
+    assert not [w for w in res["warnings"] if w.startswith("output_repetition")], res
 
 
 @pytest.mark.timeout(1200)

@@ -65,6 +65,13 @@ def test_human_output_names_the_model_and_the_kv() -> None:
     assert "task ask" in out
     assert "plan: single request on gemma (google/gemma-4-31B-it)" in out
     assert "GiB" in out and "reasons:" in out
+    # What it planned against, and whose tokenizers counted.
+    assert "deployment: default (the paper deployment)" in out
+    assert f"  gemma: {GEMMA} x1, TP 1, context 262,144" in out
+    for role in ("gemma", "scout"):
+        model = counter_for(role).model
+        assert model, f"{role}: the tokenizer file names no model (SOURCE.json)"
+        assert f"{model}'s tokenizer" in out
 
 
 def test_a_small_deployment_gives_a_map_reduce_plan() -> None:
@@ -74,12 +81,17 @@ def test_a_small_deployment_gives_a_map_reduce_plan() -> None:
     ]
     code, out, err = route(str(pdf), "--json", deployment=small)
     assert code == 0, err
-    plan = Plan.from_json(json.loads(out)["plan"])
+    data = json.loads(out)
+    assert data["deployment"]["source"] == "LONGDOC_DEPLOYMENT"
+    (replica,) = data["deployment"]["replicas"]
+    assert {k: replica[k] for k in small[0]} == small[0]
+    plan = Plan.from_json(data["plan"])
     assert plan.kind == "map_reduce" and len(plan.map) >= 3
     assert all(r.total_tokens <= 32_768 for r in plan.requests())
     assert plan.rejected[0].reason.startswith("gemma: ")
     code, out, _ = route(str(pdf), deployment=small)
     assert code == 0 and "plan: map-reduce" in out and "reduce L1" in out
+    assert "deployment: LONGDOC_DEPLOYMENT" in out and "context 32,768" in out
 
 
 def test_unreadable_and_unsupported_files_exit_2(tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmSer
         scratch_parent=logs,
     )
     with server:
-        server.wait_ready(timeout=180)
+        # A bound for a start that hangs, not a timing: ~45 s alone, minutes on a busy CPU.
+        server.wait_ready(timeout=600)
         yield server
         # Session teardown, after every module that shares it; a failure here is an
         # error of the last test that used it.

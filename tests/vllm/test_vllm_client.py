@@ -15,17 +15,30 @@ from collections.abc import Iterator
 
 import httpx
 import jsonschema
+import pymupdf
 import pytest
 
+from ingestion.repetition import find_loop
+from ingestion.task_prompts import build_messages, render_pages
+from service.config import Settings
+from tests.conftest import corpus_file
 from tests.netrelay import Forwarder
 from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
 from workers import vllm_metrics
+from workers.sampling import Sampling
 from workers.vllm_client import Cancelled, VllmClient, VllmError
 from workers.vllm_server import VllmServer
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 COUNTING = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]
 STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
+
+
+def looping_prompt() -> list[dict[str, str]]:
+    """Summarising the first page of the LaTeX3 style guide, SmolLM2 135M greedy says
+    one sentence over and over (the whole guide: another sentence, 47 times)."""
+    doc = pymupdf.open(corpus_file("pdf/latex3-styleguide.pdf"))
+    return build_messages("summarize", {}, "single", render_pages([(1, doc[0].get_text())]))
 
 
 @pytest.fixture
@@ -273,3 +286,37 @@ def test_stall_between_chunks_times_out(smollm2_server: VllmServer, relay: Forwa
     assert 0.3 <= time.monotonic() - held[0] < 1.5
     assert info.value.retryable and "no data in time" in info.value.message
     wait_idle(smollm2_server)
+
+
+def test_a_looping_output_is_stopped_where_it_starts_to_loop(smollm2_server: VllmServer) -> None:
+    """Greedy decoding, the same prompt twice: unguarded it loops to its budget; guarded
+    the request is stopped (the server runs nothing after) and cut after one copy."""
+    ask = {"model": SMOLLM2, "messages": looping_prompt(), "max_tokens": 160, "prompt_tokens": 600}
+    with VllmClient(smollm2_server.url) as client:
+        free = client.chat(**ask, request_id="loop-off", loop_guard=False)  # type: ignore[arg-type]
+        guarded = client.chat(**ask, request_id="loop-on")  # type: ignore[arg-type]
+    assert free.finish_reason == "length" and free.loop is None
+    assert find_loop(free.text) is not None, free.text  # it did loop
+    assert guarded.finish_reason == "repetition" and guarded.loop is not None, guarded.text
+    assert guarded.completion_tokens is not None and free.completion_tokens is not None
+    assert guarded.completion_tokens < free.completion_tokens
+    assert free.text.startswith(guarded.text) and find_loop(guarded.text + "\n") is None
+    wait_idle(smollm2_server)
+
+
+def test_sampling_reaches_the_server(smollm2_server: VllmServer) -> None:
+    """vLLM checks the parameters it is sent (an invalid penalty is its 400), and the
+    penalty a loop is retried with ends the loop."""
+    with VllmClient(smollm2_server.url) as client, pytest.raises(VllmError) as info:
+        client.chat(
+            model=SMOLLM2, messages=QUESTION, max_tokens=8, prompt_tokens=40,
+            request_id="bad-penalty", sampling=Sampling(repetition_penalty=-1.0),
+        )  # fmt: skip
+    assert info.value.status == 400 and "repetition_penalty" in info.value.message
+    penalty = Settings().loop_retry_repetition_penalty
+    with VllmClient(smollm2_server.url) as client:
+        penalised = client.chat(
+            model=SMOLLM2, messages=looping_prompt(), max_tokens=160, prompt_tokens=600,
+            request_id="penalised", sampling=Sampling(repetition_penalty=penalty),
+        )  # fmt: skip
+    assert penalised.loop is None and find_loop(penalised.text) is None, penalised.text

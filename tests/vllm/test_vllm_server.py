@@ -284,6 +284,9 @@ def test_role_without_tokenizer_file_counts_on_the_server(
     got = count_role("gemma", path, len(text), live)
     assert (got.method, got.exact, got.count) == ("server", True, expected)
     assert SMOLLM2 in got.tokenizer
+    # The count names the model that made it, and not the server's address.
+    assert got.model is not None and SMOLLM2 in got.model
+    assert smollm2_server.url not in got.tokenizer
 
     dead = Settings(
         data_dir=tmp_path,
@@ -291,5 +294,5 @@ def test_role_without_tokenizer_file_counts_on_the_server(
         backends=[BackendConfig(role="gemma", url="http://127.0.0.1:9")],  # type: ignore[arg-type]
     )
     guess = count_role("gemma", path, len(text), dead)
-    assert (guess.method, guess.exact) == ("estimate", False)
+    assert (guess.method, guess.exact, guess.model) == ("estimate", False, None)
     assert guess.count > 0
