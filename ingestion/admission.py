@@ -5,28 +5,46 @@ the scheduling simulator feeds it a fake clock; both get the same answer from th
 same code. Time is plain seconds on the caller's clock; ids are strings.
 
 Inputs: the replicas of one role (KV capacity in bytes, the leases held there
-with their bytes and expected end, whether the replica takes new work), the
-role's waiting jobs (arrival `seq`, KV bytes, estimated duration, waiting since,
-preferred replica) and `now`.
+with their bytes, expected end and tenant, whether the replica takes new work),
+the role's waiting jobs (tenant, arrival `seq`, KV bytes, estimated duration,
+waiting since, preferred replica), `now` and the `Policy` (aging bound, tenant
+limits).
 
-The rule, in order of arrival (`seq`, then id):
+The order: FIFO within a tenant (`seq`, then id); between tenants, the head of the
+least served one goes next (fewest KV bytes held on the role, counting what this
+decision has placed; then fewest leases; then the earlier head), so a tenant with
+one job is not queued behind another's 500. A tenant's head that has waited longer
+than `Policy.max_head_wait_s` goes before every unaged one. With one tenant this is
+plain arrival order. Taking jobs in that order:
 
 1. A job larger than every replica's total capacity can never run: it is listed
    in `Decision.oversize` and otherwise ignored (the caller fails it).
-2. Until one job has to wait, each job starts on a replica where it fits now:
+2. Tenant limits. A tenant holding `tenant_max_running` leases on the role, or
+   for whose next job no accepting replica is within its KV share, is held back
+   for this decision: none of its jobs starts or becomes the head (FIFO within a
+   tenant: its later, smaller jobs do not overtake the one held back), and it is
+   listed in `Decision.limited`. The KV share: while another tenant (not at its
+   running limit) has jobs waiting, a tenant may hold at most
+   `tenant_max_kv_share` of a replica's capacity, except that a tenant holding
+   nothing there may always start one job (else a job larger than the share
+   would never run while anyone else waits). With nobody else waiting the whole
+   pool is its own: the share is work-conserving, and it takes back nothing
+   already leased; the head's reservation (3) is what protects a newcomer.
+3. Until one job has to wait, each job starts on a replica where it fits now:
    its preferred replica (the prefix cache holds the document) if it fits
    there, else the replica with the most free bytes (ties: lowest id).
-3. The first job that fits nowhere is the head. Its reservation is the earliest
-   time T at which some accepting replica frees enough bytes for it, found by
-   releasing that replica's leases at their expected ends (an end already
-   passed counts as now; an unknown end is infinite). The reservation is on the
-   replica with the smallest T (ties: preferred, then most bytes spare at T,
-   then lowest id); `spare` is what that replica still has free at T once the
-   head starts there.
-4. Aging: if the head has waited longer than `Policy.max_head_wait_s`, nothing
+4. The first job that fits nowhere is the head. Its reservation is the earliest
+   time T at which some accepting replica within its tenant's share frees enough
+   bytes for it, found by releasing that replica's leases at their expected
+   ends (an end already passed counts as now; an unknown end is infinite). The
+   reservation is on the replica with the smallest T (ties: preferred, then
+   most bytes spare at T, then lowest id); `spare` is what that replica still
+   has free at T once the head starts there.
+5. Aging: if the head has waited longer than `Policy.max_head_wait_s`, nothing
    passes it and the decision stops there. Estimates can be wrong; this bound is
-   what guarantees that a 5M-token job is never starved by small ones.
-5. Otherwise each later job may start (EASY backfilling) on a replica where it
+   what guarantees that a 5M-token job is never starved by small ones, whichever
+   tenants they belong to (it does not lift its own tenant's limits).
+6. Otherwise each later job may start (EASY backfilling) on a replica where it
    fits now if it cannot delay the head's reservation, that is if one of:
    (a) the replica is not the one the head's reservation is on;
    (b) by its estimate it ends no later than T (its bytes are back by then);
@@ -44,6 +62,7 @@ long enough for the aging bound to hold everything else back.
 from __future__ import annotations
 
 import math
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -63,6 +82,8 @@ class Rule(StrEnum):
 class Lease:
     kv_bytes: int
     expected_end: float = math.inf
+    # None: held by nobody the tenant limits know of (it still takes its bytes).
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,7 @@ class WaitingJob:
     waiting_since: float
     est_duration_s: float = math.inf
     preferred_replica: str | None = None
+    tenant: str = ""
 
     def __post_init__(self) -> None:
         if self.kv_bytes < 0:
@@ -98,6 +120,18 @@ class WaitingJob:
 @dataclass(frozen=True)
 class Policy:
     max_head_wait_s: float = 900.0
+    # Leases one tenant may hold at once on the role (None: no limit).
+    tenant_max_running: int | None = None
+    # The share of a replica's KV capacity one tenant may hold while another waits.
+    tenant_max_kv_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.tenant_max_running is not None and self.tenant_max_running < 1:
+            raise ValueError(f"tenant_max_running must be >= 1, got {self.tenant_max_running}")
+        if not 0.0 < self.tenant_max_kv_share <= 1.0:
+            raise ValueError(
+                f"tenant_max_kv_share must be in (0, 1], got {self.tenant_max_kv_share}"
+            )
 
 
 @dataclass(frozen=True)
@@ -122,6 +156,7 @@ class Decision:
     head: str | None = None
     reservation: Reservation | None = None
     aged: bool = False
+    limited: tuple[str, ...] = ()  # tenants held back by their limits (rule 2)
 
 
 @dataclass
@@ -129,7 +164,68 @@ class _State:
     id: str
     accepting: bool
     free: int
+    capacity: int
     ends: list[tuple[float, int]] = field(default_factory=list)
+
+
+class _Tenants:
+    """What each tenant holds on the role, and which of its jobs are still to go."""
+
+    def __init__(self, replicas: Sequence[Replica], jobs: list[WaitingJob], policy: Policy) -> None:
+        self.policy = policy
+        self.bytes: Counter[str] = Counter()
+        self.leases: Counter[str] = Counter()
+        self.on: Counter[tuple[str, str]] = Counter()  # (tenant, replica) -> bytes
+        for r in replicas:
+            for lease in r.leases:
+                if lease.tenant is not None:
+                    self.take(lease.tenant, r.id, lease.kv_bytes)
+        self.queues: dict[str, deque[WaitingJob]] = {}
+        for job in jobs:
+            self.queues.setdefault(job.tenant, deque()).append(job)
+        self.left = Counter({t: len(q) for t, q in self.queues.items()})
+        self.limited: set[str] = set()
+
+    def take(self, tenant: str, replica: str, kv_bytes: int) -> None:
+        self.bytes[tenant] += kv_bytes
+        self.leases[tenant] += 1
+        self.on[tenant, replica] += kv_bytes
+
+    def next(self, now: float) -> WaitingJob | None:
+        heads = [q[0] for q in self.queues.values()]
+        if not heads:
+            return None
+        aged = [h for h in heads if now - h.waiting_since > self.policy.max_head_wait_s]
+        if aged:
+            job = min(aged, key=_arrival)
+        else:
+            job = min(
+                heads, key=lambda h: (self.bytes[h.tenant], self.leases[h.tenant], *_arrival(h))
+            )
+        self.queues[job.tenant].popleft()
+        if not self.queues[job.tenant]:
+            del self.queues[job.tenant]
+        return job
+
+    def at_running_limit(self, tenant: str) -> bool:
+        limit = self.policy.tenant_max_running
+        return limit is not None and self.leases[tenant] >= limit
+
+    def hold_back(self, tenant: str) -> None:
+        self.limited.add(tenant)
+        self.queues.pop(tenant, None)
+
+    def others_wait(self, tenant: str) -> bool:
+        """Another tenant has jobs left that its running limit lets start."""
+        return any(n and t != tenant and not self.at_running_limit(t) for t, n in self.left.items())
+
+    def within_share(self, tenant: str, s: _State, kv_bytes: int) -> bool:
+        held = self.on[tenant, s.id]
+        return held == 0 or held + kv_bytes <= self.policy.tenant_max_kv_share * s.capacity
+
+
+def _arrival(job: WaitingJob) -> tuple[int, str]:
+    return job.seq, job.id
 
 
 def decide(
@@ -142,29 +238,37 @@ def decide(
     policy = policy or Policy()
     states = _states(replicas, now)
     largest = max((r.capacity_bytes for r in replicas), default=None)
+    jobs = sorted(waiting, key=_arrival)
+    oversize = [j.id for j in jobs if largest is not None and j.kv_bytes > largest]
+    big = set(oversize)
+    tenants = _Tenants(replicas, [j for j in jobs if j.id not in big], policy)
     placements: list[Placement] = []
-    oversize: list[str] = []
     head: WaitingJob | None = None
     reservation: Reservation | None = None
     spare = 0  # what backfilled jobs have left of the reservation's spare bytes
     aged = False
 
-    for job in sorted(waiting, key=lambda j: (j.seq, j.id)):
-        if largest is not None and job.kv_bytes > largest:
-            oversize.append(job.id)
+    while (job := tenants.next(now)) is not None:
+        if tenants.at_running_limit(job.tenant):
+            tenants.hold_back(job.tenant)
             continue
-        if aged:
-            continue
-        fits = [s for s in states if s.accepting and s.free >= job.kv_bytes]
+        usable = [s for s in states if s.accepting]
+        if policy.tenant_max_kv_share < 1.0 and tenants.others_wait(job.tenant):
+            usable = [s for s in usable if tenants.within_share(job.tenant, s, job.kv_bytes)]
+            if not usable:
+                tenants.hold_back(job.tenant)
+                continue
+        fits = [s for s in usable if s.free >= job.kv_bytes]
         if head is None:
             if fits:
-                placements.append(_place(_choose(fits, job), job, now, Rule.in_order))
+                placements.append(_place(_choose(fits, job), job, now, Rule.in_order, tenants))
                 continue
             head = job
             aged = now - job.waiting_since > policy.max_head_wait_s
-            if not aged:
-                reservation = _reserve(states, job, now)
-                spare = reservation.spare_bytes if reservation else 0
+            if aged:
+                break
+            reservation = _reserve(usable, job, now)
+            spare = reservation.spare_bytes if reservation else 0
             continue
         allowed = {s.id: r for s in fits if (r := _may_pass(s, job, reservation, spare, now))}
         if not allowed:
@@ -173,10 +277,15 @@ def decide(
         rule = allowed[state.id]
         if rule is Rule.fits_beside_head:
             spare -= job.kv_bytes
-        placements.append(_place(state, job, now, rule))
+        placements.append(_place(state, job, now, rule, tenants))
 
     return Decision(
-        tuple(placements), tuple(oversize), head.id if head else None, reservation, aged
+        tuple(placements),
+        tuple(oversize),
+        head.id if head else None,
+        reservation,
+        aged,
+        tuple(sorted(tenants.limited)),
     )
 
 
@@ -207,14 +316,17 @@ def _states(replicas: Sequence[Replica], now: float) -> list[_State]:
             r.id,
             r.accepting,
             r.free_bytes,
+            r.capacity_bytes,
             [(max(lease.expected_end, now), lease.kv_bytes) for lease in r.leases],
         )
         for r in sorted(replicas, key=lambda r: r.id)
     ]
 
 
-def _place(state: _State, job: WaitingJob, now: float, rule: Rule) -> Placement:
+def _place(state: _State, job: WaitingJob, now: float, rule: Rule, tenants: _Tenants) -> Placement:
     state.free -= job.kv_bytes
+    tenants.take(job.tenant, state.id, job.kv_bytes)
+    tenants.left[job.tenant] -= 1
     state.ends.append((now + job.est_duration_s, job.kv_bytes))
     return Placement(job.id, state.id, rule)
 

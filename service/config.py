@@ -216,6 +216,15 @@ class Settings(BaseSettings):
     est_prefill_tokens_per_s: float = Field(default=5_000.0, gt=0)
     est_decode_tokens_per_s: float = Field(default=30.0, gt=0)
 
+    # Fairness between tenants (README "Routing and KV-cache budgeting"). Queued: a
+    # tenant's own jobs that are not final and have no request running; over it, job
+    # creation answers 429 with Retry-After. Running and the KV share count map-reduce
+    # requests, per role; the share holds only while another tenant waits there.
+    tenant_max_queued_jobs: int = Field(default=1_000, gt=0)
+    tenant_max_running_jobs: int = Field(default=32, gt=0)
+    tenant_max_kv_share: float = Field(default=0.5, gt=0, le=1)
+    tenant_retry_after_s: int = Field(default=30, gt=0)
+
     # `longdoc serve` with no backends configured starts a vLLM CPU server on SmolLM2
     # 135M (service/embedded_vllm.py) when `make vllm` has built it; false (or
     # `serve --no-vllm`) skips it. Its context (the model's own is 8,192) and KV cache.

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from ingestion import admission
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker, rows_changed, write_transaction
 from service.jobs import dispatch, tree
@@ -147,6 +148,7 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
                 role,
                 now,
                 settings.lease_ttl_s,
+                policy=admission_policy(settings),
                 max_attempts=settings.max_job_attempts,
                 ready_after=now - timedelta(seconds=settings.stale_after_s),
             )
@@ -160,6 +162,13 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
         if time.monotonic() > deadline:
             return _requeue(job_id, worker)
         time.sleep(settings.admission_poll_s)
+
+
+def admission_policy(settings: Settings) -> admission.Policy:
+    return admission.Policy(
+        tenant_max_running=settings.tenant_max_running_jobs,
+        tenant_max_kv_share=settings.tenant_max_kv_share,
+    )
 
 
 def _no_backend_for_too_long(

@@ -88,6 +88,7 @@ def try_admit(
     policy: admission.Policy | None = None,
     max_attempts: int = 3,
     max_scan: int = 1000,
+    max_scan_per_tenant: int = 100,
     ready_after: datetime | None = None,
 ) -> AdmitResult:
     """Admit what `ingestion.admission` allows on `role`'s replicas, in one
@@ -96,7 +97,11 @@ def try_admit(
 
     `ready_after`: only jobs whose `heartbeat_at` is later are candidates. Workers
     pass it so that a job is admitted only while a task is there to run it; a lease
-    nobody runs would hold its bytes until it expired."""
+    nobody runs would hold its bytes until it expired.
+
+    The policy sees at most `max_scan_per_tenant` waiting jobs of each tenant (its
+    first ones) and `max_scan` in all, every tenant's first before any tenant's
+    second: a tenant with thousands waiting cannot push another's job out of view."""
     with write_transaction(session):
         backends = session.execute(
             select(Backend.id, Backend.kv_capacity_bytes, Backend.healthy)
@@ -107,12 +112,16 @@ def try_admit(
         ids = [b.id for b in backends]
         expired = _reap(session, ids, now, max_attempts) if ids else []
         held: dict[uuid.UUID, list[admission.Lease]] = {}
-        for b_id, kv_bytes, end in session.execute(
-            select(KvLease.backend_id, KvLease.kv_bytes, KvLease.expected_end_at).where(
-                KvLease.backend_id.in_(ids), KvLease.expires_at > now
-            )
+        # Each lease with its job's tenant, for the tenant limits (a plain read of jobs:
+        # the lock order stays backends, leases, jobs).
+        leases = select(
+            KvLease.backend_id, KvLease.kv_bytes, KvLease.expected_end_at, Job.tenant_id
+        )
+        leases = leases.join(Job, Job.id == KvLease.job_id)
+        for b_id, kv_bytes, end, tenant in session.execute(
+            leases.where(KvLease.backend_id.in_(ids), KvLease.expires_at > now)
         ):
-            lease = admission.Lease(kv_bytes, end.timestamp() if end else math.inf)
+            lease = admission.Lease(kv_bytes, end.timestamp() if end else math.inf, str(tenant))
             held.setdefault(b_id, []).append(lease)
         # Unknown capacity is never taken as infinite: such a replica gets nothing.
         replicas = [
@@ -120,14 +129,7 @@ def try_admit(
             for b in backends
             if b.kv_capacity_bytes is not None
         ]
-        # Table rows, not ORM objects: the caller's identity map must not keep a
-        # stale copy of the jobs this transaction moves.
-        candidates = select(Job.__table__).where(
-            Job.role == role, Job.status == _WAITING, Job.kv_bytes.is_not(None)
-        )
-        if ready_after is not None:
-            candidates = candidates.where(Job.heartbeat_at > ready_after)
-        jobs = session.execute(candidates.order_by(Job.seq, Job.id).limit(max_scan)).all()
+        jobs = _candidates(session, role, ready_after, max_scan, max_scan_per_tenant)
         by_id = {str(j.id): j for j in jobs}
         served = _last_served(session, role, jobs)
         waiting = [_waiting(j, served) for j in jobs]
@@ -288,6 +290,25 @@ def _reap(
     ]
 
 
+def _candidates(
+    session: Session, role: str, ready_after: datetime | None, max_scan: int, per_tenant: int
+) -> Sequence[Any]:
+    """The role's waiting jobs the policy sees: each tenant's first `per_tenant` in
+    arrival order, ranked so that a full scan still holds every tenant's first."""
+    # Table rows, not ORM objects: the caller's identity map must not keep a
+    # stale copy of the jobs this transaction moves.
+    rank = func.row_number().over(partition_by=Job.tenant_id, order_by=(Job.seq, Job.id))
+    waiting = select(Job.__table__, rank.label("tenant_rank")).where(
+        Job.role == role, Job.status == _WAITING, Job.kv_bytes.is_not(None)
+    )
+    if ready_after is not None:
+        waiting = waiting.where(Job.heartbeat_at > ready_after)
+    ranked = waiting.subquery()
+    stmt = select(ranked).where(ranked.c.tenant_rank <= per_tenant)
+    stmt = stmt.order_by(ranked.c.tenant_rank, ranked.c.seq, ranked.c.id).limit(max_scan)
+    return session.execute(stmt).all()
+
+
 def _last_served(session: Session, role: str, jobs: Sequence[Any]) -> dict[uuid.UUID, str]:
     """The replica that most recently ran each document: its prefix cache may hold it."""
     docs = {j.document_id for j in jobs if j.preferred_backend_id is None}
@@ -311,6 +332,7 @@ def _waiting(job: Any, served: dict[uuid.UUID, str]) -> admission.WaitingJob:
         waiting_since=(job.waiting_since or job.created_at).timestamp(),
         est_duration_s=math.inf if job.est_duration_s is None else job.est_duration_s,
         preferred_replica=str(preferred) if preferred else served.get(job.document_id),
+        tenant=str(job.tenant_id),
     )
 
 

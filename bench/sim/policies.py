@@ -67,8 +67,12 @@ class Longdoc(Dispatcher):
 
     name = "longdoc"
 
-    def __init__(self, policy: admission.Policy | None = None, tick_s: float = 5.0) -> None:
+    def __init__(
+        self, policy: admission.Policy | None = None, tick_s: float = 5.0, *, tenants: bool = True
+    ) -> None:
         self.policy = policy or admission.Policy()
+        # False: every job as one tenant's, the single FIFO queue admission had before.
+        self.tenants = tenants
         self.tick_s = tick_s
         self._waiting: dict[str, dict[str, tuple[admission.WaitingJob, Req]]] = {}
         self._leases: dict[str, dict[str, admission.Lease]] = {}
@@ -94,7 +98,8 @@ class Longdoc(Dispatcher):
         # policy handles by treating overrun leases as ending now.
         model = self.sim.by_role[req.role][0].model
         est = model.standalone_s(req.spec.planned_input, req.spec.max_output)
-        job = admission.WaitingJob(req.id, req.seq, req.kv_bytes, now, est)
+        tenant = req.job.spec.tenant if self.tenants else ""
+        job = admission.WaitingJob(req.id, req.seq, req.kv_bytes, now, est, tenant=tenant)
         self._waiting.setdefault(req.role, {})[req.id] = (job, req)
         self._admit(req.role, now)
 
@@ -130,7 +135,7 @@ class Longdoc(Dispatcher):
             job, req = waiting.pop(p.job_id)
             # What workers/ledger.py writes: the job's bytes, expected to end at now +
             # its estimate.
-            lease = admission.Lease(job.kv_bytes, now + job.est_duration_s)
+            lease = admission.Lease(job.kv_bytes, now + job.est_duration_s, job.tenant)
             self._leases[p.replica_id][req.id] = lease
             self._leased[p.replica_id] += lease.kv_bytes
             self.rules[p.rule.value] += 1

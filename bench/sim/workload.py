@@ -90,6 +90,7 @@ class JobSpec:
     arrival: float
     kind: str
     requests: tuple[RequestSpec, ...]
+    tenant: str = ""
 
 
 @dataclass(frozen=True)

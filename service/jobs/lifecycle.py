@@ -20,7 +20,7 @@ from service.auth import owned
 from service.config import Settings
 from service.db import write_transaction
 from service.documents import get_owned as get_owned_document
-from service.jobs import tree
+from service.jobs import quota, tree
 from service.jobs.planning import SplitDeferred, est_duration_s, plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
@@ -98,7 +98,9 @@ def plan_and_start(
 def create(
     session: Session, settings: Settings, tenant_id: uuid.UUID, body: JobCreate
 ) -> tuple[Job, bool, list[uuid.UUID]]:
-    """(job, created, jobs whose tasks to send). Raises HTTPException for bad input."""
+    """(job, created, jobs whose tasks to send). Raises HTTPException for bad input,
+    and 429 when the tenant has its limit of jobs waiting (a repeated request still
+    gets its existing job)."""
     params = validated(body, settings)
     doc = get_owned_document(session, tenant_id, body.document_id)
     key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
@@ -113,6 +115,7 @@ def create(
                 "reason": f"the document failed to parse: {doc.error_code}: {doc.error_reason}",
             },
         )
+    quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
     now = utcnow()
     job = Job(
         id=uuid.uuid4(),
@@ -136,6 +139,11 @@ def create(
         except ValueError as exc:
             session.rollback()
             raise HTTPException(_422, detail={"code": "bad_budget", "reason": str(exc)}) from None
+    try:
+        quota.check_room(session, settings, tenant_id, new_job=job.id)  # locked: exact
+    except HTTPException:
+        session.rollback()
+        raise
     try:
         session.commit()
     except IntegrityError:

@@ -16,7 +16,7 @@ from service.auth import TenantDep
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import SessionDep
-from service.jobs import lifecycle, views
+from service.jobs import lifecycle, quota, views
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
 from service.models import DocumentStatus
@@ -52,6 +52,7 @@ _UPLOAD_BODY = {
         413: {"description": "Over the upload limit; nothing stored"},
         415: {"description": "Not a supported type; the body lists the supported ones"},
         422: {"description": "A bad task, params or budget; nothing stored"},
+        429: {"description": "With task: the tenant has its limit of jobs waiting"},
     },
 )
 async def upload_document(
@@ -72,6 +73,9 @@ async def upload_document(
         # Checked before the upload is read: a bad task costs the client no transfer.
         job_body = _job_body(task, params, max_output_tokens, idempotency_key)
         lifecycle.validated(job_body, settings)
+        await run_in_threadpool(
+            quota.check_room_before_upload, session, settings, tenant, idempotency_key
+        )
     elif params is not None:
         raise HTTPException(422, detail={"code": "bad_params", "reason": "params without task"})
     store = BlobStore(settings.blobs)

@@ -30,6 +30,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
         404: {"description": "No such document for this tenant"},
         409: {"description": "The document failed to parse, or the key was used otherwise"},
         422: {"description": "Unknown task, bad params, or an impossible budget"},
+        429: {"description": "The tenant has its limit of jobs waiting; see Retry-After"},
     },
 )
 def create_job(

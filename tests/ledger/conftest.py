@@ -77,10 +77,18 @@ class World:
             s.commit()
         self.doc = self.document()
 
-    def document(self) -> uuid.UUID:
+    def tenant(self, name: str) -> tuple[uuid.UUID, uuid.UUID]:
+        """Another tenant, and a document of its own: (tenant, document)."""
+        with self.sessions() as s:
+            tenant = Tenant(name=f"{self.role}-{name}")
+            s.add(tenant)
+            s.commit()
+        return tenant.id, self.document(tenant.id)
+
+    def document(self, tenant_id: uuid.UUID | None = None) -> uuid.UUID:
         with self.sessions() as s:
             doc = Document(
-                tenant_id=self.tenant_id,
+                tenant_id=tenant_id or self.tenant_id,
                 sha256=uuid.uuid4().hex,
                 filename="d.pdf",
                 media_type="application/pdf",
@@ -109,13 +117,14 @@ class World:
         *,
         doc: uuid.UUID | None = None,
         since: datetime = T0,
+        tenant: uuid.UUID | None = None,
         **values: object,
     ) -> uuid.UUID:
         self.seq += 1
         with self.sessions() as s:
             job = Job(
                 seq=self.seq,
-                tenant_id=self.tenant_id,
+                tenant_id=tenant or self.tenant_id,
                 document_id=doc or self.doc,
                 task="summarize",
                 max_output_tokens=16,
