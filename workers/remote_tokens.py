@@ -49,7 +49,7 @@ def count_with_server(base_url: str, text: Iterable[str], settings: Settings) ->
     return TokenCount(
         count=total,
         exact=calls <= 1,
-        tokenizer=f"vLLM /tokenize of {model} at {base}",
+        tokenizer=f"vLLM /tokenize of {model}",  # no URL: tenants read it
         method="server",
     )
 
@@ -62,7 +62,7 @@ class ServerCounter:
     def __init__(self, base_url: str, model: str, timeout_s: float) -> None:
         self.base = base_url.rstrip("/")
         self.model = model
-        self.name = f"vLLM /tokenize of {model} at {self.base}"
+        self.name = f"vLLM /tokenize of {model}"
         self._client = httpx.Client(timeout=timeout_s)
 
     def count(self, text: str) -> int:

@@ -284,6 +284,7 @@ def test_role_without_tokenizer_file_counts_on_the_server(
     got = count_role("gemma", path, len(text), live)
     assert (got.method, got.exact, got.count) == ("server", True, expected)
     assert SMOLLM2 in got.tokenizer
+    assert smollm2_server.url not in got.tokenizer  # document views show it to tenants
 
     dead = Settings(
         data_dir=tmp_path,
