@@ -84,14 +84,7 @@ def current_tenant(principal: PrincipalDep) -> uuid.UUID:
     return principal.tenant_id
 
 
-def current_admin(principal: PrincipalDep) -> Principal:
-    if not principal.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this needs an admin key")
-    return principal
-
-
 TenantDep = Annotated[uuid.UUID, Depends(current_tenant)]
-AdminDep = Annotated[Principal, Depends(current_admin)]
 
 
 _Owned = TypeVar("_Owned", Document, Job)

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from service.auth import create_key
@@ -34,6 +35,7 @@ from service.models import (
     JobStatus,
     KvLease,
     Result,
+    Tenant,
     utcnow,
 )
 from service.security import lookup_prefix
@@ -54,20 +56,27 @@ def _closed_port() -> int:
 
 
 @dataclass
-class Tenant:
+class TenantKeys:
     id: uuid.UUID
     key: str  # the tenant's own key
     admin: str  # an admin key of the same tenant: it sees the tenant's jobs in full
+    role: str  # the backend role of this test's backends and jobs
 
 
 @pytest.fixture
-def tenant(database: str) -> Tenant:
+def tenant(database: str) -> Iterator[TenantKeys]:
     name = f"views-{uuid.uuid4().hex[:8]}"
     with get_sessionmaker()() as s:
         key = create_key(s, name)
         admin = create_key(s, name, admin=True)
         row = s.query(ApiKey).filter_by(prefix=lookup_prefix(key)).one()
-        return Tenant(row.tenant_id, key, admin)
+        made = TenantKeys(row.tenant_id, key, admin, f"r{uuid.uuid4().hex[:8]}")
+    yield made
+    # Nothing left for the other modules' workers to sweep up and poll for.
+    with get_sessionmaker()() as s:
+        s.execute(delete(Tenant).where(Tenant.id == made.id))
+        s.execute(delete(Backend).where(Backend.role == made.role))
+        s.commit()
 
 
 @pytest.fixture
@@ -127,9 +136,9 @@ def _leaks(body: object, *secrets: str) -> list[str]:
 
 
 def test_backends_tenant_view_hides_urls_errors_and_load(
-    client: Client, tenant: Tenant, other_key: str, sessions: Any
+    client: Client, tenant: TenantKeys, other_key: str, sessions: Any
 ) -> None:
-    role = f"r{uuid.uuid4().hex[:8]}"
+    role = tenant.role
     url = f"http://10.9.{uuid.uuid4().int % 250}.7:8123"
     error = "request failed: http://10.9.0.7:8123: ConnectError: [Errno 111] refused"
     with sessions() as s:
@@ -179,10 +188,10 @@ def test_backends_tenant_view_hides_urls_errors_and_load(
 # --- a run that fails on an unreachable server -------------------------------------------
 
 
-def _admitted_job(sessions: Any, tenant: Tenant, url: str, attempts: int) -> tuple[str, str]:
+def _admitted_job(sessions: Any, tenant: TenantKeys, url: str, attempts: int) -> tuple[str, str]:
     """A parsed one-page document and a job on it, admitted by the ledger on a backend
     at `url`: (job id, backend id)."""
-    role = f"r{uuid.uuid4().hex[:8]}"
+    role = tenant.role
     store = BlobStore(get_settings().blobs)
     store.ensure()
     with sessions() as s:
@@ -217,7 +226,7 @@ def _admitted_job(sessions: Any, tenant: Tenant, url: str, attempts: int) -> tup
 
 @pytest.mark.parametrize(("attempts", "status"), [(0, "waiting_for_capacity"), (2, "failed")])
 def test_an_unreachable_server_is_named_by_id_not_url(
-    client: Client, tenant: Tenant, sessions: Any, attempts: int, status: str
+    client: Client, tenant: TenantKeys, sessions: Any, attempts: int, status: str
 ) -> None:
     port = _closed_port()
     url = f"http://127.0.0.1:{port}"
@@ -250,8 +259,10 @@ def test_an_unreachable_server_is_named_by_id_not_url(
     assert row["healthy"] is False and "Connect" in row["last_error"], row
 
 
-def test_no_backend_up_names_replicas_by_id(client: Client, tenant: Tenant, sessions: Any) -> None:
-    role = f"r{uuid.uuid4().hex[:8]}"
+def test_no_backend_up_names_replicas_by_id(
+    client: Client, tenant: TenantKeys, sessions: Any
+) -> None:
+    role = tenant.role
     url = f"http://127.0.0.1:{_closed_port()}"
     error = f"{url}: ConnectError: [Errno 111] Connection refused"
     settings = get_settings()
@@ -280,7 +291,7 @@ def test_no_backend_up_names_replicas_by_id(client: Client, tenant: Tenant, sess
 
 
 def test_a_result_shows_its_backend_url_to_admins_only(
-    client: Client, tenant: Tenant, sessions: Any
+    client: Client, tenant: TenantKeys, sessions: Any
 ) -> None:
     url = f"http://10.0.{uuid.uuid4().int % 250}.1:9000"
     with sessions() as s:
@@ -301,7 +312,7 @@ def test_a_result_shows_its_backend_url_to_admins_only(
 
 
 def test_internal_error_reason_has_no_exception_text(
-    client: Client, tenant: Tenant, sessions: Any
+    client: Client, tenant: TenantKeys, sessions: Any
 ) -> None:
     store = BlobStore(get_settings().blobs)
     store.ensure()
