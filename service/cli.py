@@ -34,7 +34,7 @@ def _share(params: list[Any], commands: Iterable[Any]) -> None:
         taken = {p.name for p in command.params}
         for param in params:
             if param.name in taken:
-                raise RuntimeError(f"`{command.name}` redefines the shared --{param.name}")
+                raise RuntimeError(f"`{command.name}` redefines the shared {param.opts[0]}")
             # Its callback applies the value; the command's function never sees it.
             shared = copy.copy(param)
             shared.expose_value = False
