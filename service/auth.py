@@ -1,8 +1,14 @@
-"""Bearer-key authentication; every route that touches data depends on `TenantDep`."""
+"""Bearer-key authentication; every route that touches data depends on `TenantDep`.
+
+A key is looked up on every request (no cache), so a revoked key is refused at once.
+Routes that show operators' details (backend URLs, errors, load) take `PrincipalDep`
+and look at `is_admin`.
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
@@ -26,7 +32,18 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def create_key(session: Session, tenant_name: str, key_name: str | None = None) -> str:
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is: the tenant whose data it reaches, and whether its key is an
+    operator's (`longdoc keys create --admin`)."""
+
+    tenant_id: uuid.UUID
+    is_admin: bool
+
+
+def create_key(
+    session: Session, tenant_name: str, key_name: str | None = None, *, admin: bool = False
+) -> str:
     """Create the tenant if needed and a new key for it; returns the key (shown once)."""
     tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
     if tenant is None:
@@ -34,15 +51,17 @@ def create_key(session: Session, tenant_name: str, key_name: str | None = None) 
         session.add(tenant)
         session.flush()
     key, prefix, digest = security.new_key()
-    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=digest, name=key_name))
+    session.add(
+        ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=digest, name=key_name, admin=admin)
+    )
     session.commit()
     return key
 
 
-def current_tenant(
+def current_principal(
     session: SessionDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> uuid.UUID:
+) -> Principal:
     if creds is None or creds.scheme.lower() != "bearer":
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     key = creds.credentials
@@ -55,7 +74,14 @@ def current_tenant(
     if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
         row.last_used_at = now
         session.commit()
-    return row.tenant_id
+    return Principal(row.tenant_id, row.admin)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def current_tenant(principal: PrincipalDep) -> uuid.UUID:
+    return principal.tenant_id
 
 
 TenantDep = Annotated[uuid.UUID, Depends(current_tenant)]

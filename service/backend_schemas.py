@@ -1,10 +1,16 @@
-"""Bodies of /v1/backends (and `longdoc backends --json`)."""
+"""Bodies of /v1/backends (and `longdoc backends --json`).
+
+An admin key gets `BackendList` (view "admin"): every figure the ledger and refresher
+keep, URLs and errors included. A tenant's key gets `TenantBackendList` (view
+"tenant"): which models are served and whether they are up, nothing about where the
+servers are, what failed on them, or how much of them other tenants hold.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,4 +44,33 @@ class BackendOut(BaseModel):
 
 
 class BackendList(BaseModel):
+    view: Literal["admin"] = "admin"
     items: list[BackendOut]
+
+
+class TenantBackendOut(BaseModel):
+    id: uuid.UUID = Field(description="The `backend.id` that job views show.")
+    role: str
+    model: str | None
+    max_model_len: int | None = Field(description="The longest request it takes, in tokens.")
+    healthy: bool = Field(description="Answered /v1/models at the last refresh.")
+    usable: bool = Field(description="Up and taking jobs.")
+
+    @classmethod
+    def of(cls, full: BackendOut) -> TenantBackendOut:
+        return cls(
+            id=full.id,
+            role=full.role,
+            model=full.model,
+            max_model_len=full.max_model_len,
+            healthy=full.healthy,
+            usable=full.usable,
+        )
+
+
+class TenantBackendList(BaseModel):
+    view: Literal["tenant"] = "tenant"
+    items: list[TenantBackendOut]
+
+
+AnyBackendList = Annotated[BackendList | TenantBackendList, Field(discriminator="view")]

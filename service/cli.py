@@ -1,52 +1,91 @@
 """`longdoc`: serve, migrate, run a worker, manage keys.
 
-Every command takes `--data-dir` (or LONGDOC_DATA_DIR), so `longdoc keys create`
-reaches the same embedded database that `longdoc serve` started.
+Every command takes `--data-dir` (or LONGDOC_DATA_DIR), before or after its name, so
+`longdoc keys create` reaches the same embedded database that `longdoc serve` started.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy import func, select
+from typer.core import TyperGroup
 
 from service.backends_cli import backends as backends_command
 from service.config import get_settings
+from service.keys_cli import keys
 from service.kv_cli import kv as kv_command
 from service.route_cli import route as route_command
 from service.submit_cli import submit as submit_command
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-keys = typer.Typer(no_args_is_help=True, help="API keys.")
+
+def _share(params: list[Any], commands: Iterable[Any]) -> None:
+    # Duck-typed: typer builds its tree on its own vendored click.
+    for command in commands:
+        taken = {p.name for p in command.params}
+        for param in params:
+            if param.name in taken:
+                raise RuntimeError(f"`{command.name}` redefines the shared {param.opts[0]}")
+            # Its callback applies the value; the command's function never sees it.
+            shared = copy.copy(param)
+            shared.expose_value = False
+            command.params.append(shared)
+        _share(params, getattr(command, "commands", {}).values())
+
+
+class _SharedOptionsGroup(TyperGroup):
+    """The top-level group, whose options (the callback's) every command and group
+    under it takes too: `longdoc keys create --data-dir D` is `longdoc --data-dir D
+    keys create`. Built once when typer builds the click tree, so no command can
+    forget one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _share(self.params, self.commands.values())
+
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=_SharedOptionsGroup)
 cli.add_typer(keys, name="keys")
 cli.command("kv")(kv_command)
 cli.command("route")(route_command)
 cli.command("backends")(backends_command)
 cli.command("submit")(submit_command)
 
+
+def _use_data_dir(data_dir: Path | None) -> Path | None:
+    if data_dir is not None:
+        os.environ["LONGDOC_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    get_settings.cache_clear()
+    return data_dir
+
+
 DataDir = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", envvar="LONGDOC_DATA_DIR", help="Where the embedded DB and blobs live."
+        "--data-dir",
+        envvar="LONGDOC_DATA_DIR",
+        help="Where the embedded DB, blobs and api-key live.",
+        callback=_use_data_dir,
     ),
 ]
 
 
 @cli.callback()
 def _root(data_dir: DataDir = None) -> None:
-    if data_dir is not None:
-        os.environ["LONGDOC_DATA_DIR"] = str(data_dir.expanduser().resolve())
-    get_settings.cache_clear()
+    """Applied by the option's callback, here and after every command name."""
 
 
-def _prepare() -> None:
+def prepare() -> None:
+    """The data directory and the schema, before a command uses the database."""
     from service.migrate import upgrade
 
     settings = get_settings()
@@ -58,22 +97,8 @@ def _prepare() -> None:
 @cli.command()
 def migrate() -> None:
     """Create or upgrade the schema (alembic upgrade head)."""
-    _prepare()
+    prepare()
     typer.echo(f"schema at head: {get_settings().database_url}")
-
-
-@keys.command("create")
-def keys_create(
-    tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
-    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
-) -> None:
-    """Create an API key for TENANT and print it. It is not shown again."""
-    from service.auth import create_key
-    from service.db import get_sessionmaker
-
-    _prepare()
-    with get_sessionmaker()() as session:
-        typer.echo(create_key(session, tenant, name))
 
 
 def _worker_argv(concurrency: int) -> list[str]:
@@ -90,7 +115,7 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
 ) -> None:
     """Run a Celery worker for the ingest and jobs queues."""
-    _prepare()
+    prepare()
     argv = _worker_argv(concurrency or get_settings().worker_concurrency)
     os.execv(argv[0], argv)
 
@@ -104,7 +129,6 @@ def serve(
     no_vllm: Annotated[
         bool, typer.Option("--no-vllm", help="Start no vLLM server, even with none configured.")
     ] = False,
-    data_dir: DataDir = None,
 ) -> None:
     """Run the API and a worker. With no configuration: SQLite + a serverless broker, and
     a vLLM CPU server on SmolLM2 135M when `make vllm` has built it."""
@@ -116,12 +140,12 @@ def serve(
     from service.models import Tenant
     from workers.vllm_server import VllmServerError
 
-    _use_data_dir(data_dir)
-    _prepare()
+    prepare()
     settings = get_settings()
     with get_sessionmaker()() as session:
         if not session.scalar(select(func.count()).select_from(Tenant)):
-            key = create_key(session, "default", "first start")
+            # Whoever starts the service is its operator: the first key is an admin's.
+            key = create_key(session, "default", "first start", admin=True)
             key_file = write_key_file(settings.data_dir, key)
             typer.secho(f"\nAPI key for tenant 'default' (shown once):\n\n  {key}\n", bold=True)
             typer.echo(f"(also in {key_file}, where `longdoc submit` finds it)\n")
@@ -168,13 +192,6 @@ def write_key_file(data_dir: Path, key: str) -> Path:
         os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
         f.write(key + "\n")
     return path
-
-
-def _use_data_dir(data_dir: Path | None) -> None:
-    """`--data-dir` given after the command name: the same as before it (`_root`)."""
-    if data_dir is not None:
-        os.environ["LONGDOC_DATA_DIR"] = str(data_dir.expanduser().resolve())
-        get_settings.cache_clear()
 
 
 def _die_with_parent() -> None:

@@ -97,7 +97,9 @@ def _describe(job: dict[str, Any], doc: dict[str, Any]) -> str:
         )
     else:
         request = (job.get("plan") or {}).get("request") or {}
-        line = f"running on {(job.get('backend') or {}).get('url', '?')}"
+        backend = job.get("backend") or {}
+        # A tenant's key sees the role and model; an admin's also the URL.
+        line = f"running on {backend.get('url') or backend.get('role', '?')}"
         if request:
             line += f" ({request['input_tokens']} tokens in)"
     if "completion_tokens" in progress:  # the stage names the request, not news to a user
@@ -145,17 +147,9 @@ def submit(
     ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the job.")] = 1800,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result JSON.")] = False,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option("--data-dir", envvar="LONGDOC_DATA_DIR", help="Where serve keeps api-key."),
-    ] = None,
 ) -> None:
     """Upload FILE, run TASK on it, wait, print the result (text, or JSON data)."""
     parsed = _parse_params(params)
-    if data_dir is not None:
-        from service.cli import _use_data_dir  # here: service.cli imports this module
-
-        _use_data_dir(data_dir)
     headers = {"Authorization": f"Bearer {_api_key(key)}"}
     timeouts = httpx.Timeout(60.0, connect=5.0)
     with httpx.Client(base_url=url, headers=headers, timeout=timeouts) as client:

@@ -142,12 +142,12 @@ def client(database: str, broker: redis.Redis) -> Iterator[object]:
         yield c
 
 
-def _new_key(tenant: str) -> str:
+def _new_key(tenant: str, admin: bool = False) -> str:
     from service.auth import create_key
     from service.db import get_sessionmaker
 
     with get_sessionmaker()() as session:
-        return create_key(session, tenant)
+        return create_key(session, tenant, admin=admin)
 
 
 @pytest.fixture(scope="session")
@@ -158,6 +158,12 @@ def api_key(database: str) -> str:
 @pytest.fixture(scope="session")
 def other_key(database: str) -> str:
     return _new_key(f"tenant-b-{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture(scope="session")
+def admin_key(database: str) -> str:
+    """An operator's key (`longdoc keys create --admin`), of a tenant of its own."""
+    return _new_key(f"operators-{uuid.uuid4().hex[:6]}", admin=True)
 
 
 def auth(key: str) -> dict[str, str]:

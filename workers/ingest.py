@@ -69,9 +69,12 @@ def run_ingest(document_id: uuid.UUID, worker: str, settings: Settings) -> dict[
             reason = f"parsing took longer than {settings.ingest_soft_time_limit_s} s"
         except OperationalError:
             raise  # the database is away: let Celery retry the task
-        except Exception as exc:
+        except Exception:
             log.exception("ingest of %s failed unexpectedly", document_id)
-            code, reason = "internal_error", f"{type(exc).__name__}: {exc}"
+            # The traceback is in the log above; the tenant reads no exception text
+            # (it can name server paths and internals).
+            code = "internal_error"
+            reason = "an internal error stopped the parse; the operators' worker log has it"
         else:
             with sessions() as session:
                 _finish_parsed(session, claim, store, outcome)

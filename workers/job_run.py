@@ -28,7 +28,7 @@ from service.db import write_transaction
 from service.jobs import tree
 from service.jobs.planning import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
-from workers import ledger
+from workers import ledger, public_reasons
 from workers.job_text import RequestText, build
 from workers.sampling import after_loop, sampling_for
 from workers.vllm_client import Cancelled, Completion, VllmClient, VllmError
@@ -245,6 +245,8 @@ def _server_failed(
 ) -> None:
     attempts = a.attempt  # admission counted this run
     with sessions() as session:
+        # Tenants read the reason: no URL, no raw error text (logged here instead).
+        public = public_reasons.server_failure(session, a.job_id, a.backend_url, err)
         if err.retryable:
             # Seen unreachable just now: admission must not send the job straight back
             # before the refresher notices. The refresher marks it up when it answers.
@@ -259,7 +261,7 @@ def _server_failed(
                 JobStatus.waiting_for_capacity,
                 utcnow(),
                 "backend_unreachable",
-                f"attempt {attempts}: {a.backend_url}: {err.message}",
+                f"attempt {attempts}: {public}",
             )
             return
         code = "backend_unreachable" if err.retryable else "backend_refused"
@@ -270,7 +272,7 @@ def _server_failed(
             JobStatus.failed,
             utcnow(),
             code,
-            f"{why}vLLM at {a.backend_url}: {err.message}",
+            f"{why}{public}",
         )
 
 

@@ -28,7 +28,7 @@ from service.db import get_sessionmaker, rows_changed, write_transaction
 from service.jobs import dispatch, tree
 from service.jobs.lifecycle import plan_and_start
 from service.models import Backend, Document, DocumentStatus, Job, JobStatus, utcnow
-from workers import job_run, ledger
+from workers import job_run, ledger, public_reasons
 from workers.celery_app import JOB_TASK, app, durable_task, worker_name
 
 log = logging.getLogger(__name__)
@@ -177,16 +177,15 @@ def _no_backend_for_too_long(
     """Fail a job that has waited `backend_down_timeout_s` with no replica of its role
     up: better a clear reason than a job that waits for ever."""
     now = utcnow()
-    rows = session.execute(
-        select(Backend.healthy, Backend.url, Backend.last_error).where(Backend.role == role)
-    ).all()
+    rows = session.execute(select(Backend.healthy).where(Backend.role == role)).all()
     if any(r.healthy for r in rows):
         return False
     job = session.get(Job, job_id)
     since = job.waiting_since if job is not None else None
     if since is None or (now - since).total_seconds() < settings.backend_down_timeout_s:
         return False
-    errors = "; ".join(f"{r.url}: {r.last_error}" for r in rows) or "none configured"
+    # Tenants read the reason: replica ids, not URLs or their errors (logged instead).
+    errors = public_reasons.none_up(session, job_id, role)
     reason = (
         f"no {role} backend was up for {settings.backend_down_timeout_s:.0f} s while the "
         f"job waited ({errors})"

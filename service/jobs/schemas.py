@@ -36,7 +36,7 @@ class JobError(BaseModel):
 class JobBackend(BaseModel):
     id: uuid.UUID
     role: str
-    url: str
+    url: str | None = Field(description="Shown to admin keys only; null for tenants.")
     model: str | None
 
 
@@ -91,7 +91,7 @@ class ResultOut(BaseModel):
     data: dict[str, Any] | None
     warnings: list[str]
     model: str | None
-    backend_url: str | None
+    backend_url: str | None = Field(description="Shown to admin keys only; null for tenants.")
     request_id: str | None
     prompt_tokens: int | None
     completion_tokens: int | None

@@ -40,7 +40,9 @@ def _children(session: Session, job: Job) -> JobChildren | None:
     )
 
 
-def to_out(session: Session, job: Job) -> JobOut:
+def to_out(session: Session, job: Job, *, admin: bool = False) -> JobOut:
+    """`admin`: the viewer's key is an operator's, who may see backend URLs; a tenant
+    sees which role and model ran the job, not where the server is."""
     now = utcnow()
     backend = session.get(Backend, job.backend_id) if job.backend_id else None
     final = job.status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
@@ -65,7 +67,12 @@ def to_out(session: Session, job: Job) -> JobOut:
         progress=job.progress,
         backend=None
         if backend is None
-        else JobBackend(id=backend.id, role=backend.role, url=backend.url, model=backend.model),
+        else JobBackend(
+            id=backend.id,
+            role=backend.role,
+            url=backend.url if admin else None,
+            model=backend.model,
+        ),
         error=error,
         timings=JobTimings(
             created_at=job.created_at,
@@ -82,7 +89,7 @@ def to_out(session: Session, job: Job) -> JobOut:
     )
 
 
-def result_out(session: Session, job: Job) -> ResultOut:
+def result_out(session: Session, job: Job, *, admin: bool = False) -> ResultOut:
     result = session.scalar(select(Result).where(Result.job_id == job.id))
     if job.status != JobStatus.succeeded or result is None:
         detail: dict[str, object] = {
@@ -99,7 +106,7 @@ def result_out(session: Session, job: Job) -> ResultOut:
         data=result.data,
         warnings=list(result.warnings or []),
         model=result.model,
-        backend_url=result.backend_url,
+        backend_url=result.backend_url if admin else None,
         request_id=result.request_id,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,

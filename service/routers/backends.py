@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.auth import TenantDep
-from service.backend_schemas import BackendList
+from service.auth import PrincipalDep
+from service.backend_schemas import (
+    AnyBackendList,
+    BackendList,
+    TenantBackendList,
+    TenantBackendOut,
+)
 from service.db import SessionDep
 from service.models import utcnow
 from workers.backends import describe
@@ -13,10 +18,14 @@ from workers.backends import describe
 router = APIRouter(prefix="/v1/backends", tags=["backends"])
 
 
-@router.get("", response_model=BackendList)
-def list_backends(session: SessionDep, _tenant: TenantDep) -> BackendList:
-    """Role, model, context, KV capacity, leased and free bytes, health of every backend.
+@router.get("", response_model=AnyBackendList)
+def list_backends(session: SessionDep, who: PrincipalDep) -> BackendList | TenantBackendList:
+    """Admin key: role, URL, model, context, KV capacity, leased and free bytes, health
+    and last error of every backend. Tenant key: role, model, context and health only.
 
     Read from the database only; probing is the refresher's job (and `longdoc backends`).
     """
-    return BackendList(items=describe(session, utcnow()))
+    full = describe(session, utcnow())
+    if who.is_admin:
+        return BackendList(items=full)
+    return TenantBackendList(items=[TenantBackendOut.of(b) for b in full])

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from service.auth import TenantDep
+from service.auth import PrincipalDep, TenantDep
 from service.config import get_settings
 from service.db import SessionDep
 from service.jobs import lifecycle, views
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     },
 )
 def create_job(
-    body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep
+    body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep, who: PrincipalDep
 ) -> JobOut:
     """Run a task on a document; the job's routing plan comes back with it once the
     document is parsed (`plan` is null before)."""
@@ -43,25 +43,27 @@ def create_job(
         send(session, to_send)
     else:
         response.status_code = status.HTTP_200_OK
-    return views.to_out(session, job)
+    return views.to_out(session, job, admin=who.is_admin)
 
 
 @router.get("", response_model=JobList)
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
+    who: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     state: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobList:
     rows, total = lifecycle.list_owned(session, tenant, limit, offset, state)
-    items = [views.to_out(session, j) for j in rows]
+    items = [views.to_out(session, j, admin=who.is_admin) for j in rows]
     return JobList(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut:
-    return views.to_out(session, lifecycle.get_owned(session, tenant, job_id))
+def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep, who: PrincipalDep) -> JobOut:
+    job = lifecycle.get_owned(session, tenant, job_id)
+    return views.to_out(session, job, admin=who.is_admin)
 
 
 @router.get(
@@ -69,12 +71,17 @@ def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut
     response_model=ResultOut,
     responses={409: {"description": "The job has not succeeded (yet); its status and reason"}},
 )
-def get_result(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> ResultOut:
-    return views.result_out(session, lifecycle.get_owned(session, tenant, job_id))
+def get_result(
+    job_id: uuid.UUID, session: SessionDep, tenant: TenantDep, who: PrincipalDep
+) -> ResultOut:
+    job = lifecycle.get_owned(session, tenant, job_id)
+    return views.result_out(session, job, admin=who.is_admin)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut:
+def cancel_job(
+    job_id: uuid.UUID, session: SessionDep, tenant: TenantDep, who: PrincipalDep
+) -> JobOut:
     """Cancel: the lease is released now; a running request is aborted on the server
     within a heartbeat. Cancelling a finished job changes nothing."""
     job = lifecycle.get_owned(session, tenant, job_id)
@@ -84,4 +91,4 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> Job
         if child is not None and child.task_id and child.task_id not in task_ids:
             task_ids.append(child.task_id)
     revoke(task_ids)
-    return views.to_out(session, job)
+    return views.to_out(session, job, admin=who.is_admin)

@@ -493,7 +493,11 @@ def _app() -> FastAPI:
 
 
 def test_get_v1_backends(
-    sessions: sessionmaker[Session], smollm2_server: VllmServer, front: MetricsFront, api_key: str
+    sessions: sessionmaker[Session],
+    smollm2_server: VllmServer,
+    front: MetricsFront,
+    api_key: str,
+    admin_key: str,
 ) -> None:
     front.mode = "garbage"
     both = settings(
@@ -507,8 +511,21 @@ def test_get_v1_backends(
     labels = real_cache_config(smollm2_server)
     with TestClient(_app()) as http:
         assert http.get("/v1/backends").status_code == 401
-        resp = http.get("/v1/backends", headers=auth(api_key))
-    assert resp.status_code == 200, resp.text
+        tenant = http.get("/v1/backends", headers=auth(api_key))
+        resp = http.get("/v1/backends", headers=auth(admin_key))
+    # A tenant: which models are up, nothing of where, what failed, or who holds what.
+    assert tenant.status_code == 200 and tenant.json()["view"] == "tenant", tenant.text
+    (seen,) = [b for b in tenant.json()["items"] if b["id"] == str(backend_id)]
+    assert seen == {
+        "id": str(backend_id),
+        "role": "gemma",
+        "model": SMOLLM2,
+        "max_model_len": MAX_MODEL_LEN,
+        "healthy": True,
+        "usable": True,
+    }
+    assert smollm2_server.url not in tenant.text and front.url not in tenant.text
+    assert resp.status_code == 200 and resp.json()["view"] == "admin", resp.text
     items = {b["url"]: b for b in resp.json()["items"]}
     live = items[smollm2_server.url]
     assert live["role"] == "gemma" and live["model"] == SMOLLM2
