@@ -10,7 +10,7 @@ a parse whose output file cannot be written. No vLLM server is needed.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -323,15 +323,15 @@ def test_internal_error_reason_has_no_exception_text(
     original = store.original(sha)
     original.parent.mkdir(parents=True, exist_ok=True)
     original.write_text(TEXT)
-    # Where the worker writes the text as it parses: a directory, so the open fails
-    # with an OSError naming a server path, as a broken disk would.
+    # Where the parsed text goes: a directory that is not empty, so putting the text in
+    # place fails with an OSError naming a server path, as a broken disk would.
     final = store.path(store.text_key(doc_id))
-    blocker = final.with_name(f"{final.name}.{os.getpid()}.tmp")
-    blocker.mkdir()
+    final.mkdir(parents=True)
+    (final / "in-the-way").touch()
     try:
         out = run_ingest(doc_id, "test-worker", get_settings())
     finally:
-        blocker.rmdir()
+        shutil.rmtree(final)
     assert out["status"] == "failed"
     seen = client.get(f"/v1/documents/{doc_id}", headers=auth(tenant.key)).json()
     assert seen["status"] == "failed" and seen["error"]["code"] == "internal_error", seen
