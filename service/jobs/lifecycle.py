@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from ingestion.route_plan import RouteRefused
 from ingestion.tasks import TaskError, validate
 from service.auth import owned
 from service.config import Settings
-from service.db import write_transaction
+from service.db import retry_conflicts, write_transaction
 from service.documents import get_owned as get_owned_document
 from service.jobs import tree
 from service.jobs.planning import SplitDeferred, est_duration_s, plan_document_job
@@ -72,10 +72,11 @@ def plan_and_start(
     now: datetime,
     *,
     max_split_bytes: int | None = None,
-) -> list[uuid.UUID]:
+) -> list[uuid.UUID] | None:
     """Plan a queued job on its parsed document and start it; a job that cannot run
     fails with the router's reason. ValueError (bad budget) and SplitDeferred
-    propagate. Returns the jobs whose tasks to send."""
+    propagate. Returns the jobs whose tasks to send; None when another planner (or a
+    cancel) got to the job first, and nothing was written."""
     try:
         planned = plan_document_job(
             session,
@@ -89,10 +90,26 @@ def plan_and_start(
     except RouteRefused as exc:
         rejected = "; ".join(r.reason for r in exc.rejected)
         reason = exc.reason + (f" (rejected: {rejected})" if rejected else "")
+        if not still_unplanned(session, job):
+            return None
         tree.end_tree(session, [job.id], JobStatus.failed, now, code=exc.code, reason=reason)
         return []
+    if not still_unplanned(session, job):
+        return None
     ests = {i: est_duration_s(r, settings) for i, r in enumerate(planned.plan.requests())}
     return tree.start(session, job, planned.plan, now, ests)
+
+
+def still_unplanned(session: Session, job: Job) -> bool:
+    """Lock the job and check that it is still queued with no plan, so that of two
+    tasks planning it (the sweeper sends a job again) only the first one's plan
+    lands, and a cancel made while planning stands. Held until the caller commits."""
+    if inspect(job).pending:
+        return True  # inserted in this very transaction: nobody else can see it
+    row = session.execute(
+        select(Job.status, Job.plan).where(Job.id == job.id).with_for_update(key_share=True)
+    ).one_or_none()
+    return row is not None and row.status == JobStatus.queued and row.plan is None
 
 
 def create(
@@ -130,7 +147,9 @@ def create(
     if doc.status == DocumentStatus.parsed:
         try:
             limit = settings.api_split_max_text_bytes
-            send = plan_and_start(session, settings, job, doc, now, max_split_bytes=limit)
+            started = plan_and_start(session, settings, job, doc, now, max_split_bytes=limit)
+            assert started is not None, "a job of this transaction is nobody else's"
+            send = started
         except SplitDeferred:
             pass  # stays queued, plan null: its task plans it in the worker
         except ValueError as exc:
@@ -184,6 +203,7 @@ def list_owned(
     return list(rows), total
 
 
+@retry_conflicts
 def cancel(session: Session, job: Job) -> list[uuid.UUID]:
     """Cancel the job and its requests: status cancelled and leases released in one
     transaction. The worker running it sees its lease gone at its next heartbeat and

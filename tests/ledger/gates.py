@@ -32,16 +32,16 @@ def backend_pid(session: Session) -> int:
 
 
 class Gate:
-    """Holds `session`'s current transaction after its first statement that locks rows
-    of jobs or leases, until `open()`."""
+    """Holds `session`'s current transaction after (or with `before`, just before) its
+    first statement that locks rows of jobs or leases, until `open()`."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, before: bool = False) -> None:
         self.paused = threading.Event()
         self._open = threading.Event()
-        self._conn = session.connection()
-        event.listen(self._conn, "after_cursor_execute", self._after)
+        when = "before_cursor_execute" if before else "after_cursor_execute"
+        event.listen(session.connection(), when, self._hold)
 
-    def _after(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+    def _hold(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         if self.paused.is_set() or not _LOCKS.search(statement):
             return
         self.paused.set()
