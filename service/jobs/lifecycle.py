@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from ingestion.route_plan import RouteRefused
 from ingestion.tasks import TaskError, validate
 from service.auth import owned
 from service.config import Settings
-from service.db import retry_conflicts, write_transaction
+from service.db import retry_conflicts, rows_changed, write_transaction
 from service.documents import get_owned as get_owned_document
 from service.jobs import tree
 from service.jobs.planning import SplitDeferred, est_duration_s, plan_document_job
@@ -27,6 +27,8 @@ from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 _422 = status.HTTP_422_UNPROCESSABLE_CONTENT
+# Without a client key, asking again for what failed or was cancelled is a retry.
+_RETRIED = (JobStatus.failed, JobStatus.cancelled)
 
 
 def _key(doc_id: uuid.UUID, task: str, params: dict[str, Any], max_out: int) -> str:
@@ -119,7 +121,7 @@ def create(
     params = validated(body, settings)
     doc = get_owned_document(session, tenant_id, body.document_id)
     key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
-    existing = _by_key(session, tenant_id, key)
+    existing = _reusable(session, tenant_id, key, automatic=body.idempotency_key is None)
     if existing is not None:
         return _existing(existing, doc.id, body, params), False, []
     if doc.status == DocumentStatus.failed:
@@ -163,7 +165,27 @@ def create(
         if winner is None:
             raise
         return _existing(winner, doc.id, body, params), False, []
+    # The answer is the job as stored: the router may have failed it (`end_tree`
+    # writes past the ORM).
+    session.refresh(job)
     return job, True, send
+
+
+def _reusable(session: Session, tenant_id: uuid.UUID, key: str, *, automatic: bool) -> Job | None:
+    """The job that answers this request, or None: create one. A client's own key
+    always names its job, whatever became of it (a retry with the same key is the
+    same request); an automatic key reuses only a job that is live or succeeded. A
+    failed or cancelled job gives its automatic key up (renamed after itself) in the
+    transaction that creates its successor; a concurrent retry waits on that rename
+    and is answered with the successor."""
+    existing = _by_key(session, tenant_id, key)
+    if existing is None or not automatic or existing.status not in _RETRIED:
+        return existing
+    free = update(Job).where(Job.id == existing.id, Job.idempotency_key == key)
+    free = free.values(idempotency_key=f"{key}@{existing.id}")
+    if rows_changed(session.execute(free, execution_options={"synchronize_session": False})):
+        return None
+    return _by_key(session, tenant_id, key)  # the other retry's job, committed
 
 
 def _by_key(session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
