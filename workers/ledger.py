@@ -22,7 +22,7 @@ Lock order, for every transaction that touches these tables on Postgres (renew,
 release, try_admit and its reaping, expire, a run's end and fan-in in
 `workers/job_run.py`, cancel and `service.jobs.tree.end_tree`, planning, the
 sweeper), so that none can deadlock another:
-1. backends, by id (only admission and `expire`);
+1. backends, by id (admission, `expire`, and the refresher, `workers/backends.py`);
 2. jobs (`FOR NO KEY UPDATE`, `service.jobs.tree.lock`): a map-reduce job before its
    requests; jobs of one level by id;
 3. leases, only ever touched while their job is locked.

@@ -1,5 +1,6 @@
 """Forced interleavings on real Postgres: pause one session's transaction right after
-its first statement that locks or writes rows of `jobs` or `kv_leases`, let another
+its first statement that locks or writes rows of `jobs` or `kv_leases` (or other
+tables), let another
 session run into those locks, then let the first go on. A session is blocked when
 Postgres says it waits on a lock.
 """
@@ -17,11 +18,15 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 WAIT_S = 60.0  # generous: a loaded machine is slow, a stuck one never gets there
-_LOCKS = re.compile(
-    r"^\s*(UPDATE|DELETE FROM|INSERT INTO)\s+(jobs|kv_leases)\b"
-    r"|\bFROM (jobs|kv_leases)\b.*\bFOR (NO KEY )?UPDATE",
-    re.S | re.I,
-)
+
+
+def _locks(tables: tuple[str, ...]) -> re.Pattern[str]:
+    names = "|".join(tables)
+    return re.compile(
+        rf"^\s*(UPDATE|DELETE FROM|INSERT INTO)\s+({names})\b"
+        rf"|\bFROM ({names})\b.*\bFOR (NO KEY )?UPDATE",
+        re.S | re.I,
+    )
 
 
 def backend_pid(session: Session) -> int:
@@ -33,16 +38,23 @@ def backend_pid(session: Session) -> int:
 
 class Gate:
     """Holds `session`'s current transaction after (or with `before`, just before) its
-    first statement that locks rows of jobs or leases, until `open()`."""
+    first statement that locks rows of `tables`, until `open()`."""
 
-    def __init__(self, session: Session, *, before: bool = False) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        before: bool = False,
+        tables: tuple[str, ...] = ("jobs", "kv_leases"),
+    ) -> None:
+        self._locks = _locks(tables)
         self.paused = threading.Event()
         self._open = threading.Event()
         when = "before_cursor_execute" if before else "after_cursor_execute"
         event.listen(session.connection(), when, self._hold)
 
     def _hold(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if self.paused.is_set() or not _LOCKS.search(statement):
+        if self.paused.is_set() or not self._locks.search(statement):
             return
         self.paused.set()
         if not self._open.wait(WAIT_S):
