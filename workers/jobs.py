@@ -73,27 +73,28 @@ def _prepare(session: Session, settings: Settings, job: Job) -> dict[str, Any] |
     now = utcnow()
     if doc is None or doc.status == DocumentStatus.failed:
         why = "was deleted" if doc is None else f"failed to parse: {doc.error_reason}"
-        tree.end_tree(
-            session,
-            [job.id],
-            JobStatus.failed,
-            now,
-            code="document_failed",
-            reason=f"the document {why}",
-        )
-        session.commit()
+        with write_transaction(session):  # rolled back on error, so a retry starts clean
+            tree.end_tree(
+                session,
+                [job.id],
+                JobStatus.failed,
+                now,
+                code="document_failed",
+                reason=f"the document {why}",
+            )
         return {"status": "failed"}
     if doc.status != DocumentStatus.parsed:
         return {"status": "queued", "waiting_for": "document"}  # ingest sends us again
     to_send: list[uuid.UUID] | None = None
-    try:
-        to_send = plan_and_start(session, settings, job, doc, now)
-    except ValueError as exc:
-        if still_unplanned(session, job):
-            why = str(exc)
-            tree.end_tree(session, [job.id], JobStatus.failed, now, code="bad_budget", reason=why)
-            to_send = []
-    session.commit()
+    with write_transaction(session):
+        try:
+            to_send = plan_and_start(session, settings, job, doc, now)
+        except ValueError as exc:
+            if still_unplanned(session, job):
+                why = str(exc)
+                tree.end_tree(session, [job.id], JobStatus.failed, now, code="bad_budget",
+                              reason=why)  # fmt: skip
+                to_send = []
     if to_send is None:
         return None  # planned (or ended) by someone else meanwhile: look again
     if job.status == JobStatus.running:  # a map-reduce parent: its requests do the work
