@@ -154,14 +154,16 @@ def try_admit(
         # the job waits instead of failing.
         unknown = any(b.kv_capacity_bytes is None for b in backends)
         failed = []
-        for job in [] if unknown else [by_id[i] for i in decision.oversize]:
+        oversize = [] if unknown else [by_id[i] for i in decision.oversize]
+        failing = _lock_waiting(session, [j.id for j in oversize], None)
+        for job in (j for j in oversize if j.id in failing):
             reason = f"needs {job.kv_bytes} B of KV cache; the largest {role} replica has {largest}"
             stmt = update(Job).where(Job.id == job.id, Job.status == _WAITING)
             values = {"status": JobStatus.failed, "error_reason": reason, "finished_at": now}
             if rows_changed(session.execute(stmt.values(values), execution_options=_NO_SYNC)):
                 failed.append((job.id, reason))
-        placeable = _lock_placeable(session, [by_id[p.job_id].id for p in decision.placements],
-                                    ready_after)  # fmt: skip
+        placeable = _lock_waiting(session, [by_id[p.job_id].id for p in decision.placements],
+                                  ready_after)  # fmt: skip
         admitted = [
             a
             for p in decision.placements
@@ -356,13 +358,13 @@ def _waiting(job: Any, served: dict[uuid.UUID, str]) -> admission.WaitingJob:
     )
 
 
-def _lock_placeable(
+def _lock_waiting(
     session: Session, job_ids: list[uuid.UUID], ready_after: datetime | None
 ) -> set[uuid.UUID]:
-    """Lock the jobs admission chose, skipping any locked elsewhere; only those still
-    waiting, and (with `ready_after`) whose task still polls for them, are placed: a
-    task that gave up its poll after admission read the queue is not admitted behind
-    its back."""
+    """Lock the jobs admission chose to place (or fail), skipping any locked
+    elsewhere; of those, the ones still waiting and (with `ready_after`) whose task
+    still polls for them: a task that gave up its poll after admission read the
+    queue is not admitted behind its back."""
     if not job_ids:
         return set()
     stmt = select(Job.id).where(Job.id.in_(job_ids), Job.status == _WAITING)
