@@ -1,8 +1,10 @@
-"""One lock order for every transaction on jobs and leases (`workers/ledger.py`), shown
-on Postgres by forced interleavings: one session runs up to its first row lock and
-holds it, the other runs into it, then the first goes on. With retries switched off,
-a deadlock would surface as an error; each pair must instead end with both done and
-the job's status and lease in agreement."""
+"""One lock order for every transaction on backends, jobs and leases
+(`workers/ledger.py`), shown on Postgres by forced interleavings: one session runs up
+to its first row lock and holds it, the other runs into it, then the first goes on.
+Pairs: cancel against renew, release and reaping of a running job; a request's
+success (release, result, fan-in) against a cancel of its map-reduce job; the backend
+refresher against an admission. With retries switched off, a deadlock would surface
+as an error; each pair must instead end with both done and the rows in agreement."""
 
 from __future__ import annotations
 
