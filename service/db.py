@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
+import stamina
 from fastapi import Depends
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import get_settings
@@ -71,3 +73,25 @@ def write_transaction(session: Session, *, commit: bool = True) -> Iterator[None
         raise
     if commit:
         session.commit()
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+# Postgres aborts one transaction of a deadlock (40P01) and, under stricter isolation,
+# one side of a serialization conflict (40001); running it again is the cure it asks for.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_conflict(exc: Exception) -> bool:
+    """A transaction Postgres aborted only because of another one: safe to run again."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+
+def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
+    """Run `fn` again (a few times, with jittered backoff; stamina logs each retry) when
+    Postgres aborted its transaction as a deadlock victim or a serialization failure.
+    `fn` must own the whole transaction: a retry starts it from the beginning."""
+    retrying: Callable[P, T] = stamina.retry(
+        on=is_conflict, attempts=5, timeout=30.0, wait_initial=0.05, wait_max=1.0
+    )(fn)
+    return retrying

@@ -201,8 +201,11 @@ def refresh(
     # Probe before touching the database: no transaction stays open across the network.
     with ThreadPoolExecutor(max_workers=max(1, min(len(configs), _MAX_PARALLEL_PROBES))) as pool:
         states = list(pool.map(lambda u: probe(u, wait), sorted(configs)))
-    old = {row.url: row for row in session.scalars(select(Backend))}
-    for state in states:  # sorted by URL: concurrent refreshers lock rows in one order
+    # Every row locked up front, by id: the ledger's order (`workers/ledger.py`), so a
+    # refresh and an admission, which locks its role's rows by id, cannot deadlock.
+    rows = select(Backend).order_by(Backend.id).with_for_update(key_share=True)
+    old = {row.url: row for row in session.scalars(rows)}
+    for state in states:  # sorted by URL: new rows are inserted in one order
         cfg = configs[state.url]
         base = {"role": cfg.role, "url": state.url, "updated_at": now}
         if state.error is not None:

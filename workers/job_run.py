@@ -24,7 +24,7 @@ from ingestion.task_output import OutputError, TaskOutput, parse_output
 from ingestion.task_prompts import response_format
 from service.blobstore import BlobStore
 from service.config import Settings
-from service.db import write_transaction
+from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
 from service.jobs.planning import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
@@ -200,6 +200,7 @@ def _loop_warning(loop: Loop) -> str:
     )
 
 
+@retry_conflicts
 def _end(
     session: Session,
     a: _Admitted,
@@ -210,6 +211,8 @@ def _end(
     **values: object,
 ) -> bool:
     with write_transaction(session):
+        # A failed request takes its map-reduce job and the other requests down too.
+        tree.lock_tree(session, a.job_id, whole=status == JobStatus.failed)
         ok = ledger.release(
             session,
             a.job_id,
@@ -276,6 +279,7 @@ def _server_failed(
         )
 
 
+@retry_conflicts
 def _succeed(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -286,6 +290,7 @@ def _succeed(
 ) -> None:
     now = utcnow()
     with sessions() as session, write_transaction(session):
+        tree.lock_tree(session, a.job_id)  # its map-reduce job first: fan_in writes there
         progress = {"stage": "done", "completion_tokens": done.completion_tokens}
         if not ledger.release(
             session,

@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from ingestion import admission
 from service.config import Settings, get_settings
-from service.db import get_sessionmaker, rows_changed, write_transaction
+from service.db import get_sessionmaker, retry_conflicts, rows_changed, write_transaction
 from service.jobs import dispatch, tree
-from service.jobs.lifecycle import plan_and_start
+from service.jobs.lifecycle import plan_and_start, still_unplanned
 from service.models import Backend, Document, DocumentStatus, Job, JobStatus, utcnow
 from workers import job_run, ledger, public_reasons
 from workers.celery_app import JOB_TASK, app, durable_task, worker_name
@@ -66,36 +66,45 @@ def _claim(session: Session, job_id: uuid.UUID, worker: str, settings: Settings)
     return ok
 
 
+@retry_conflicts
 def _prepare(session: Session, settings: Settings, job: Job) -> dict[str, Any] | None:
-    """Plan a queued job once its document is parsed. None: go on with the job."""
+    """Plan a queued job once its document is parsed. None: go on with the job (also
+    when another task planned it first)."""
     doc = session.get(Document, job.document_id) if job.document_id else None
     now = utcnow()
     if doc is None or doc.status == DocumentStatus.failed:
         why = "was deleted" if doc is None else f"failed to parse: {doc.error_reason}"
-        tree.end_tree(
-            session,
-            [job.id],
-            JobStatus.failed,
-            now,
-            code="document_failed",
-            reason=f"the document {why}",
-        )
-        session.commit()
+        with write_transaction(session):  # rolled back on error, so a retry starts clean
+            tree.end_tree(
+                session,
+                [job.id],
+                JobStatus.failed,
+                now,
+                code="document_failed",
+                reason=f"the document {why}",
+            )
         return {"status": "failed"}
     if doc.status != DocumentStatus.parsed:
         return {"status": "queued", "waiting_for": "document"}  # ingest sends us again
-    try:
-        to_send = plan_and_start(session, settings, job, doc, now)
-    except ValueError as exc:
-        tree.end_tree(session, [job.id], JobStatus.failed, now, code="bad_budget", reason=str(exc))
-        to_send = []
-    session.commit()
+    to_send: list[uuid.UUID] | None = None
+    with write_transaction(session):
+        try:
+            to_send = plan_and_start(session, settings, job, doc, now)
+        except ValueError as exc:
+            if still_unplanned(session, job):
+                why = str(exc)
+                tree.end_tree(session, [job.id], JobStatus.failed, now, code="bad_budget",
+                              reason=why)  # fmt: skip
+                to_send = []
+    if to_send is None:
+        return None  # planned (or ended) by someone else meanwhile: look again
     if job.status == JobStatus.running:  # a map-reduce parent: its requests do the work
         send(to_send)
         return {"status": "running", "requests": len(to_send)}
     return None
 
 
+@retry_conflicts
 def _after_final(session: Session, job: Job) -> dict[str, Any]:
     # A request that failed outside a run (the ledger failed it: too large, or its
     # lease expired too often) takes its map-reduce job down with it.
@@ -160,7 +169,10 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
         if admitted:
             continue
         if time.monotonic() > deadline:
-            return _requeue(job_id, worker)
+            requeued = _requeue(job_id, worker)
+            if requeued is not None:
+                return requeued
+            continue  # admitted (or ended, or taken over) just now: see what to do
         time.sleep(settings.admission_poll_s)
 
 
@@ -171,6 +183,7 @@ def admission_policy(settings: Settings) -> admission.Policy:
     )
 
 
+@retry_conflicts
 def _no_backend_for_too_long(
     session: Session, job_id: uuid.UUID, role: str, settings: Settings
 ) -> bool:
@@ -200,13 +213,18 @@ def _no_backend_for_too_long(
     return bool(moved)
 
 
-def _requeue(job_id: uuid.UUID, worker: str) -> dict[str, Any]:
-    """Give the slot back: queue a new task behind the others and let it poll."""
+def _requeue(job_id: uuid.UUID, worker: str) -> dict[str, Any] | None:
+    """Give the slot back: queue a new task behind the others and let it poll. None:
+    the job is no longer this task's to wait for (admission placed it since the last
+    poll, or it ended, or another task took it over), and nothing was sent."""
     with get_sessionmaker()() as session:
         stmt = update(Job).where(
             Job.id == job_id, Job.worker == worker, Job.status == JobStatus.waiting_for_capacity
         )
-        session.execute(stmt.values(heartbeat_at=None))
+        # With the beat cleared, admission no longer places the job (`ready_after`).
+        gave_up = rows_changed(session.execute(stmt.values(heartbeat_at=None))) == 1
         session.commit()
+    if not gave_up:
+        return None
     send([job_id])
     return {"status": "waiting_for_capacity", "requeued": True}

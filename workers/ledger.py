@@ -16,7 +16,21 @@ checks from other tables are not blocked), `BEGIN IMMEDIATE` on SQLite (the
 database-wide write lock). Under that lock it first deletes the expired leases it
 is about to ignore, and only then counts the rest. So an expired lease is never
 counted as free while its row exists, and a late heartbeat cannot revive it once
-it has been: the row is gone. Lock order everywhere: backends, leases, jobs.
+it has been: the row is gone.
+
+Lock order, for every transaction that touches these tables on Postgres (renew,
+release, try_admit and its reaping, expire, a run's end and fan-in in
+`workers/job_run.py`, cancel and `service.jobs.tree.end_tree`, planning, the
+sweeper), so that none can deadlock another:
+1. backends, by id (admission, `expire`, and the refresher, `workers/backends.py`);
+2. jobs (`FOR NO KEY UPDATE`, `service.jobs.tree.lock`): a map-reduce job before its
+   requests; jobs of one level by id;
+3. leases, only ever touched while their job is locked.
+Admission breaks no rule by taking a job lock out of order, because it never waits
+for one: a job about to be placed that is locked elsewhere (being cancelled,
+claimed) is skipped this round (`SKIP LOCKED`). A transaction that Postgres aborts
+anyway (a deadlock victim, a serialization failure) is run again
+(`service.db.retry_conflicts`); on SQLite `BEGIN IMMEDIATE` serializes writers.
 
 Workers should hand `renew` and `release` the `lease_id` they were admitted with:
 it fences a worker whose lease expired, and whose job was admitted again under a
@@ -36,7 +50,8 @@ from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ingestion import admission
-from service.db import rows_changed, write_transaction
+from service.db import retry_conflicts, rows_changed, write_transaction
+from service.jobs.tree import lock
 from service.models import Backend, Job, JobStatus, KvLease
 
 _FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
@@ -79,6 +94,7 @@ class Capacity:
     leases: int
 
 
+@retry_conflicts
 def try_admit(
     session: Session,
     role: str,
@@ -140,14 +156,21 @@ def try_admit(
         # the job waits instead of failing.
         unknown = any(b.kv_capacity_bytes is None for b in backends)
         failed = []
-        for job in [] if unknown else [by_id[i] for i in decision.oversize]:
+        oversize = [] if unknown else [by_id[i] for i in decision.oversize]
+        failing = _lock_waiting(session, [j.id for j in oversize], None)
+        for job in (j for j in oversize if j.id in failing):
             reason = f"needs {job.kv_bytes} B of KV cache; the largest {role} replica has {largest}"
             stmt = update(Job).where(Job.id == job.id, Job.status == _WAITING)
             values = {"status": JobStatus.failed, "error_reason": reason, "finished_at": now}
             if rows_changed(session.execute(stmt.values(values), execution_options=_NO_SYNC)):
                 failed.append((job.id, reason))
+        placeable = _lock_waiting(session, [by_id[p.job_id].id for p in decision.placements],
+                                  ready_after)  # fmt: skip
         admitted = [
-            a for p in decision.placements if (a := _admit(session, by_id[p.job_id], p, now, ttl_s))
+            a
+            for p in decision.placements
+            if by_id[p.job_id].id in placeable
+            and (a := _admit(session, by_id[p.job_id], p, now, ttl_s))
         ]
         caps = {b.id: b.kv_capacity_bytes for b in backends}
         _check(session, {a.backend_id for a in admitted}, caps)
@@ -162,6 +185,7 @@ def try_admit(
     )
 
 
+@retry_conflicts
 def renew(
     session: Session,
     job_id: uuid.UUID,
@@ -174,9 +198,9 @@ def renew(
     job is running. False means the lease is lost: stop working on the job."""
     with write_transaction(session):
         running = select(Job.id).where(Job.id == job_id, Job.status == JobStatus.running)
-        stmt = update(KvLease).where(
-            KvLease.job_id == job_id, KvLease.expires_at > now, KvLease.job_id.in_(running)
-        )
+        if session.scalar(running.with_for_update(key_share=True)) is None:
+            return False
+        stmt = update(KvLease).where(KvLease.job_id == job_id, KvLease.expires_at > now)
         if lease_id is not None:
             stmt = stmt.where(KvLease.id == lease_id)
         values = {"expires_at": now + timedelta(seconds=ttl_s), "renewed_at": now}
@@ -207,8 +231,25 @@ def release(
     (or its job was not running), and the job was left alone."""
     if status not in (*_FINAL, _WAITING):
         raise ValueError(f"cannot release a job into {status}")
+    if error_reason is not None:
+        values["error_reason"] = error_reason
+    # In a transaction of its own it may be run again; in the caller's, the caller retries.
+    run = retry_conflicts(_release) if commit else _release
+    return run(session, job_id, now, status, lease_id, values, commit)
+
+
+def _release(
+    session: Session,
+    job_id: uuid.UUID,
+    now: datetime,
+    status: JobStatus,
+    lease_id: uuid.UUID | None,
+    values: dict[str, Any],
+    commit: bool,
+) -> bool:
     final = status in _FINAL
     with write_transaction(session, commit=commit):
+        lock(session, [job_id])
         gone = delete(KvLease).where(KvLease.job_id == job_id)
         if lease_id is not None:
             gone = gone.where(KvLease.id == lease_id)
@@ -216,13 +257,12 @@ def release(
             return False
         changes: dict[str, Any] = {"status": status, "heartbeat_at": None, **values}
         changes["finished_at" if final else "waiting_since"] = now
-        if error_reason is not None:
-            changes["error_reason"] = error_reason
         done = update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
         # A lease whose job is not running is garbage: deleting it is right anyway.
         return rows_changed(session.execute(done.values(changes), execution_options=_NO_SYNC)) == 1
 
 
+@retry_conflicts
 def expire(session: Session, now: datetime, *, max_attempts: int = 3) -> list[uuid.UUID]:
     """Delete every expired lease (and any whose job is not running); put their jobs
     back in the queue, or fail them after `max_attempts` expiries. Returns the jobs
@@ -231,8 +271,8 @@ def expire(session: Session, now: datetime, *, max_attempts: int = 3) -> list[uu
         ids = list(session.scalars(select(KvLease.backend_id).where(_dead(now)).distinct()))
         if not ids:
             return []
-        lock = select(Backend.id).where(Backend.id.in_(ids)).order_by(Backend.id)
-        session.execute(lock.with_for_update(key_share=True)).all()
+        backends = select(Backend.id).where(Backend.id.in_(ids)).order_by(Backend.id)
+        session.execute(backends.with_for_update(key_share=True)).all()
         return _reap(session, ids, now, max_attempts)
 
 
@@ -272,7 +312,11 @@ def _reap(
 ) -> list[uuid.UUID]:
     """Delete the dead leases on backends the caller has locked; requeue their jobs,
     or fail those admitted `max_attempts` times already (admission counts them)."""
-    gone = delete(KvLease).where(KvLease.backend_id.in_(backend_ids), _dead(now))
+    on_backends = KvLease.backend_id.in_(backend_ids)
+    dead = session.scalars(select(KvLease.job_id).where(on_backends, _dead(now))).all()
+    # Jobs before leases: a renewal that got its job first ends before we look again.
+    locked = lock(session, dead)
+    gone = delete(KvLease).where(on_backends, KvLease.job_id.in_(locked), _dead(now))
     job_ids = session.scalars(gone.returning(KvLease.job_id), execution_options=_NO_SYNC).all()
     if not job_ids:
         return []
@@ -334,6 +378,22 @@ def _waiting(job: Any, served: dict[uuid.UUID, str]) -> admission.WaitingJob:
         preferred_replica=str(preferred) if preferred else served.get(job.document_id),
         tenant=str(job.tenant_id),
     )
+
+
+def _lock_waiting(
+    session: Session, job_ids: list[uuid.UUID], ready_after: datetime | None
+) -> set[uuid.UUID]:
+    """Lock the jobs admission chose to place (or fail), skipping any locked
+    elsewhere; of those, the ones still waiting and (with `ready_after`) whose task
+    still polls for them: a task that gave up its poll after admission read the
+    queue is not admitted behind its back."""
+    if not job_ids:
+        return set()
+    stmt = select(Job.id).where(Job.id.in_(job_ids), Job.status == _WAITING)
+    if ready_after is not None:
+        stmt = stmt.where(Job.heartbeat_at > ready_after)
+    stmt = stmt.order_by(Job.id).with_for_update(key_share=True, skip_locked=True)
+    return set(session.scalars(stmt))
 
 
 def _admit(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from service.blobstore import BlobStore
 from service.config import Settings
-from service.db import rows_changed, write_transaction
+from service.db import retry_conflicts, rows_changed, write_transaction
 from service.jobs.tree import end_tree
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from workers import ledger
@@ -104,15 +104,13 @@ def _fail_broken_parents(session: Session, now: Any) -> None:
         .where(Job.status == JobStatus.running, child.status == JobStatus.failed)
     ).all()
     for parent_id, reason in rows:
-        with write_transaction(session):
-            end_tree(
-                session,
-                [parent_id],
-                JobStatus.failed,
-                now,
-                code="request_failed",
-                reason=f"a request failed: {reason}",
-            )
+        _fail_parent(session, parent_id, now, f"a request failed: {reason}")
+
+
+@retry_conflicts
+def _fail_parent(session: Session, parent_id: uuid.UUID, now: Any, reason: str) -> None:
+    with write_transaction(session):
+        end_tree(session, [parent_id], JobStatus.failed, now, code="request_failed", reason=reason)
 
 
 def _take(session: Session, model: type[Document | Job], row_id: uuid.UUID, seen: Any) -> bool:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from ingestion.route_plan import RouteRefused
 from ingestion.tasks import TaskError, validate
 from service.auth import owned
 from service.config import Settings
-from service.db import write_transaction
+from service.db import retry_conflicts, rows_changed, write_transaction
 from service.documents import get_owned as get_owned_document
 from service.jobs import quota, tree
 from service.jobs.planning import SplitDeferred, est_duration_s, plan_document_job
@@ -27,6 +27,8 @@ from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 _422 = status.HTTP_422_UNPROCESSABLE_CONTENT
+# Without a client key, asking again for what failed or was cancelled is a retry.
+_RETRIED = (JobStatus.failed, JobStatus.cancelled)
 
 
 def _key(doc_id: uuid.UUID, task: str, params: dict[str, Any], max_out: int) -> str:
@@ -72,10 +74,11 @@ def plan_and_start(
     now: datetime,
     *,
     max_split_bytes: int | None = None,
-) -> list[uuid.UUID]:
+) -> list[uuid.UUID] | None:
     """Plan a queued job on its parsed document and start it; a job that cannot run
     fails with the router's reason. ValueError (bad budget) and SplitDeferred
-    propagate. Returns the jobs whose tasks to send."""
+    propagate. Returns the jobs whose tasks to send; None when another planner (or a
+    cancel) got to the job first, and nothing was written."""
     try:
         planned = plan_document_job(
             session,
@@ -89,10 +92,26 @@ def plan_and_start(
     except RouteRefused as exc:
         rejected = "; ".join(r.reason for r in exc.rejected)
         reason = exc.reason + (f" (rejected: {rejected})" if rejected else "")
+        if not still_unplanned(session, job):
+            return None
         tree.end_tree(session, [job.id], JobStatus.failed, now, code=exc.code, reason=reason)
         return []
+    if not still_unplanned(session, job):
+        return None
     ests = {i: est_duration_s(r, settings) for i, r in enumerate(planned.plan.requests())}
     return tree.start(session, job, planned.plan, now, ests)
+
+
+def still_unplanned(session: Session, job: Job) -> bool:
+    """Lock the job and check that it is still queued with no plan, so that of two
+    tasks planning it (the sweeper sends a job again) only the first one's plan
+    lands, and a cancel made while planning stands. Held until the caller commits."""
+    if inspect(job).pending:
+        return True  # inserted in this very transaction: nobody else can see it
+    row = session.execute(
+        select(Job.status, Job.plan).where(Job.id == job.id).with_for_update(key_share=True)
+    ).one_or_none()
+    return row is not None and row.status == JobStatus.queued and row.plan is None
 
 
 def create(
@@ -104,7 +123,7 @@ def create(
     params = validated(body, settings)
     doc = get_owned_document(session, tenant_id, body.document_id)
     key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
-    existing = _by_key(session, tenant_id, key)
+    existing = _reusable(session, tenant_id, key, automatic=body.idempotency_key is None)
     if existing is not None:
         return _existing(existing, doc.id, body, params), False, []
     if doc.status == DocumentStatus.failed:
@@ -129,11 +148,19 @@ def create(
         created_at=now,
     )
     session.add(job)
+    try:
+        # Now, not at whichever query autoflushes first: a lost race on the key, or the
+        # document deleted meanwhile, surfaces here or at the commit, and nowhere else.
+        session.flush()
+    except IntegrityError:
+        return _lost_race(session, tenant_id, key, body.document_id, body, params)
     send = [job.id]
     if doc.status == DocumentStatus.parsed:
         try:
             limit = settings.api_split_max_text_bytes
-            send = plan_and_start(session, settings, job, doc, now, max_split_bytes=limit)
+            started = plan_and_start(session, settings, job, doc, now, max_split_bytes=limit)
+            assert started is not None, "a job of this transaction is nobody else's"
+            send = started
         except SplitDeferred:
             pass  # stays queued, plan null: its task plans it in the worker
         except ValueError as exc:
@@ -147,13 +174,46 @@ def create(
     try:
         session.commit()
     except IntegrityError:
-        session.rollback()  # a concurrent request with the same key won
-        winner = _by_key(session, tenant_id, key)
-        if winner is None:
-            get_owned_document(session, tenant_id, body.document_id)  # 404 if deleted meanwhile
-            raise
-        return _existing(winner, doc.id, body, params), False, []
+        return _lost_race(session, tenant_id, key, body.document_id, body, params)
+    # The answer is the job as stored: the router may have failed it (`end_tree`
+    # writes past the ORM).
+    session.refresh(job)
     return job, True, send
+
+
+def _lost_race(
+    session: Session,
+    tenant_id: uuid.UUID,
+    key: str,
+    doc_id: uuid.UUID,
+    body: JobCreate,
+    params: dict[str, Any],
+) -> tuple[Job, bool, list[uuid.UUID]]:
+    """The insert broke a constraint: a concurrent request with the same key won (its
+    job answers), or the document was deleted meanwhile (404)."""
+    session.rollback()
+    winner = _by_key(session, tenant_id, key)
+    if winner is None:
+        get_owned_document(session, tenant_id, doc_id)  # 404 if deleted meanwhile
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the request conflicted; retry it")
+    return _existing(winner, doc_id, body, params), False, []
+
+
+def _reusable(session: Session, tenant_id: uuid.UUID, key: str, *, automatic: bool) -> Job | None:
+    """The job that answers this request, or None: create one. A client's own key
+    always names its job, whatever became of it (a retry with the same key is the
+    same request); an automatic key reuses only a job that is live or succeeded. A
+    failed or cancelled job gives its automatic key up (renamed after itself) in the
+    transaction that creates its successor; a concurrent retry waits on that rename
+    and is answered with the successor."""
+    existing = _by_key(session, tenant_id, key)
+    if existing is None or not automatic or existing.status not in _RETRIED:
+        return existing
+    free = update(Job).where(Job.id == existing.id, Job.idempotency_key == key)
+    free = free.values(idempotency_key=f"{key}@{existing.id}")
+    if rows_changed(session.execute(free, execution_options={"synchronize_session": False})):
+        return None
+    return _by_key(session, tenant_id, key)  # the other retry's job, committed
 
 
 def _by_key(session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
@@ -193,6 +253,7 @@ def list_owned(
     return list(rows), total
 
 
+@retry_conflicts
 def cancel(session: Session, job: Job) -> list[uuid.UUID]:
     """Cancel the job and its requests: status cancelled and leases released in one
     transaction. The worker running it sees its lease gone at its next heartbeat and

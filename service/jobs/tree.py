@@ -8,18 +8,20 @@ result backend, and a broker restart or a lost worker would leave the reduce unr
 here the join is exactly as durable as the results it waits for.
 
 Every function here changes rows and leaves the commit to the caller, so a result, a
-lease release and the fan-in land in one transaction.
+lease release and the fan-in land in one transaction. Rows are locked in the order
+`workers/ledger.py` sets out: a map-reduce job before its requests, jobs of one level
+by id, their leases last; `lock` takes job locks that way.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
 from ingestion.route_plan import Plan, Request
@@ -27,6 +29,31 @@ from service.models import Job, JobStatus, KvLease, Result
 
 FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 _NO_SYNC = {"synchronize_session": False}
+
+
+def _lock_where(session: Session, where: ColumnElement[bool]) -> list[uuid.UUID]:
+    # Postgres locks in the ORDER BY's order. NO KEY UPDATE: a lease, a result or a
+    # request inserted with a reference to the job is not held up by it.
+    stmt = select(Job.id).where(where).order_by(Job.id).with_for_update(key_share=True)
+    return list(session.scalars(stmt))
+
+
+def lock(session: Session, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+    """Row-lock these jobs (of one level of a tree) by id; returns those that exist.
+    A caller that locks a request and its map-reduce job locks the job first."""
+    ids = set(job_ids)
+    return _lock_where(session, Job.id.in_(ids)) if ids else []
+
+
+def lock_tree(session: Session, job_id: uuid.UUID, *, whole: bool = False) -> None:
+    """Lock a request before touching it and its map-reduce job: the job first, then
+    the request, or with `whole` every request of the job (to end them all)."""
+    parent_id = session.scalar(select(Job.parent_id).where(Job.id == job_id))
+    if parent_id is None:
+        lock(session, [job_id])
+        return
+    lock(session, [parent_id])
+    _lock_where(session, Job.parent_id == parent_id if whole else Job.id == job_id)
 
 
 def _waiting_child(parent: Job, key: str, step: dict[str, Any], req: Request, est: float) -> Job:
@@ -101,7 +128,7 @@ def fan_in(
     """After `child` succeeded (its result added in this transaction): create the
     reduce requests whose inputs are all done, or finish the parent when `child` was
     the last request. Returns (jobs to dispatch, parent finished)."""
-    parent = session.get(Job, child.parent_id, with_for_update=True)
+    parent = session.get(Job, child.parent_id, with_for_update={"key_share": True})
     if parent is None or parent.status != JobStatus.running or parent.plan is None:
         return [], False
     plan = Plan.from_json(parent.plan)
@@ -180,8 +207,10 @@ def end_tree(
     """Move these jobs and their children that are not final yet to `status`
     (failed or cancelled), deleting their KV leases in the same transaction (the
     ledger's rule: a lease exists only while its job runs). Returns the jobs moved."""
-    ids = list(job_ids)
-    ids += session.scalars(select(Job.id).where(Job.parent_id.in_(ids))).all()
+    ids = lock(session, job_ids)
+    # Requests are added only under their job's lock (`start`, `fan_in`), so with the
+    # jobs locked this is all of them.
+    ids += _lock_where(session, Job.parent_id.in_(ids)) if ids else []
     moved = list(
         session.scalars(
             update(Job)
