@@ -1,0 +1,393 @@
+"""WordprocessingML text in one pass over the XML stream, in bounded memory.
+
+lxml's parser-target interface hands us start/end/data events and builds no
+tree, so memory does not grow with the part's size: what is held is the stack
+of open elements (refused past `MAX_DEPTH`: libxml2 does not check depth for a
+parser target), the page being filled (under 3 x `SYNTHETIC_PAGE_CHARS`), and text boxes
+waiting for the end of their paragraph (spilled to a temporary file past
+`SPILL_CHARS`). libxml2 without ``huge_tree`` also refuses a single token over
+~10 MB (a start tag with millions of attributes, say), so no one event is big.
+Entities are never expanded and nothing is fetched; a DOCTYPE, which Word never
+writes, is refused outright.
+
+What is read is what the tree walk before it read (see `docx_doc`): body
+paragraphs in order; tables a row per line with cells separated by tabs and
+each ``w:tc`` once (merged cells are one element); text boxes after the
+paragraph that anchors them, the ``mc:Fallback`` copy skipped; deleted text,
+field codes and properties skipped; notes as ``[id] text``. Pages end at
+Word's page breaks (``w:br type=page``, ``lastRenderedPageBreak``, a section
+break that is not continuous), else at the first paragraph end after
+`SYNTHETIC_PAGE_CHARS`, and inside a paragraph at twice that. A page holding
+only whitespace is dropped at its break, whitespace and all.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from typing import IO, Protocol
+
+from lxml import etree
+
+from .pagetext import SYNTHETIC_PAGE_CHARS
+from .types import IngestError
+
+W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
+_MATH_TEXT = "{http://schemas.openxmlformats.org/officeDocument/2006/math}t"
+FEED_BYTES = 64 * 1024
+# A text box's pending text kept in memory before it goes to a temporary file.
+SPILL_CHARS = 64 * 1024
+_PAGE = SYNTHETIC_PAGE_CHARS
+# libxml2's own default for a tree; Word's deepest (a table in a text box in a
+# table cell) is a few dozen.
+MAX_DEPTH = 256
+
+_CONTAINERS = frozenset(
+    {f"{W}{t}" for t in ("hyperlink", "ins", "moveTo", "smartTag", "fldSimple", "customXml")}
+    | {f"{W}sdt", f"{W}sdtContent", f"{_MC}AlternateContent", f"{_MC}Choice"}
+)
+_SKIPPED = frozenset(
+    {f"{W}{t}" for t in ("del", "moveFrom", "rPr", "pPr", "instrText", "delText")}
+    | {f"{_MC}Fallback"}
+)
+_CHARS = {f"{W}tab": "\t", f"{W}cr": "\n", f"{W}noBreakHyphen": "-"}
+_DRAWINGS = frozenset({f"{W}drawing", f"{W}pict"})
+_TEXT = frozenset({f"{W}t", _MATH_TEXT})
+_NOTE_REFS = frozenset({f"{W}footnoteReference", f"{W}endnoteReference"})
+_SEPARATOR_NOTES = frozenset({"separator", "continuationSeparator"})
+_P, _TBL, _TR, _TC = f"{W}p", f"{W}tbl", f"{W}tr", f"{W}tc"
+_BR, _RENDERED_BREAK, _BOX = f"{W}br", f"{W}lastRenderedPageBreak", f"{W}txbxContent"
+_PPR, _SECTPR, _TYPE, _BODY = f"{W}pPr", f"{W}sectPr", f"{W}type", f"{W}body"
+_VAL, _ID = f"{W}val", f"{W}id"
+
+
+def xml_parser(target: object) -> etree.XMLParser:
+    """The one way Word XML is parsed here: no entities, no network, no DTD, limits on."""
+    return etree.XMLParser(
+        target=target,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+    )
+
+
+class Events:
+    """Base of our parser targets: a DOCTYPE is refused, comments are not text."""
+
+    def doctype(self, name: str, public: str | None, system: str | None) -> None:
+        raise IngestError(
+            "corrupt", "the Word document's XML declares a DTD, which Word never does"
+        )
+
+    def close(self) -> None:
+        return None
+
+
+def feed(stream: IO[bytes], events: Events) -> None:
+    """Parse `stream` into `events`, `FEED_BYTES` at a time."""
+    parser = xml_parser(events)
+    while chunk := stream.read(FEED_BYTES):
+        parser.feed(chunk)
+    parser.close()
+
+
+class Sink(Protocol):
+    def add(self, text: str) -> None: ...
+    def paragraph_end(self, sep: str) -> None: ...
+    def page_break(self) -> None: ...
+
+
+class Pages:
+    """Fills one page at a time and hands each finished page to `emit`."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit = emit
+        self._parts: list[str] = []
+        self._size = 0
+        self._visible = False
+
+    def add(self, text: str) -> None:
+        if len(text) > _PAGE:  # one huge run: cut inside it, not after it
+            for i in range(0, len(text), _PAGE):
+                self.add(text[i : i + _PAGE])
+            return
+        self._parts.append(text)
+        self._size += len(text)
+        if not self._visible and text.strip():
+            self._visible = True
+        if self._size >= 2 * _PAGE:
+            self.page_break()  # one giant paragraph: cut inside it
+
+    def paragraph_end(self, sep: str) -> None:
+        self.add(sep)
+        if self._size >= _PAGE:
+            self.page_break()
+
+    def page_break(self) -> None:
+        # Word writes an explicit break and a rendered break for the same
+        # boundary; the blank page between them is one boundary, not a page.
+        if self._visible:
+            self._emit("".join(self._parts).strip("\n"))
+        self._parts, self._size, self._visible = [], 0, False
+
+
+_ADD, _END, _BREAK = "a", "e", "b"
+
+
+class Deferred:
+    """What a paragraph's text boxes say, replayed into its sink after the paragraph.
+
+    Kept as a list of sink calls; past `SPILL_CHARS` they go to a temporary file
+    as ``<op><10-digit length><text>`` records, so a huge box costs disk, not memory.
+    """
+
+    def __init__(self) -> None:
+        self._ops: list[tuple[str, str]] = []
+        self._chars = 0
+        self._file: IO[str] | None = None
+
+    def add(self, text: str) -> None:
+        self._push(_ADD, text)
+
+    def paragraph_end(self, sep: str) -> None:
+        self._push(_END, sep)
+
+    def page_break(self) -> None:
+        self._push(_BREAK, "")
+
+    def _push(self, op: str, text: str) -> None:
+        self._ops.append((op, text))
+        self._chars += len(text) + 32  # a tuple and two references, roughly
+        if self._chars > SPILL_CHARS:
+            if self._file is None:  # closed by replay(), or with the walker on an error
+                self._file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
+            self._file.write("".join(f"{o}{len(t):010d}{t}" for o, t in self._ops))
+            self._ops, self._chars = [], 0
+
+    def replay(self, sink: Sink) -> None:
+        if self._file is not None:
+            self._file.seek(0)
+            while header := self._file.read(11):
+                _apply(sink, header[0], self._file.read(int(header[1:])))
+            self._file.close()
+            self._file = None
+        for op, text in self._ops:
+            _apply(sink, op, text)
+        self._ops = []
+
+
+def _apply(sink: Sink, op: str, text: str) -> None:
+    if op == _ADD:
+        sink.add(text)
+    elif op == _END:
+        sink.paragraph_end(text)
+    else:
+        sink.page_break()
+
+
+# Frame kinds: what the children of an open element mean.
+_BLOCKS, _PARA, _INLINE, _TEXTRUN, _PPR_K, _SECT, _TABLE, _ROW, _CELL, _ROOT = range(10)
+
+
+class _Frame:
+    __slots__ = ("boxes", "cell", "count", "kind", "para", "pending", "sect", "sect_type", "sink")
+
+    def __init__(self, kind: int, sink: Sink, para: _Frame | None = None) -> None:
+        self.kind = kind
+        self.sink = sink
+        self.para = para  # the paragraph whose text boxes this inline content would hold
+        self.boxes: Deferred | None = None
+        self.cell: _Frame | None = None  # for a paragraph right inside a table cell
+        self.count = 0  # cells seen, for a row
+        self.pending: _Frame | None = None  # a cell's last paragraph, waiting for its separator
+        self.sect = False
+        self.sect_type: str | None = None
+
+
+class WordText(Events):
+    """Parser target for ``document.xml`` (root ``w:document``) or a notes part.
+
+    `note_tag` is ``footnote`` or ``endnote`` for a notes part, None for the body.
+    """
+
+    def __init__(self, out: Sink, note_tag: str | None = None) -> None:
+        self.has_drawings = False
+        self._out = out
+        self._note = f"{W}{note_tag}" if note_tag else None
+        self._stack: list[_Frame] = []
+        self._depth = 0
+        self._skip = 0  # depth inside a subtree whose content is not text
+        self._text: list[str] | None = None  # the open w:t's text, while it is direct
+        self._text_len = 0
+        self._body_seen = False
+
+    def data(self, data: str) -> None:
+        if self._text is not None and not self._skip:
+            self._text.append(data)
+            self._text_len += len(data)
+            if self._text_len > _PAGE:
+                self._stack[-1].sink.add("".join(self._text))
+                self._text, self._text_len = [], 0
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise IngestError("corrupt", f"the Word document nests XML over {MAX_DEPTH} deep")
+        if self._skip:
+            self._skip += 1
+            return
+        if not self._stack:
+            self._stack.append(_Frame(_ROOT, self._out))
+            return
+        top = self._stack[-1]
+        kind = top.kind
+        if kind in (_PARA, _INLINE):
+            self._inline(top, tag, attrib)
+        elif kind == _BLOCKS:
+            self._block(top.sink, tag)
+        elif kind == _CELL:
+            if top.pending is not None:  # the cell goes on: its paragraph ends with a space
+                _finish_paragraph(top.pending, " ")
+                top.pending = None
+            if tag == _P:
+                para = _Frame(_PARA, top.sink)
+                para.cell = top
+                self._stack.append(para)
+            elif tag == _TBL:
+                self._stack.append(_Frame(_TABLE, top.sink))
+            elif tag == f"{W}sdt":
+                self._stack.append(_Frame(_BLOCKS, top.sink))
+            else:
+                self._skip = 1
+        elif kind == _ROW:
+            if tag == _TC:
+                if top.count:
+                    top.sink.add("\t")
+                top.count += 1
+                self._stack.append(_Frame(_CELL, top.sink))
+            else:
+                self._skip = 1
+        elif kind == _TABLE:
+            if tag == _TR:
+                self._stack.append(_Frame(_ROW, top.sink))
+            else:
+                self._skip = 1
+        elif kind == _PPR_K:
+            owner = top.para
+            assert owner is not None
+            if tag == _SECTPR:
+                owner.sect = True
+                self._stack.append(_Frame(_SECT, top.sink, owner))
+            else:
+                self._skip = 1
+        elif kind == _SECT:
+            owner = top.para
+            assert owner is not None
+            if tag == _TYPE and owner.sect_type is None:
+                owner.sect_type = attrib.get(_VAL, "")
+            self._skip = 1
+        elif kind == _ROOT:
+            self._root_child(top.sink, tag, attrib)
+        else:  # inside w:t: a child element ends the direct text (the tree walk read .text)
+            self._text_stop()
+            self._skip = 1
+
+    def _root_child(self, sink: Sink, tag: str, attrib: dict[str, str]) -> None:
+        if self._note is None:
+            if tag == _BODY and not self._body_seen:
+                self._body_seen = True
+                self._stack.append(_Frame(_BLOCKS, sink))
+            else:
+                self._skip = 1
+        elif tag == self._note and attrib.get(f"{W}type") not in _SEPARATOR_NOTES:
+            sink.add(f"[{attrib.get(_ID)}] ")
+            self._stack.append(_Frame(_BLOCKS, sink))
+        else:
+            self._skip = 1
+
+    def _block(self, sink: Sink, tag: str) -> None:
+        if tag == _P:
+            self._stack.append(_Frame(_PARA, sink))
+        elif tag == _TBL:
+            self._stack.append(_Frame(_TABLE, sink))
+        elif tag in _CONTAINERS:
+            self._stack.append(_Frame(_BLOCKS, sink))
+        else:
+            self._skip = 1
+
+    def _inline(self, top: _Frame, tag: str, attrib: dict[str, str]) -> None:
+        sink = top.sink
+        para = top if top.kind == _PARA else top.para
+        assert para is not None
+        if tag in _TEXT:
+            self._stack.append(_Frame(_TEXTRUN, sink))
+            self._text, self._text_len = [], 0
+        elif tag == _PPR and top.kind == _PARA:
+            self._stack.append(_Frame(_PPR_K, sink, para))
+        elif tag in _SKIPPED:
+            self._skip = 1
+        elif tag in _CHARS:
+            sink.add(_CHARS[tag])
+            self._skip = 1
+        elif tag == _BR:
+            if attrib.get(f"{W}type") == "page":
+                sink.page_break()
+            else:
+                sink.add("\n")
+            self._skip = 1
+        elif tag == _RENDERED_BREAK:
+            sink.page_break()
+            self._skip = 1
+        elif tag in _NOTE_REFS:
+            sink.add(f"[{attrib.get(_ID)}]")
+            self._skip = 1
+        elif tag == _BOX:
+            if para.boxes is None:
+                para.boxes = Deferred()
+            self._stack.append(_Frame(_BLOCKS, para.boxes))
+        else:
+            if tag in _DRAWINGS:
+                self.has_drawings = True
+            self._stack.append(_Frame(_INLINE, sink, para))
+
+    def _text_stop(self) -> None:
+        if self._text is not None:
+            self._stack[-1].sink.add("".join(self._text))
+            self._text = None
+
+    def end(self, tag: str) -> None:
+        self._depth -= 1
+        if self._skip:
+            self._skip -= 1
+            return
+        frame = self._stack.pop()
+        kind = frame.kind
+        if kind == _TEXTRUN:
+            if self._text is not None:
+                frame.sink.add("".join(self._text))
+                self._text = None
+            else:
+                frame.sink.add("")  # the text stopped at a child; the size check still runs
+        elif kind == _PARA:
+            if frame.cell is not None:
+                frame.cell.pending = frame  # its separator depends on what follows in the cell
+            else:
+                _finish_paragraph(frame, "\n")
+        elif kind == _CELL:
+            if frame.pending is not None:
+                _finish_paragraph(frame.pending, "")
+        elif kind == _ROW:
+            if frame.count:
+                frame.sink.add("")
+            frame.sink.paragraph_end("\n")
+
+
+def _finish_paragraph(para: _Frame, sep: str) -> None:
+    para.sink.paragraph_end(sep)
+    if para.boxes is not None:
+        para.boxes.replay(para.sink)
+        para.boxes = None
+    if para.sect and para.sect_type != "continuous":
+        para.sink.page_break()
