@@ -53,13 +53,27 @@ _SKIPPED = frozenset(
 )
 _CHARS = {f"{W}tab": "\t", f"{W}cr": "\n", f"{W}noBreakHyphen": "-"}
 _DRAWINGS = frozenset({f"{W}drawing", f"{W}pict"})
-_TEXT = frozenset({f"{W}t", _MATH_TEXT})
-_NOTE_REFS = frozenset({f"{W}footnoteReference", f"{W}endnoteReference"})
 _SEPARATOR_NOTES = frozenset({"separator", "continuationSeparator"})
 _P, _TBL, _TR, _TC = f"{W}p", f"{W}tbl", f"{W}tr", f"{W}tc"
 _BR, _RENDERED_BREAK, _BOX = f"{W}br", f"{W}lastRenderedPageBreak", f"{W}txbxContent"
 _PPR, _SECTPR, _TYPE, _BODY = f"{W}pPr", f"{W}sectPr", f"{W}type", f"{W}body"
 _VAL, _ID = f"{W}val", f"{W}id"
+# What an element means inside a paragraph; anything not listed is looked into.
+_GENERIC, _SKIP, _RUN_TEXT, _PROPS, _CHAR, _LINE_BREAK, _PAGE_BREAK, _NOTE_REF = range(8)
+_TEXT_BOX, _DRAWING = 8, 9
+_INLINE_CODES = {
+    **dict.fromkeys(_SKIPPED, _SKIP),
+    **dict.fromkeys(_CHARS, _CHAR),
+    **dict.fromkeys(_DRAWINGS, _DRAWING),
+    f"{W}t": _RUN_TEXT,
+    _MATH_TEXT: _RUN_TEXT,
+    _PPR: _PROPS,
+    _BR: _LINE_BREAK,
+    _RENDERED_BREAK: _PAGE_BREAK,
+    f"{W}footnoteReference": _NOTE_REF,
+    f"{W}endnoteReference": _NOTE_REF,
+    _BOX: _TEXT_BOX,
+}
 
 
 def xml_parser(target: object) -> etree.XMLParser:
@@ -192,7 +206,19 @@ _BLOCKS, _PARA, _INLINE, _TEXTRUN, _PPR_K, _SECT, _TABLE, _ROW, _CELL, _ROOT = r
 
 
 class _Frame:
-    __slots__ = ("boxes", "cell", "count", "kind", "para", "pending", "sect", "sect_type", "sink")
+    __slots__ = (
+        "boxes",
+        "cell",
+        "count",
+        "inline",
+        "kind",
+        "para",
+        "pending",
+        "run",
+        "sect",
+        "sect_type",
+        "sink",
+    )
 
     def __init__(self, kind: int, sink: Sink, para: _Frame | None = None) -> None:
         self.kind = kind
@@ -204,6 +230,10 @@ class _Frame:
         self.pending: _Frame | None = None  # a cell's last paragraph, waiting for its separator
         self.sect = False
         self.sect_type: str | None = None
+        # A paragraph's runs, hyperlinks, w:t ... share these two frames: nothing
+        # about them differs, and a run is the commonest element there is.
+        self.inline: _Frame | None = None
+        self.run: _Frame | None = None
 
 
 class WordText(Events):
@@ -217,7 +247,6 @@ class WordText(Events):
         self._out = out
         self._note = f"{W}{note_tag}" if note_tag else None
         self._stack: list[_Frame] = []
-        self._depth = 0
         self._skip = 0  # depth inside a subtree whose content is not text
         self._text: list[str] | None = None  # the open w:t's text, while it is direct
         self._text_len = 0
@@ -232,12 +261,13 @@ class WordText(Events):
                 self._text, self._text_len = [], 0
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise IngestError("corrupt", f"the Word document nests XML over {MAX_DEPTH} deep")
         if self._skip:
             self._skip += 1
+            if self._skip > MAX_DEPTH:
+                _too_deep()
             return
+        if len(self._stack) >= MAX_DEPTH:
+            _too_deep()
         if not self._stack:
             self._stack.append(_Frame(_ROOT, self._out))
             return
@@ -318,39 +348,49 @@ class WordText(Events):
             self._skip = 1
 
     def _inline(self, top: _Frame, tag: str, attrib: dict[str, str]) -> None:
-        sink = top.sink
         para = top if top.kind == _PARA else top.para
         assert para is not None
-        if tag in _TEXT:
-            self._stack.append(_Frame(_TEXTRUN, sink))
+        code = _INLINE_CODES.get(tag, _GENERIC)
+        if code == _GENERIC:
+            if para.inline is None:
+                para.inline = _Frame(_INLINE, para.sink, para)
+            self._stack.append(para.inline)
+        elif code == _SKIP:
+            self._skip = 1
+        elif code == _RUN_TEXT:
+            if para.run is None:
+                para.run = _Frame(_TEXTRUN, para.sink)
+            self._stack.append(para.run)
             self._text, self._text_len = [], 0
-        elif tag == _PPR and top.kind == _PARA:
-            self._stack.append(_Frame(_PPR_K, sink, para))
-        elif tag in _SKIPPED:
-            self._skip = 1
-        elif tag in _CHARS:
-            sink.add(_CHARS[tag])
-            self._skip = 1
-        elif tag == _BR:
-            if attrib.get(f"{W}type") == "page":
-                sink.page_break()
+        elif code == _PROPS:
+            if top.kind == _PARA:
+                self._stack.append(_Frame(_PPR_K, para.sink, para))
             else:
-                sink.add("\n")
+                self._skip = 1
+        elif code == _CHAR:
+            para.sink.add(_CHARS[tag])
             self._skip = 1
-        elif tag == _RENDERED_BREAK:
-            sink.page_break()
+        elif code == _LINE_BREAK:
+            if attrib.get(f"{W}type") == "page":
+                para.sink.page_break()
+            else:
+                para.sink.add("\n")
             self._skip = 1
-        elif tag in _NOTE_REFS:
-            sink.add(f"[{attrib.get(_ID)}]")
+        elif code == _PAGE_BREAK:
+            para.sink.page_break()
             self._skip = 1
-        elif tag == _BOX:
+        elif code == _NOTE_REF:
+            para.sink.add(f"[{attrib.get(_ID)}]")
+            self._skip = 1
+        elif code == _TEXT_BOX:
             if para.boxes is None:
                 para.boxes = Deferred()
             self._stack.append(_Frame(_BLOCKS, para.boxes))
-        else:
-            if tag in _DRAWINGS:
-                self.has_drawings = True
-            self._stack.append(_Frame(_INLINE, sink, para))
+        else:  # a drawing: its text boxes, if any, are read; it marks a picture otherwise
+            self.has_drawings = True
+            if para.inline is None:
+                para.inline = _Frame(_INLINE, para.sink, para)
+            self._stack.append(para.inline)
 
     def _text_stop(self) -> None:
         if self._text is not None:
@@ -358,12 +398,13 @@ class WordText(Events):
             self._text = None
 
     def end(self, tag: str) -> None:
-        self._depth -= 1
         if self._skip:
             self._skip -= 1
             return
         frame = self._stack.pop()
         kind = frame.kind
+        if kind == _INLINE:
+            return
         if kind == _TEXTRUN:
             if self._text is not None:
                 frame.sink.add("".join(self._text))
@@ -382,6 +423,10 @@ class WordText(Events):
             if frame.count:
                 frame.sink.add("")
             frame.sink.paragraph_end("\n")
+
+
+def _too_deep() -> None:
+    raise IngestError("corrupt", f"the Word document nests its XML deeper than {MAX_DEPTH}")
 
 
 def _finish_paragraph(para: _Frame, sep: str) -> None:

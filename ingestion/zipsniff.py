@@ -36,8 +36,8 @@ RATIO_FLOOR = 16 * 1024 * 1024
 MEMBER_READ_LIMIT = 64 * 1024
 # DOCX parts are streamed (see docx_stream): the reader's memory does not grow
 # with them and it never decompresses media, so this guard bounds time instead.
-# Dense markup parses at ~2 MB/s on one loaded core (bench/docx_parse.py): 1 GiB
-# of XML and relationship parts stays well inside the ingest soft time limit.
+# Dense markup parses at ~11 MB/s of CPU (bench/docx_parse.py): 1 GiB of XML and
+# relationship parts is ~100 s, inside the ingest soft time limit on a busy core.
 MAX_DOCX_XML = 1024**3
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".jp2")

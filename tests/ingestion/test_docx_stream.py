@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import formats
+from ingestion import formats, zipsniff
 from ingestion.parse import open_document
 from ingestion.types import IngestError, PageText
 from tests.ingestion.hostile_docx import (
@@ -97,10 +97,23 @@ def test_nesting_deeper_than_the_parser_limit_is_corrupt(tmp_path: Path) -> None
     assert [p.text for p in _pages(write_docx(tmp_path / "ok.docx", [shallow]))] == ["ok"]
 
 
+def test_xml_parts_over_their_guard_are_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_docx(tmp_path / "parts.docx", big_body(2000))
+    with zipfile.ZipFile(path) as zf:
+        parts = sum(i.file_size for i in zf.infolist() if i.filename.endswith((".xml", ".rels")))
+    monkeypatch.setattr(zipsniff, "MAX_DOCX_XML", parts - 1)
+    error = _error(path)
+    assert error.code == "too_large" and str(parts) in error.reason
+    monkeypatch.setattr(zipsniff, "MAX_DOCX_XML", parts)
+    assert sum(p.text.count("para ") for p in _pages(path)) == 2000
+
+
 _CHILD = """
 import json, sys
 from pathlib import Path
-from ingestion import formats
+from ingestion import formats, zipsniff
 from ingestion.parse import open_document
 from ingestion.types import IngestError
 
