@@ -1,14 +1,12 @@
 """WordprocessingML text in one pass over the XML stream, in bounded memory.
 
-lxml's parser-target interface hands us start/end/data events and builds no
-tree, so memory does not grow with the part's size: what is held is the stack
-of open elements (refused past `MAX_DEPTH`: libxml2 does not check depth for a
-parser target), the page being filled (under 3 x `SYNTHETIC_PAGE_CHARS`), and text boxes
-waiting for the end of their paragraph (spilled to a temporary file past
-`SPILL_CHARS`). libxml2 without ``huge_tree`` also refuses a single token over
-~10 MB (a start tag with millions of attributes, say), so no one event is big.
-Entities are never expanded and nothing is fetched; a DOCTYPE, which Word never
-writes, is refused outright.
+lxml's parser-target interface (`docx_xml`) hands us start/end/data events and
+builds no tree, so memory does not grow with the part's size. What is held: the
+stack of open elements (refused past `MAX_DEPTH`: libxml2 checks no depth for a
+parser target), the page being filled (under 3 x `SYNTHETIC_PAGE_CHARS`) and
+text boxes waiting for their paragraph's end (on disk past
+`docx_pages.SPILL_CHARS`); no one event is big, as libxml2 refuses a token over
+~10 MB (a start tag with millions of attributes, say).
 
 What is read is what the tree walk before it read (see `docx_doc`): body
 paragraphs in order; tables a row per line with cells separated by tabs and
@@ -23,25 +21,13 @@ only whitespace is dropped at its break, whitespace and all.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
-from typing import IO, Protocol
-
-from lxml import etree
-
+from .docx_pages import Deferred, Sink
+from .docx_xml import MAX_DEPTH, Events, W, too_deep
 from .pagetext import SYNTHETIC_PAGE_CHARS
-from .types import IngestError
 
-W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
 _MATH_TEXT = "{http://schemas.openxmlformats.org/officeDocument/2006/math}t"
-FEED_BYTES = 64 * 1024
-# A text box's pending text kept in memory before it goes to a temporary file.
-SPILL_CHARS = 64 * 1024
 _PAGE = SYNTHETIC_PAGE_CHARS
-# libxml2's own default for a tree; Word's deepest (a table in a text box in a
-# table cell) is a few dozen.
-MAX_DEPTH = 256
 
 _CONTAINERS = frozenset(
     {f"{W}{t}" for t in ("hyperlink", "ins", "moveTo", "smartTag", "fldSimple", "customXml")}
@@ -74,131 +60,6 @@ _INLINE_CODES = {
     f"{W}endnoteReference": _NOTE_REF,
     _BOX: _TEXT_BOX,
 }
-
-
-def xml_parser(target: object) -> etree.XMLParser:
-    """The one way Word XML is parsed here: no entities, no network, no DTD, limits on."""
-    return etree.XMLParser(
-        target=target,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-    )
-
-
-class Events:
-    """Base of our parser targets: a DOCTYPE is refused, comments are not text."""
-
-    def doctype(self, name: str, public: str | None, system: str | None) -> None:
-        raise IngestError(
-            "corrupt", "the Word document's XML declares a DTD, which Word never does"
-        )
-
-    def close(self) -> None:
-        return None
-
-
-def feed(stream: IO[bytes], events: Events) -> None:
-    """Parse `stream` into `events`, `FEED_BYTES` at a time."""
-    parser = xml_parser(events)
-    while chunk := stream.read(FEED_BYTES):
-        parser.feed(chunk)
-    parser.close()
-
-
-class Sink(Protocol):
-    def add(self, text: str) -> None: ...
-    def paragraph_end(self, sep: str) -> None: ...
-    def page_break(self) -> None: ...
-
-
-class Pages:
-    """Fills one page at a time and hands each finished page to `emit`."""
-
-    def __init__(self, emit: Callable[[str], None]) -> None:
-        self._emit = emit
-        self._parts: list[str] = []
-        self._size = 0
-        self._visible = False
-
-    def add(self, text: str) -> None:
-        if len(text) > _PAGE:  # one huge run: cut inside it, not after it
-            for i in range(0, len(text), _PAGE):
-                self.add(text[i : i + _PAGE])
-            return
-        self._parts.append(text)
-        self._size += len(text)
-        if not self._visible and text.strip():
-            self._visible = True
-        if self._size >= 2 * _PAGE:
-            self.page_break()  # one giant paragraph: cut inside it
-
-    def paragraph_end(self, sep: str) -> None:
-        self.add(sep)
-        if self._size >= _PAGE:
-            self.page_break()
-
-    def page_break(self) -> None:
-        # Word writes an explicit break and a rendered break for the same
-        # boundary; the blank page between them is one boundary, not a page.
-        if self._visible:
-            self._emit("".join(self._parts).strip("\n"))
-        self._parts, self._size, self._visible = [], 0, False
-
-
-_ADD, _END, _BREAK = "a", "e", "b"
-
-
-class Deferred:
-    """What a paragraph's text boxes say, replayed into its sink after the paragraph.
-
-    Kept as a list of sink calls; past `SPILL_CHARS` they go to a temporary file
-    as ``<op><10-digit length><text>`` records, so a huge box costs disk, not memory.
-    """
-
-    def __init__(self) -> None:
-        self._ops: list[tuple[str, str]] = []
-        self._chars = 0
-        self._file: IO[str] | None = None
-
-    def add(self, text: str) -> None:
-        self._push(_ADD, text)
-
-    def paragraph_end(self, sep: str) -> None:
-        self._push(_END, sep)
-
-    def page_break(self) -> None:
-        self._push(_BREAK, "")
-
-    def _push(self, op: str, text: str) -> None:
-        self._ops.append((op, text))
-        self._chars += len(text) + 32  # a tuple and two references, roughly
-        if self._chars > SPILL_CHARS:
-            if self._file is None:  # closed by replay(), or with the walker on an error
-                self._file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
-            self._file.write("".join(f"{o}{len(t):010d}{t}" for o, t in self._ops))
-            self._ops, self._chars = [], 0
-
-    def replay(self, sink: Sink) -> None:
-        if self._file is not None:
-            self._file.seek(0)
-            while header := self._file.read(11):
-                _apply(sink, header[0], self._file.read(int(header[1:])))
-            self._file.close()
-            self._file = None
-        for op, text in self._ops:
-            _apply(sink, op, text)
-        self._ops = []
-
-
-def _apply(sink: Sink, op: str, text: str) -> None:
-    if op == _ADD:
-        sink.add(text)
-    elif op == _END:
-        sink.paragraph_end(text)
-    else:
-        sink.page_break()
 
 
 # Frame kinds: what the children of an open element mean.
@@ -264,10 +125,10 @@ class WordText(Events):
         if self._skip:
             self._skip += 1
             if self._skip > MAX_DEPTH:
-                _too_deep()
+                too_deep()
             return
         if len(self._stack) >= MAX_DEPTH:
-            _too_deep()
+            too_deep()
         if not self._stack:
             self._stack.append(_Frame(_ROOT, self._out))
             return
@@ -423,10 +284,6 @@ class WordText(Events):
             if frame.count:
                 frame.sink.add("")
             frame.sink.paragraph_end("\n")
-
-
-def _too_deep() -> None:
-    raise IngestError("corrupt", f"the Word document nests its XML deeper than {MAX_DEPTH}")
 
 
 def _finish_paragraph(para: _Frame, sep: str) -> None:
