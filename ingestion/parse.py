@@ -6,9 +6,9 @@
             ...
 
 Backends: PyMuPDF for PDF, EPUB, XPS, FB2, MOBI, CBZ and HTML
-(`mupdf_doc`), python-docx for DOCX (`docx_doc`, where the comparison with
-PyMuPDF is written down), our own streaming reader for plain text and Markdown
-(`text_doc`, with PyMuPDF's measurements). Page warnings are listed in
+(`mupdf_doc`), our own streaming readers for DOCX (`docx_doc` over
+`docx_stream`, where the comparison with PyMuPDF is written down) and for plain
+text and Markdown (`text_doc`, with PyMuPDF's measurements). Page warnings are listed in
 `pagetext`. Every refusal is an `IngestError` with one of the codes
 ``unsupported_type``, ``encrypted``, ``corrupt``, ``empty``,
 ``too_many_pages``, ``too_large``; a page that fails is yielded empty with an

@@ -34,6 +34,11 @@ MAX_UNCOMPRESSED_TOTAL = 2 * 1024**3
 MAX_RATIO = 500
 RATIO_FLOOR = 16 * 1024 * 1024
 MEMBER_READ_LIMIT = 64 * 1024
+# DOCX parts are streamed (see docx_stream): the reader's memory does not grow
+# with them and it never decompresses media, so this guard bounds time instead.
+# Dense markup parses at ~11 MB/s of CPU (bench/docx_parse.py): 1 GiB of XML and
+# relationship parts is ~100 s, inside the ingest soft time limit on a busy core.
+MAX_DOCX_XML = 1024**3
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".jp2")
 _IGNORED_IN_CBZ = ("comicinfo.xml", "thumbs.db", ".ds_store")
@@ -179,6 +184,15 @@ def _check_sizes(infos: list[zipfile.ZipInfo]) -> None:
         )
 
 
+def _check_docx_parts(infos: list[zipfile.ZipInfo]) -> None:
+    parts = sum(i.file_size for i in infos if i.filename.lower().endswith((".xml", ".rels")))
+    if parts > MAX_DOCX_XML:
+        raise IngestError(
+            "too_large",
+            f"the Word document's XML parts expand to {parts} bytes (limit {MAX_DOCX_XML})",
+        )
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     with zf.open(info) as member:
         return member.read(MEMBER_READ_LIMIT)
@@ -206,6 +220,8 @@ def kind_from_path(path: Path) -> ZipKind:
                     "a Word document in the OOXML Strict variant; re-save it as a "
                     "standard (Transitional) .docx",
                 )
+            if kind.media_type == DOCX:
+                _check_docx_parts(infos)
             return kind
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
         raise IngestError("corrupt", f"the ZIP container is damaged: {exc}") from exc
