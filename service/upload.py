@@ -61,6 +61,9 @@ class _FileSink:
         self.head = bytearray()
         self.filename: str | None = None
         self.found = False
+        # Set by the parser only at the closing boundary: a body that stops before it
+        # (a client cut off mid-file) holds a prefix of the file, never the file.
+        self.complete = False
         self._in_file = False
         self._header_name = bytearray()
         self._header_value = bytearray()
@@ -103,6 +106,9 @@ class _FileSink:
     def on_part_end(self) -> None:
         self._in_file = False
 
+    def on_end(self) -> None:
+        self.complete = True
+
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(
@@ -143,6 +149,14 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"malformed multipart body: {exc}"
         ) from None
+    if not sink.complete:
+        # python-multipart's finalize() does not check this itself.
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="malformed multipart body: it ends before its closing boundary "
+            "(truncated upload?); nothing was stored",
+        )
     if not sink.found:
         tmp.unlink(missing_ok=True)
         raise HTTPException(
@@ -166,4 +180,5 @@ def _callbacks(sink: _FileSink) -> dict[str, object]:
         "on_headers_finished": sink.on_headers_finished,
         "on_part_data": sink.on_part_data,
         "on_part_end": sink.on_part_end,
+        "on_end": sink.on_end,
     }

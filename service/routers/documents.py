@@ -49,6 +49,7 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"description": "The same bytes were uploaded before: that document"},
+        400: {"description": "A malformed or truncated multipart body; nothing stored"},
         413: {"description": "Over the upload limit; nothing stored"},
         415: {"description": "Not a supported type; the body lists the supported ones"},
         422: {"description": "A bad task, params or budget; nothing stored"},
