@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     est_prefill_tokens_per_s: float = Field(default=5_000.0, gt=0)
     est_decode_tokens_per_s: float = Field(default=30.0, gt=0)
 
+    # Request bodies: every JSON route reads at most this much, counted as it arrives
+    # (chunked or not); an extract schema or classify labels run to some 100 KB. Uploads
+    # have their own limit, max_upload_bytes.
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
     # `longdoc serve` with no backends configured starts a vLLM CPU server on SmolLM2
     # 135M (service/embedded_vllm.py) when `make vllm` has built it; false (or
     # `serve --no-vllm`) skips it. Its context (the model's own is 8,192) and KV cache.

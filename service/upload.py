@@ -17,7 +17,9 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service import body_limit
 from service.blobstore import BlobStore
 
 FIELD = "file"
@@ -128,6 +130,8 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _FRAMING_ALLOWANCE:
         raise _too_large(limit)
+    # This body may run past the JSON cap; the file's own limit is counted below.
+    body_limit.allow(request, limit + _FRAMING_ALLOWANCE)
 
     fd, tmp = store.temp_file()
     sink = _FileSink(fd, limit)
@@ -144,7 +148,7 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
         raise _too_large(limit) from None
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, HTTPException):
+        if isinstance(exc, StarletteHTTPException):
             raise
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"malformed multipart body: {exc}"
