@@ -15,7 +15,7 @@ from service import documents, schemas
 from service.auth import TenantDep
 from service.blobstore import BlobStore
 from service.config import get_settings
-from service.db import SessionDep
+from service.db import SessionDep, release
 from service.jobs import lifecycle, views
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
@@ -89,7 +89,9 @@ async def upload_document(
             log.exception("could not queue document %s; the sweeper will", doc.id)
     else:
         response.status_code = status.HTTP_200_OK
-    out = schemas.UploadOut(**documents.to_out(doc).model_dump())
+    # In a thread: to_out loads the token counts, which must not block the event loop.
+    shown = await run_in_threadpool(documents.to_out, doc)
+    out = schemas.UploadOut(**shown.model_dump())
     if job_body is not None:
         job_body.document_id = doc.id
         job, created, to_send = await run_in_threadpool(
@@ -150,6 +152,7 @@ def get_text(
 ) -> schemas.DocumentText:
     settings = get_settings()
     doc = documents.get_owned(session, tenant, document_id)
+    release(session)  # the text is read from the blob store, not the database
     store = BlobStore(settings.blobs)
     return documents.read_text(doc, store, pages, settings.max_text_pages_per_request)
 
