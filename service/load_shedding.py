@@ -22,8 +22,9 @@ from service.config import Settings
 
 log = logging.getLogger(__name__)
 
-# Liveness must answer however busy the API is; it touches nothing.
-_UNGATED = frozenset({"/healthz"})
+# Probes answer however busy the API is: liveness touches nothing, and readiness one
+# connection of the pool's spare ones (its own failure is a 503 of its own shape).
+_UNGATED = frozenset({"/healthz", "/readyz"})
 
 
 def overloaded(reason: str, retry_after_s: int) -> JSONResponse:

@@ -20,11 +20,12 @@ from service.jobs import lifecycle, views
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
 from service.models import DocumentStatus
+from service.responses import V1, errors
 from service.upload import receive_file
 from workers.celery_app import dispatch_ingest
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/documents", tags=["documents"])
+router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=V1)
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -49,10 +50,16 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"description": "The same bytes were uploaded before: that document"},
-        400: {"description": "A malformed or truncated multipart body; nothing stored"},
-        413: {"description": "Over the upload limit; nothing stored"},
-        415: {"description": "Not a supported type; the body lists the supported ones"},
-        422: {"description": "A bad task, params or budget; nothing stored"},
+        **errors(
+            400,
+            413,
+            415,
+            422,
+            e400="A malformed or truncated multipart body; nothing stored",
+            e413="Over the upload limit; nothing stored",
+            e415="Not a supported type; the body lists the supported ones",
+            e422="A bad task, params or budget, or an empty file; nothing stored",
+        ),
     },
 )
 async def upload_document(
@@ -123,12 +130,12 @@ def _job_body(task: str, params: str | None, max_output_tokens: int, key: str | 
         raise HTTPException(422, detail={"code": "bad_params", "errors": errors}) from None
 
 
-@router.get("", response_model=schemas.DocumentList)
+@router.get("", response_model=schemas.DocumentList, responses=errors(422))
 def list_documents(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: schemas.Offset = 0,
     state: Annotated[DocumentStatus | None, Query(alias="status")] = None,
 ) -> schemas.DocumentList:
     rows, total = documents.list_owned(session, tenant, limit, offset, state)
@@ -136,14 +143,24 @@ def list_documents(
     return schemas.DocumentList(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{document_id}", response_model=schemas.DocumentOut)
+@router.get("/{document_id}", response_model=schemas.DocumentOut, responses=errors(404, 422))
 def get_document(
     document_id: uuid.UUID, session: SessionDep, tenant: TenantDep
 ) -> schemas.DocumentOut:
     return documents.to_out(documents.get_owned(session, tenant, document_id))
 
 
-@router.get("/{document_id}/text", response_model=schemas.DocumentText)
+@router.get(
+    "/{document_id}/text",
+    response_model=schemas.DocumentText,
+    responses=errors(
+        404,
+        409,
+        422,
+        e409="The document is not parsed (yet), or has no pages",
+        e422="A bad page range, or more pages than one request may ask for",
+    ),
+)
 def get_text(
     document_id: uuid.UUID,
     session: SessionDep,
@@ -157,7 +174,7 @@ def get_text(
     return documents.read_text(doc, store, pages, settings.max_text_pages_per_request)
 
 
-@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 422))
 def delete_document(document_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> None:
     doc = documents.get_owned(session, tenant, document_id)
     documents.delete(session, BlobStore(get_settings().blobs), doc)

@@ -15,10 +15,12 @@ from service.jobs import lifecycle, views
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate, JobList, JobOut, ResultOut
 from service.models import Job, JobStatus
+from service.responses import V1, errors
+from service.schemas import Offset
 from workers.celery_app import revoke
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1)
 
 
 @router.post(
@@ -27,9 +29,17 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     response_model=JobOut,
     responses={
         200: {"description": "The same request (or idempotency key) was made before"},
-        404: {"description": "No such document for this tenant"},
-        409: {"description": "The document failed to parse, or the key was used otherwise"},
-        422: {"description": "Unknown task, bad params, or an impossible budget"},
+        **errors(
+            400,
+            404,
+            409,
+            413,
+            422,
+            e400="A body that is not JSON text (e.g. not UTF-8)",
+            e404="No such document for this tenant",
+            e409="The document failed to parse, or the key was used otherwise",
+            e422="Unknown task, bad params, or an impossible budget",
+        ),
     },
 )
 def create_job(
@@ -45,12 +55,12 @@ def create_job(
     return views.to_out(session, job)
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=errors(422))
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     state: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobList:
     rows, total = lifecycle.list_owned(session, tenant, limit, offset, state)
@@ -58,7 +68,7 @@ def list_jobs(
     return JobList(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=errors(404, 422))
 def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut:
     return views.to_out(session, lifecycle.get_owned(session, tenant, job_id))
 
@@ -66,13 +76,13 @@ def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut
 @router.get(
     "/{job_id}/result",
     response_model=ResultOut,
-    responses={409: {"description": "The job has not succeeded (yet); its status and reason"}},
+    responses=errors(404, 409, 422, e409="The job has not succeeded (yet): its status and reason"),
 )
 def get_result(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> ResultOut:
     return views.result_out(session, lifecycle.get_owned(session, tenant, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=errors(404, 422))
 def cancel_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep) -> JobOut:
     """Cancel: the lease is released now; a running request is aborted on the server
     within a heartbeat. Cancelling a finished job changes nothing."""
