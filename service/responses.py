@@ -35,16 +35,22 @@ class Problem(BaseModel):
 _DESCRIPTIONS = {
     400: "A malformed request body",
     401: "No key, or not a valid key",
+    403: "The key may not do this",
     404: "No such resource for this tenant",
     409: "The resource is not in a state that allows this",
     413: "The request body is over its limit; nothing stored",
     415: "Not a supported media type",
     422: "Parameters or body that do not validate",
+    429: "Over a limit of this tenant's: retry after the seconds in Retry-After",
     503: "Overloaded: retry after the seconds in Retry-After",
+}
+_RETRY_AFTER = {
+    "Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
-    503: {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
 }
 
 
