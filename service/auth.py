@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import security
-from service.db import SessionDep
+from service.db import SessionDep, release
 from service.models import ApiKey, Document, Job, Tenant, utcnow
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `longdoc keys create`.")
@@ -73,8 +73,11 @@ def current_principal(
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
         row.last_used_at = now
-        session.commit()
-    return Principal(row.tenant_id, row.admin)
+    # Always end the transaction: the handler waits for a thread next, and a connection
+    # held through that wait is one that the threads running now may be waiting for.
+    principal = Principal(row.tenant_id, row.admin)
+    release(session)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

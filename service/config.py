@@ -225,6 +225,27 @@ class Settings(BaseSettings):
     tenant_max_kv_share: float = Field(default=0.5, gt=0, le=1)
     tenant_retry_after_s: int = Field(default=30, gt=0)
 
+    # Request bodies: every JSON route reads at most this much, counted as it arrives
+    # (chunked or not); an extract schema or classify labels run to some 100 KB. Uploads
+    # have their own limit, max_upload_bytes.
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    # API load. Sync handlers run on api_threads threads; at most max_concurrent_requests
+    # requests run at once (default: one per thread), more wait up to
+    # request_queue_timeout_s, and past max_queued_requests waiting a request is refused
+    # at once: both with a 503 and Retry-After. A request holds at most one database
+    # connection, so the pool (default) has one per running request plus the three a
+    # worker process may use at once (sweeper, backend refresher; a task and its
+    # heartbeat); waiting db_pool_timeout_s for one is a 503 too, never a 30 s wait.
+    api_threads: int = Field(default=40, gt=0)
+    max_concurrent_requests: int = Field(default=0, ge=0, description="0: api_threads")
+    max_queued_requests: int = Field(default=1_000, ge=0)
+    request_queue_timeout_s: float = Field(default=30.0, gt=0)
+    overload_retry_after_s: int = Field(default=2, gt=0)
+    db_pool_size: int = Field(default=0, ge=0, description="0: max_concurrent_requests + 3")
+    db_max_overflow: int = Field(default=0, ge=0)
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)
+
     # `longdoc serve` with no backends configured starts a vLLM CPU server on SmolLM2
     # 135M (service/embedded_vllm.py) when `make vllm` has built it; false (or
     # `serve --no-vllm`) skips it. Its context (the model's own is 8,192) and KV cache.
@@ -242,6 +263,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
         if self.blob_dir is None:
             self.blob_dir = self.data_dir / "blobs"
+        self.max_concurrent_requests = self.max_concurrent_requests or self.api_threads
+        self.db_pool_size = self.db_pool_size or self.max_concurrent_requests + 3
         if not self.ingest_soft_time_limit_s < self.ingest_time_limit_s:
             raise ValueError("ingest_soft_time_limit_s must be below ingest_time_limit_s")
         if not self.ingest_time_limit_s < self.broker_visibility_timeout_s:

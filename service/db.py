@@ -17,8 +17,18 @@ from service.config import get_settings
 
 
 def make_engine(url: str) -> Engine:
+    settings = get_settings()
+    # Sized in Settings from the threads that use it; a short timeout, as a request that
+    # waits for a connection is refused (503), not left queueing.
+    pool: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+    }
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -30,7 +40,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 @lru_cache
@@ -48,7 +58,16 @@ def get_db() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# Closed when the handler returns, not after the response is sent: its connection goes
+# back to the pool at once instead of waiting on a slow client.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def release(session: Session) -> None:
+    """End the session's transaction so that its connection goes back to the pool
+    before slow work (waiting for a thread, reading a blob, a broker round trip); the
+    objects it loaded stay usable (expire_on_commit=False)."""
+    session.commit()
 
 
 def rows_changed(result: Result[Any]) -> int:

@@ -8,7 +8,7 @@ import uuid
 from fastapi import HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from ingestion.formats import SUPPORTED_MEDIA_TYPES, detect_media_type_path
 from ingestion.textfile import PageSpan, parse_page_range, read_pages, spans_from_json
@@ -114,9 +114,9 @@ def list_owned(
     if state is not None:
         query = query.where(Document.status == state)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(
-        query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
-    ).all()
+    # The token counts in one query for the page, not one per document as they are shown.
+    page = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
+    rows = session.scalars(page.options(selectinload(Document.token_counts))).all()
     return list(rows), total
 
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs.schemas import JobOut
 from service.models import DocumentStatus
+
+# A list's offset: the database takes a 64-bit one, and past it answered 500; no real
+# listing comes near this.
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 
 
 class TokenCountOut(BaseModel):

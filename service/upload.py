@@ -17,7 +17,9 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service import body_limit
 from service.blobstore import BlobStore
 
 FIELD = "file"
@@ -61,6 +63,9 @@ class _FileSink:
         self.head = bytearray()
         self.filename: str | None = None
         self.found = False
+        # Set by the parser only at the closing boundary: a body that stops before it
+        # (a client cut off mid-file) holds a prefix of the file, never the file.
+        self.complete = False
         self._in_file = False
         self._header_name = bytearray()
         self._header_value = bytearray()
@@ -103,6 +108,9 @@ class _FileSink:
     def on_part_end(self) -> None:
         self._in_file = False
 
+    def on_end(self) -> None:
+        self.complete = True
+
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(
@@ -122,6 +130,8 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _FRAMING_ALLOWANCE:
         raise _too_large(limit)
+    # This body may run past the JSON cap; the file's own limit is counted below.
+    body_limit.allow(request, limit + _FRAMING_ALLOWANCE)
 
     fd, tmp = store.temp_file()
     sink = _FileSink(fd, limit)
@@ -138,7 +148,7 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
         raise _too_large(limit) from None
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, HTTPException):
+        if isinstance(exc, StarletteHTTPException):
             raise
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"malformed multipart body: {exc}"
@@ -146,6 +156,14 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
     except BaseException:
         tmp.unlink(missing_ok=True)  # cancelled mid-body: nothing of it stays
         raise
+    if not sink.complete:
+        # python-multipart's finalize() does not check this itself.
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="malformed multipart body: it ends before its closing boundary "
+            "(truncated upload?); nothing was stored",
+        )
     if not sink.found:
         tmp.unlink(missing_ok=True)
         raise HTTPException(
@@ -169,4 +187,5 @@ def _callbacks(sink: _FileSink) -> dict[str, object]:
         "on_headers_finished": sink.on_headers_finished,
         "on_part_data": sink.on_part_data,
         "on_part_end": sink.on_part_end,
+        "on_end": sink.on_end,
     }

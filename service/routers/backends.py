@@ -13,9 +13,10 @@ from service.backend_schemas import (
 )
 from service.db import SessionDep
 from service.models import utcnow
+from service.responses import V1
 from workers.backends import describe
 
-router = APIRouter(prefix="/v1/backends", tags=["backends"])
+router = APIRouter(prefix="/v1/backends", tags=["backends"], responses=V1)
 
 
 @router.get("", response_model=AnyBackendList)

@@ -15,16 +15,17 @@ from service import documents, schemas
 from service.auth import TenantDep
 from service.blobstore import BlobStore
 from service.config import get_settings
-from service.db import SessionDep
+from service.db import SessionDep, release
 from service.jobs import lifecycle, quota, views
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
 from service.models import DocumentStatus
+from service.responses import V1, errors
 from service.upload import receive_file
 from workers.celery_app import dispatch_ingest, revoke
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/documents", tags=["documents"])
+router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=V1)
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -49,10 +50,18 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"description": "The same bytes were uploaded before: that document"},
-        413: {"description": "Over the upload limit; nothing stored"},
-        415: {"description": "Not a supported type; the body lists the supported ones"},
-        422: {"description": "A bad task, params or budget; nothing stored"},
-        429: {"description": "With task: the tenant has its limit of jobs waiting"},
+        **errors(
+            400,
+            413,
+            415,
+            422,
+            429,
+            e400="A malformed or truncated multipart body; nothing stored",
+            e413="Over the upload limit; nothing stored",
+            e415="Not a supported type; the body lists the supported ones",
+            e422="A bad task, params or budget, or an empty file; nothing stored",
+            e429="With task: the tenant has its limit of jobs waiting; nothing stored",
+        ),
     },
 )
 async def upload_document(
@@ -92,7 +101,9 @@ async def upload_document(
             log.exception("could not queue document %s; the sweeper will", doc.id)
     else:
         response.status_code = status.HTTP_200_OK
-    out = schemas.UploadOut(**documents.to_out(doc).model_dump())
+    # In a thread: to_out loads the token counts, which must not block the event loop.
+    shown = await run_in_threadpool(documents.to_out, doc)
+    out = schemas.UploadOut(**shown.model_dump())
     if job_body is not None:
         job_body.document_id = doc.id
         job, created, to_send = await run_in_threadpool(
@@ -124,12 +135,12 @@ def _job_body(task: str, params: str | None, max_output_tokens: int, key: str | 
         raise HTTPException(422, detail={"code": "bad_params", "errors": errors}) from None
 
 
-@router.get("", response_model=schemas.DocumentList)
+@router.get("", response_model=schemas.DocumentList, responses=errors(422))
 def list_documents(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: schemas.Offset = 0,
     state: Annotated[DocumentStatus | None, Query(alias="status")] = None,
 ) -> schemas.DocumentList:
     rows, total = documents.list_owned(session, tenant, limit, offset, state)
@@ -137,14 +148,24 @@ def list_documents(
     return schemas.DocumentList(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{document_id}", response_model=schemas.DocumentOut)
+@router.get("/{document_id}", response_model=schemas.DocumentOut, responses=errors(404, 422))
 def get_document(
     document_id: uuid.UUID, session: SessionDep, tenant: TenantDep
 ) -> schemas.DocumentOut:
     return documents.to_out(documents.get_owned(session, tenant, document_id))
 
 
-@router.get("/{document_id}/text", response_model=schemas.DocumentText)
+@router.get(
+    "/{document_id}/text",
+    response_model=schemas.DocumentText,
+    responses=errors(
+        404,
+        409,
+        422,
+        e409="The document is not parsed (yet), or has no pages",
+        e422="A bad page range, or more pages than one request may ask for",
+    ),
+)
 def get_text(
     document_id: uuid.UUID,
     session: SessionDep,
@@ -153,6 +174,7 @@ def get_text(
 ) -> schemas.DocumentText:
     settings = get_settings()
     doc = documents.get_owned(session, tenant, document_id)
+    release(session)  # the text is read from the blob store, not the database
     store = BlobStore(settings.blobs)
     return documents.read_text(doc, store, pages, settings.max_text_pages_per_request)
 
@@ -160,7 +182,9 @@ def get_text(
 @router.delete(
     "/{document_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={409: {"description": "`document_in_use`: jobs on it have not finished (`job_ids`)"}},
+    responses=errors(
+        404, 409, 422, e409="`document_in_use`: jobs on it have not finished (`job_ids`)"
+    ),
 )
 def delete_document(
     document_id: uuid.UUID,

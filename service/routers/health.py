@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
 from service import schemas
-from service.db import SessionDep
+from service.db import SessionDep, release
 from workers.celery_app import app as celery_app
 
 router = APIRouter(tags=["health"])
@@ -24,6 +24,7 @@ def readyz(session: SessionDep, response: Response) -> schemas.Health:
     checks: dict[str, str] = {}
     try:
         session.execute(text("SELECT 1"))
+        release(session)  # not held through the broker's round trip
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"

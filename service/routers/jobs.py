@@ -15,10 +15,12 @@ from service.jobs import lifecycle, views
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate, JobList, JobOut, ResultOut
 from service.models import Job, JobStatus
+from service.responses import V1, errors
+from service.schemas import Offset
 from workers.celery_app import revoke
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1)
 
 
 @router.post(
@@ -27,10 +29,19 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     response_model=JobOut,
     responses={
         200: {"description": "The same request (or idempotency key) was made before"},
-        404: {"description": "No such document for this tenant"},
-        409: {"description": "The document failed to parse, or the key was used otherwise"},
-        422: {"description": "Unknown task, bad params, or an impossible budget"},
-        429: {"description": "The tenant has its limit of jobs waiting; see Retry-After"},
+        **errors(
+            400,
+            404,
+            409,
+            413,
+            422,
+            429,
+            e400="A body that is not JSON text (e.g. not UTF-8)",
+            e404="No such document for this tenant",
+            e409="The document failed to parse, or the key was used otherwise",
+            e422="Unknown task, bad params, or an impossible budget",
+            e429="The tenant has its limit of jobs waiting; see Retry-After",
+        ),
     },
 )
 def create_job(
@@ -46,13 +57,13 @@ def create_job(
     return views.to_out(session, job, admin=who.is_admin)
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=errors(422))
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
     who: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     state: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobList:
     rows, total = lifecycle.list_owned(session, tenant, limit, offset, state)
@@ -60,7 +71,7 @@ def list_jobs(
     return JobList(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=errors(404, 422))
 def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep, who: PrincipalDep) -> JobOut:
     job = lifecycle.get_owned(session, tenant, job_id)
     return views.to_out(session, job, admin=who.is_admin)
@@ -69,7 +80,7 @@ def get_job(job_id: uuid.UUID, session: SessionDep, tenant: TenantDep, who: Prin
 @router.get(
     "/{job_id}/result",
     response_model=ResultOut,
-    responses={409: {"description": "The job has not succeeded (yet); its status and reason"}},
+    responses=errors(404, 409, 422, e409="The job has not succeeded (yet): its status and reason"),
 )
 def get_result(
     job_id: uuid.UUID, session: SessionDep, tenant: TenantDep, who: PrincipalDep
@@ -78,7 +89,7 @@ def get_result(
     return views.result_out(session, job, admin=who.is_admin)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=errors(404, 422))
 def cancel_job(
     job_id: uuid.UUID, session: SessionDep, tenant: TenantDep, who: PrincipalDep
 ) -> JobOut:

@@ -1,0 +1,33 @@
+"""A real uvicorn server for the API tests that must talk HTTP over a socket: the
+in-process test client buffers a request body before the app sees it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+
+@pytest.fixture(scope="module")
+def live_server(database: str, broker: Any) -> Iterator[tuple[str, int]]:
+    from service.main import app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start within 20 s"
+    yield "127.0.0.1", port
+    server.should_exit = True
+    thread.join(timeout=10)
