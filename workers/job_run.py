@@ -29,6 +29,7 @@ from service.jobs.planning import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
 from workers import ledger
 from workers.job_text import RequestText, build
+from workers.periodic import Periodic
 from workers.vllm_client import Cancelled, Completion, VllmClient, VllmError
 
 log = logging.getLogger(__name__)
@@ -47,47 +48,34 @@ class _Admitted:
 
 
 class _LeaseKeeper:
-    """Renews the lease every heartbeat; sets `lost` when it cannot."""
+    """Renews the lease every heartbeat; sets `lost` when it cannot. A database error
+    only skips a renewal (logged): the lease outlives `lease_ttl_s` of outage."""
 
     def __init__(self, sessions: sessionmaker[Session], a: _Admitted, settings: Settings) -> None:
         self.sessions, self.a, self.settings = sessions, a, settings
         self.lost = threading.Event()
         self.tokens = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="job-lease", daemon=True)
+        every = settings.heartbeat_interval_s
+        self._thread = Periodic("job lease renewal", every, self._renew, log)
 
     def __enter__(self) -> _LeaseKeeper:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._thread.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.heartbeat_interval_s):
-            try:
-                with self.sessions() as s:
-                    ok = ledger.renew(
-                        s,
-                        self.a.job_id,
-                        utcnow(),
-                        self.settings.lease_ttl_s,
-                        lease_id=self.a.lease_id,
-                    )
-                    if ok:
-                        progress = {"stage": self.a.request.stage, "completion_tokens": self.tokens}
-                        s.execute(
-                            update(Job).where(Job.id == self.a.job_id).values(progress=progress)
-                        )
-                        s.commit()
-            except Exception:
-                log.exception("lease renewal of job %s failed; trying again", self.a.job_id)
-                continue
-            if not ok:
+    def _renew(self) -> bool:
+        with self.sessions() as s:
+            now, ttl = utcnow(), self.settings.lease_ttl_s
+            if not ledger.renew(s, self.a.job_id, now, ttl, lease_id=self.a.lease_id):
                 log.warning("job %s lost its lease (cancelled or expired): aborting", self.a.job_id)
                 self.lost.set()
-                return
+                return False
+            progress = {"stage": self.a.request.stage, "completion_tokens": self.tokens}
+            s.execute(update(Job).where(Job.id == self.a.job_id).values(progress=progress))
+            s.commit()
+        return True
 
 
 def _admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> _Admitted | None:
