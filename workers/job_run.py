@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -125,6 +126,44 @@ def run(
         max_retries=settings.vllm_max_retries,
         backoff_s=settings.vllm_backoff_s,
     )
+    try:
+        last = _attempts(sessions, settings, a, client, fmt, send)
+    except SoftTimeLimitExceeded:
+        # Leaving the `with` closed the request's connection, so the server has aborted
+        # it. Give the lease back and say why, rather than let the lease expire and the
+        # job run again into the same limit.
+        limit = settings.job_soft_time_limit_s
+        log.warning("job %s: past the job time limit (%d s); failing it", job_id, limit)
+        with sessions() as session:
+            reason = f"the request ran past the job time limit of {limit} s"
+            _end(session, a, JobStatus.failed, utcnow(), "timeout", reason)
+        return
+    if last is None:
+        return
+    with sessions() as session:
+        _end(
+            session,
+            a,
+            JobStatus.failed,
+            utcnow(),
+            "bad_output",
+            f"the model's output was unusable {settings.max_output_retries + 1} times: "
+            f"{last.reason}",
+            raw_output=last.raw,
+        )
+
+
+def _attempts(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    a: _Admitted,
+    client: VllmClient,
+    fmt: dict[str, Any] | None,
+    send: Callable[[list[uuid.UUID]], None],
+) -> OutputError | None:
+    """Ask until the output is usable; the last unusable output if it never was, None
+    when the run ended otherwise (succeeded, lost its lease, the server failed)."""
+    job_id, task, params, req = a.job_id, a.task, a.params, a.request
     last: OutputError | None = None
     with client, _LeaseKeeper(sessions, a, settings) as keeper:
         for n in range(settings.max_output_retries + 1):
@@ -140,10 +179,10 @@ def run(
                     on_progress=lambda t: setattr(keeper, "tokens", t),
                 )
             except Cancelled:
-                return
+                return None
             except VllmError as err:
                 _server_failed(sessions, settings, a, err)
-                return
+                return None
             try:
                 out = parse_output(task, params, req.stage, done.text, req.pages)
             except OutputError as err:
@@ -151,19 +190,8 @@ def run(
                 last = err
                 continue
             _succeed(sessions, settings, a, done, out, send)
-            return
-    assert last is not None
-    with sessions() as session:
-        _end(
-            session,
-            a,
-            JobStatus.failed,
-            utcnow(),
-            "bad_output",
-            f"the model's output was unusable {settings.max_output_retries + 1} times: "
-            f"{last.reason}",
-            raw_output=last.raw,
-        )
+            return None
+    return last
 
 
 def _end(
@@ -211,12 +239,15 @@ def _server_failed(
 ) -> None:
     attempts = a.attempt  # admission counted this run
     with sessions() as session:
-        if err.retryable:
+        if err.server_down:
             # Seen unreachable just now: admission must not send the job straight back
             # before the refresher notices. The refresher marks it up when it answers.
+            # Only then: a 5xx, a 429 or a cut stream is this request's failure, and the
+            # replica goes on serving every other job.
             stmt = update(Backend).where(Backend.url == a.backend_url)
             session.execute(stmt.values(healthy=False, last_error=f"request failed: {err.message}"))
             session.commit()
+        failed = "backend_unreachable" if err.server_down else "backend_error"
         if err.retryable and attempts < settings.max_job_attempts:
             log.warning("job %s: %s; waiting to run again (attempt %d)", a.job_id, err, attempts)
             _end(
@@ -224,11 +255,11 @@ def _server_failed(
                 a,
                 JobStatus.waiting_for_capacity,
                 utcnow(),
-                "backend_unreachable",
+                failed,
                 f"attempt {attempts}: {a.backend_url}: {err.message}",
             )
             return
-        code = "backend_unreachable" if err.retryable else "backend_refused"
+        code = failed if err.retryable else "backend_refused"
         why = f"after {attempts} attempts, " if err.retryable else ""
         _end(
             session,
