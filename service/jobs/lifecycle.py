@@ -72,6 +72,7 @@ def plan_and_start(
     now: datetime,
     *,
     max_split_bytes: int | None = None,
+    defer_tokenize_errors: bool = False,
 ) -> list[uuid.UUID]:
     """Plan a queued job on its parsed document and start it; a job that cannot run
     fails with the router's reason. ValueError (bad budget) and SplitDeferred
@@ -85,6 +86,7 @@ def plan_and_start(
             job.params,
             job.max_output_tokens,
             max_split_bytes=max_split_bytes,
+            defer_tokenize_errors=defer_tokenize_errors,
         )
     except RouteRefused as exc:
         rejected = "; ".join(r.reason for r in exc.rejected)
@@ -130,9 +132,13 @@ def create(
     if doc.status == DocumentStatus.parsed:
         try:
             limit = settings.api_split_max_text_bytes
-            send = plan_and_start(session, settings, job, doc, now, max_split_bytes=limit)
-        except SplitDeferred:
-            pass  # stays queued, plan null: its task plans it in the worker
+            send = plan_and_start(
+                session, settings, job, doc, now, max_split_bytes=limit, defer_tokenize_errors=True
+            )
+        except SplitDeferred as exc:
+            # Stays queued, plan null: its task plans it in the worker (which tries a
+            # failing /tokenize again, a bounded number of times, then fails the job).
+            log.info("job %s: planned by the worker (%s)", job.id, exc)
         except ValueError as exc:
             session.rollback()
             raise HTTPException(_422, detail={"code": "bad_budget", "reason": str(exc)}) from None
