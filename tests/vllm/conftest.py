@@ -70,7 +70,7 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmSer
         scratch_parent=logs,
     )
     with server:
-        server.wait_ready(timeout=180)
+        server.wait_ready(timeout=600)  # generous: a loaded machine starts it slowly
         yield server
         # Session teardown, after every module that shares it; a failure here is an
         # error of the last test that used it.
