@@ -246,6 +246,15 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout_s: float = Field(default=5.0, gt=0)
 
+    # Time and failing servers (issue 9, B6/B7). A request must fit in the job time
+    # limit at the slowest speeds served (prefill at vllm_min_prefill_tokens_per_s,
+    # decode at vllm_min_decode_tokens_per_s), after up to admission_wait_s of polling;
+    # a plan that cannot is refused (422 bad_budget). A failing /tokenize is tried
+    # tokenize_attempts times (backoff doubling from tokenize_backoff_s).
+    vllm_min_decode_tokens_per_s: float = Field(default=20.0, gt=0)
+    tokenize_attempts: int = Field(default=3, gt=0)
+    tokenize_backoff_s: float = Field(default=1.0, ge=0)
+
     # `longdoc serve` with no backends configured starts a vLLM CPU server on SmolLM2
     # 135M (service/embedded_vllm.py) when `make vllm` has built it; false (or
     # `serve --no-vllm`) skips it. Its context (the model's own is 8,192) and KV cache.

@@ -20,7 +20,6 @@ bytes (vLLM on a GPU without `--kv-cache-memory-bytes`) gets a "derived" capacit
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from service.config import BackendConfig, Settings
 from service.models import Backend, utcnow
 from workers import ledger
 from workers.backend_probe import BackendState, normalize_url, probe
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -285,20 +285,13 @@ def describe(session: Session, now: datetime) -> list[BackendOut]:
     return out
 
 
-class BackendRefresher(threading.Thread):
+class BackendRefresher(Periodic):
     def __init__(self, sessions: Callable[[], Session], settings: Settings) -> None:
-        super().__init__(name="backend-refresher", daemon=True)
+        interval = settings.backend_refresh_interval_s
+        super().__init__("backend refresh", interval, self._refresh, log, first_now=True)
         self._sessions = sessions
         self._settings = settings
-        self._interval = settings.backend_refresh_interval_s
-        self.stopped = threading.Event()
 
-    def run(self) -> None:
-        while True:
-            try:
-                with self._sessions() as session:
-                    refresh(session, self._settings, utcnow())
-            except Exception:
-                log.exception("backend refresh failed; trying again next interval")
-            if self.stopped.wait(self._interval):
-                return
+    def _refresh(self) -> None:
+        with self._sessions() as session:
+            refresh(session, self._settings, utcnow())

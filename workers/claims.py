@@ -7,7 +7,7 @@ that was presumed dead and comes back can never overwrite its successor's work.
 
 from __future__ import annotations
 
-import threading
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import rows_changed
 from service.models import Document, DocumentStatus, utcnow
+from workers.periodic import Periodic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,14 +88,14 @@ def finish(session: Session, c: Claim, **values: Any) -> bool:
 
 class Heartbeat:
     """A thread that tells the database, every interval, that the claim is alive and
-    how many pages are done. It stops with the worker process, which is the point."""
+    how many pages are done. It stops with the worker process, which is the point;
+    a database error only skips a beat (logged), so an outage shorter than
+    `stale_after_s` never makes the sweeper take a live parse away."""
 
     def __init__(self, sessions: sessionmaker[Session], c: Claim, interval_s: float) -> None:
         self._sessions = sessions
         self._claim = c
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest-heartbeat", daemon=True)
+        self._thread = Periodic("ingest heartbeat", interval_s, self.beat, log)
         self.pages_done = 0
 
     def __enter__(self) -> Heartbeat:
@@ -102,12 +105,7 @@ class Heartbeat:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.beat()
+        self._thread.stop()
 
     def beat(self) -> None:
         with self._sessions() as session:

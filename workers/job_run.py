@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +31,7 @@ from service.jobs.planning import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
 from workers import ledger, public_reasons
 from workers.job_text import RequestText, build
+from workers.periodic import Periodic
 from workers.sampling import after_loop, sampling_for
 from workers.vllm_client import Cancelled, Completion, VllmClient, VllmError
 
@@ -49,47 +51,34 @@ class _Admitted:
 
 
 class _LeaseKeeper:
-    """Renews the lease every heartbeat; sets `lost` when it cannot."""
+    """Renews the lease every heartbeat; sets `lost` when it cannot. A database error
+    only skips a renewal (logged): the lease outlives `lease_ttl_s` of outage."""
 
     def __init__(self, sessions: sessionmaker[Session], a: _Admitted, settings: Settings) -> None:
         self.sessions, self.a, self.settings = sessions, a, settings
         self.lost = threading.Event()
         self.tokens = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="job-lease", daemon=True)
+        every = settings.heartbeat_interval_s
+        self._thread = Periodic("job lease renewal", every, self._renew, log)
 
     def __enter__(self) -> _LeaseKeeper:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._thread.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.heartbeat_interval_s):
-            try:
-                with self.sessions() as s:
-                    ok = ledger.renew(
-                        s,
-                        self.a.job_id,
-                        utcnow(),
-                        self.settings.lease_ttl_s,
-                        lease_id=self.a.lease_id,
-                    )
-                    if ok:
-                        progress = {"stage": self.a.request.stage, "completion_tokens": self.tokens}
-                        s.execute(
-                            update(Job).where(Job.id == self.a.job_id).values(progress=progress)
-                        )
-                        s.commit()
-            except Exception:
-                log.exception("lease renewal of job %s failed; trying again", self.a.job_id)
-                continue
-            if not ok:
+    def _renew(self) -> bool:
+        with self.sessions() as s:
+            now, ttl = utcnow(), self.settings.lease_ttl_s
+            if not ledger.renew(s, self.a.job_id, now, ttl, lease_id=self.a.lease_id):
                 log.warning("job %s lost its lease (cancelled or expired): aborting", self.a.job_id)
                 self.lost.set()
-                return
+                return False
+            progress = {"stage": self.a.request.stage, "completion_tokens": self.tokens}
+            s.execute(update(Job).where(Job.id == self.a.job_id).values(progress=progress))
+            s.commit()
+        return True
 
 
 def _admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> _Admitted | None:
@@ -139,6 +128,44 @@ def run(
         max_retries=settings.vllm_max_retries,
         backoff_s=settings.vllm_backoff_s,
     )
+    try:
+        last = _attempts(sessions, settings, a, client, fmt, send)
+    except SoftTimeLimitExceeded:
+        # Leaving the `with` closed the request's connection, so the server has aborted
+        # it. Give the lease back and say why, rather than let the lease expire and the
+        # job run again into the same limit.
+        limit = settings.job_soft_time_limit_s
+        log.warning("job %s: past the job time limit (%d s); failing it", job_id, limit)
+        with sessions() as session:
+            reason = f"the request ran past the job time limit of {limit} s"
+            _end(session, a, JobStatus.failed, utcnow(), "timeout", reason)
+        return
+    if last is None:
+        return
+    with sessions() as session:
+        _end(
+            session,
+            a,
+            JobStatus.failed,
+            utcnow(),
+            "bad_output",
+            f"the model's output was unusable {settings.max_output_retries + 1} times: "
+            f"{last.reason}",
+            raw_output=last.raw,
+        )
+
+
+def _attempts(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    a: _Admitted,
+    client: VllmClient,
+    fmt: dict[str, Any] | None,
+    send: Callable[[list[uuid.UUID]], None],
+) -> OutputError | None:
+    """Ask until the output is usable; the last unusable output if it never was, None
+    when the run ended otherwise (succeeded, lost its lease, the server failed)."""
+    job_id, task, params, req = a.job_id, a.task, a.params, a.request
     sampling = sampling_for(settings, a.backend_url)
     looped = False  # the one retry a loop gets, apart from the output retries
     last: OutputError | None = None
@@ -159,10 +186,10 @@ def run(
                     on_progress=lambda t: setattr(keeper, "tokens", t),
                 )
             except Cancelled:
-                return
+                return None
             except VllmError as err:
                 _server_failed(sessions, settings, a, err)
-                return
+                return None
             calls += 1
             if done.loop is not None and not looped:
                 looped, sampling = True, after_loop(sampling, settings)
@@ -178,19 +205,8 @@ def run(
             if done.loop is not None:
                 out = replace(out, warnings=(*out.warnings, _loop_warning(done.loop)))
             _succeed(sessions, settings, a, done, out, send)
-            return
-    assert last is not None
-    with sessions() as session:
-        _end(
-            session,
-            a,
-            JobStatus.failed,
-            utcnow(),
-            "bad_output",
-            f"the model's output was unusable {settings.max_output_retries + 1} times: "
-            f"{last.reason}",
-            raw_output=last.raw,
-        )
+            return None
+    return last
 
 
 def _loop_warning(loop: Loop) -> str:
@@ -250,12 +266,15 @@ def _server_failed(
     with sessions() as session:
         # Tenants read the reason: no URL, no raw error text (logged here instead).
         public = public_reasons.server_failure(session, a.job_id, a.backend_url, err)
-        if err.retryable:
+        if err.server_down:
             # Seen unreachable just now: admission must not send the job straight back
             # before the refresher notices. The refresher marks it up when it answers.
+            # Only then: a 5xx, a 429 or a cut stream is this request's failure, and the
+            # replica goes on serving every other job.
             stmt = update(Backend).where(Backend.url == a.backend_url)
             session.execute(stmt.values(healthy=False, last_error=f"request failed: {err.message}"))
             session.commit()
+        failed = "backend_unreachable" if err.server_down else "backend_error"
         if err.retryable and attempts < settings.max_job_attempts:
             log.warning("job %s: %s; waiting to run again (attempt %d)", a.job_id, err, attempts)
             _end(
@@ -263,11 +282,11 @@ def _server_failed(
                 a,
                 JobStatus.waiting_for_capacity,
                 utcnow(),
-                "backend_unreachable",
+                failed,
                 f"attempt {attempts}: {public}",
             )
             return
-        code = "backend_unreachable" if err.retryable else "backend_refused"
+        code = failed if err.retryable else "backend_refused"
         why = f"after {attempts} attempts, " if err.retryable else ""
         _end(
             session,

@@ -19,6 +19,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -39,7 +40,16 @@ _settings = get_settings()
     **durable_task(JOB_TASK, _settings.job_soft_time_limit_s, _settings.job_time_limit_s)
 )
 def run_job(self: Any, job_id: str) -> dict[str, Any]:
-    return drive(uuid.UUID(job_id), worker_name(self), get_settings())
+    worker = worker_name(self)
+    try:
+        return drive(uuid.UUID(job_id), worker, get_settings())
+    except SoftTimeLimitExceeded:
+        # Out of time while planning or polling (a running request fails with `timeout`
+        # in job_run): hand the job to a fresh task rather than leave it to the sweeper.
+        log.warning("job %s: task time limit reached before it ran; queued again", job_id)
+        # None: admitted in the meantime, with no time left to run it here; its lease
+        # expires and the ledger queues it again.
+        return _requeue(uuid.UUID(job_id), worker) or {"status": "running", "skipped": True}
 
 
 def send(job_ids: list[uuid.UUID]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 
 import httpx
@@ -15,7 +16,11 @@ _MAX_CHARS_PER_CALL = 4_000_000
 
 
 class RemoteTokenizeError(Exception):
-    pass
+    """`public`: what went wrong, without the server's address (for job reasons)."""
+
+    def __init__(self, message: str, public: str = "") -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 def _pieces(text: Iterable[str], limit: int) -> Iterator[str]:
@@ -59,25 +64,42 @@ def count_with_server(base_url: str, text: Iterable[str], settings: Settings) ->
 class ServerCounter:
     """A `TokenCounter` that asks a vLLM server's `POST /tokenize`: exact chunk counts
     for a role whose tokenizer file Longdoc does not have. One call per text, so it is
-    for chunk-sized texts (the chunker's), not for whole documents."""
+    for chunk-sized texts (the chunker's), not for whole documents. A connection error
+    or a 5xx is tried again, `attempts` times in all with doubling `backoff_s` between;
+    a 4xx is not (the same text fails the same way)."""
 
-    def __init__(self, base_url: str, model: str, timeout_s: float) -> None:
+    def __init__(
+        self, base_url: str, model: str, timeout_s: float, attempts: int = 1, backoff_s: float = 0
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.model = model
         self.name = f"vLLM /tokenize of {model}"
+        self.attempts, self.backoff_s = max(1, attempts), backoff_s
         self._client = httpx.Client(timeout=timeout_s)
 
     def count(self, text: str) -> int:
         if not text:
             return 0
-        try:
-            resp = self._client.post(
-                f"{self.base}/tokenize",
-                json={"model": self.model, "prompt": text, "add_special_tokens": False},
-            )
-            return int(resp.raise_for_status().json()["count"])
-        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
-            raise RemoteTokenizeError(f"{self.base}: {exc}") from exc
+        for attempt in range(1, self.attempts + 1):
+            try:
+                resp = self._client.post(
+                    f"{self.base}/tokenize",
+                    json={"model": self.model, "prompt": text, "add_special_tokens": False},
+                )
+                return int(resp.raise_for_status().json()["count"])
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else 0
+                if 0 < status < 500 or attempt == self.attempts:
+                    why = f"HTTP {status}" if status else type(exc).__name__
+                    raise self._error(exc, why, attempt) from exc
+            except (KeyError, TypeError, ValueError) as exc:
+                raise self._error(exc, "an unreadable answer", attempt) from exc
+            time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("not reached: the last attempt returns or raises")
+
+    def _error(self, exc: Exception, why: str, attempt: int) -> RemoteTokenizeError:
+        public = f"{self.model}'s /tokenize failed ({why}) after {attempt} attempt(s)"
+        return RemoteTokenizeError(f"{self.base}: {exc}", public)
 
     def safe_cut(self, text: str, limit: int) -> int:
         # Nothing is known about the server's merges: no cut is proven safe, so

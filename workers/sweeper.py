@@ -10,7 +10,6 @@ task's own claim makes a duplicate message a no-op anyway.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,6 +25,7 @@ from service.jobs.tree import end_tree
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from workers import ledger
 from workers.claims import silent_parse
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 # A message the broker still holds is redelivered by the broker; only after this
@@ -126,7 +126,7 @@ def _take(session: Session, model: type[Document | Job], row_id: uuid.UUID, seen
     return rows_changed(result) == 1
 
 
-class SweeperThread(threading.Thread):
+class SweeperThread(Periodic):
     def __init__(
         self,
         sessions: Callable[[], Session],
@@ -134,23 +134,16 @@ class SweeperThread(threading.Thread):
         dispatch: Callable[[str], None],
         dispatch_job: Callable[[str], object] | None = None,
     ) -> None:
-        super().__init__(name="sweeper", daemon=True)
+        super().__init__("sweeper", settings.sweep_interval_s, self._sweep, log, first_now=True)
         self._sessions = sessions
         self._settings = settings
         self._dispatch = dispatch
         self._dispatch_job = dispatch_job
-        self.stopped = threading.Event()
 
-    def run(self) -> None:
-        while True:
-            try:
-                with self._sessions() as session:
-                    sweep(session, self._settings, self._dispatch)
-                if self._dispatch_job is not None:
-                    with self._sessions() as session:
-                        sweep_jobs(session, self._settings, self._dispatch_job)
-                BlobStore(self._settings.blobs).sweep_temp(self._settings.temp_upload_max_age_s)
-            except Exception:
-                log.exception("sweep failed; trying again next interval")
-            if self.stopped.wait(self._settings.sweep_interval_s):
-                return
+    def _sweep(self) -> None:
+        with self._sessions() as session:
+            sweep(session, self._settings, self._dispatch)
+        if self._dispatch_job is not None:
+            with self._sessions() as session:
+                sweep_jobs(session, self._settings, self._dispatch_job)
+        BlobStore(self._settings.blobs).sweep_temp(self._settings.temp_upload_max_age_s)

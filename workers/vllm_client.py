@@ -1,12 +1,13 @@
 """The httpx client Longdoc workers use to call a vLLM server's OpenAI-compatible API.
 
 One chat() is one streamed `POST /v1/chat/completions`, retried on connection errors,
-timeouts, a server dying mid-stream and 5xx (capped exponential backoff, jittered), never
-on 4xx. Each attempt has its own id, `f"{request_id}-{attempt}"`, sent as `X-Request-Id`
-and as the body's `request_id`: vLLM 0.32 names the request `chatcmpl-<X-Request-Id>` (the
-body field is its fallback) and suffixes it internally, so attempts never collide in the
-engine and the caller can tell which attempt wrote a result. Streaming is what makes
-cancelling work: vLLM aborts a streaming request when its client disconnects.
+timeouts, a server dying mid-stream, 5xx, 408 and 429 (capped exponential backoff,
+jittered), never on other 4xx. Each attempt has its own id, `f"{request_id}-{attempt}"`,
+sent as `X-Request-Id` and as the body's `request_id`: vLLM 0.32 names the request
+`chatcmpl-<X-Request-Id>` (the body field is its fallback) and suffixes it internally, so
+attempts never collide in the engine and the caller can tell which attempt wrote a result.
+Streaming is what makes cancelling work: vLLM aborts a streaming request when its client
+disconnects.
 """
 
 from __future__ import annotations
@@ -33,16 +34,20 @@ _LOOP_CHECK_EVERY = 16  # content chunks between looks for a loop (each looks at
 
 class VllmError(Exception):
     """A request that failed for good. `retryable` says whether trying later (e.g. after
-    the server comes back) may succeed: connection errors/5xx after retries are retryable,
-    4xx (prompt too long, bad schema...) are not. `status` is the HTTP status or None."""
+    the server comes back) may succeed: connection errors/5xx/429 after retries are
+    retryable, other 4xx (prompt too long, bad schema...) are not. `status` is the HTTP
+    status or None. `server_down`: the server itself could not be reached (refused, no
+    connection in time, the connection reset before any response), as opposed to one
+    request failing on a server that answers (a 5xx, a 429, a stream cut or aborted)."""
 
     def __init__(
         self, message: str, *, retryable: bool, status: int | None = None,
-        attempts: int = 1, request_id: str | None = None,
+        attempts: int = 1, request_id: str | None = None, server_down: bool = False,
     ) -> None:  # fmt: skip
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+        self.server_down = server_down
         self.status = status
         self.attempts = attempts  # how many were made
         self.request_id = request_id  # the last attempt's id
@@ -137,6 +142,16 @@ def _error_text(resp: httpx.Response) -> str:
         return resp.text[:1000]
 
 
+def _unreachable(exc: httpx.TransportError, before_response: bool) -> bool:
+    """Whether a transport error says the server is not there (so no job should be sent
+    to it until a probe says it is back), not that one request failed on it. A read or
+    first-token timeout is the request's: a busy server is slow, not dead."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return True
+    reset = isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError))
+    return reset and before_response
+
+
 class VllmClient:
     def __init__(
         self,
@@ -212,8 +227,8 @@ class VllmClient:
                 )  # fmt: skip
             except VllmError as exc:
                 exc.attempts, exc.request_id = attempt, rid
-                if not exc.retryable or (exc.status or 500) < 500:
-                    raise  # 4xx: the same request fails the same way
+                if not exc.retryable:
+                    raise  # 4xx but 408/429: the same request fails the same way
                 last = exc
             if attempt > self.max_retries:
                 break
@@ -242,17 +257,18 @@ class VllmClient:
         watch = _Watch(cancel, first_budget_s)
         text, usage, model, finish = list[str](), dict[str, Any](), str(body["model"]), None
         first_token_s: float | None = None
-        tokens, reported, last_report, done = 0, 0, 0.0, False
+        tokens, reported, last_report, done, answered = 0, 0, 0.0, False, False
         loop: Loop | None = None
         try:
             with self._http.stream(
                 "POST", "/v1/chat/completions", json=body, headers={"X-Request-Id": rid},
                 timeout=timeout, extensions={"trace": watch.trace},
             ) as resp:  # fmt: skip
+                answered = True
                 if resp.status_code >= 400:
                     resp.read()
                     msg = f"HTTP {resp.status_code} from {self.base_url}: {_error_text(resp)}"
-                    # 5xx: retried here; 408/429: not now, but worth a later try.
+                    # 5xx, 408, 429: this request failed, the server is there; retried.
                     retry = resp.status_code >= 500 or resp.status_code in (408, 429)
                     raise VllmError(msg, retryable=retry, status=resp.status_code)
                 for line in resp.iter_lines():
@@ -300,7 +316,9 @@ class VllmClient:
             if watch.reason == "cancelled":
                 raise Cancelled(rid) from exc
             why = "no data in time" if watch.reason == "timeout" else type(exc).__name__
-            raise VllmError(f"{self.base_url}: {why}: {exc}", retryable=True) from exc
+            msg = f"{self.base_url}: {why}: {exc}"
+            down = _unreachable(exc, before_response=not answered and watch.reason is None)
+            raise VllmError(msg, retryable=True, server_down=down) from exc
         except json.JSONDecodeError as exc:
             raise VllmError(f"{self.base_url}: bad stream line: {exc}", retryable=True) from exc
         finally:

@@ -74,6 +74,7 @@ def plan_and_start(
     now: datetime,
     *,
     max_split_bytes: int | None = None,
+    defer_tokenize_errors: bool = False,
 ) -> list[uuid.UUID] | None:
     """Plan a queued job on its parsed document and start it; a job that cannot run
     fails with the router's reason. ValueError (bad budget) and SplitDeferred
@@ -88,6 +89,7 @@ def plan_and_start(
             job.params,
             job.max_output_tokens,
             max_split_bytes=max_split_bytes,
+            defer_tokenize_errors=defer_tokenize_errors,
         )
     except RouteRefused as exc:
         rejected = "; ".join(r.reason for r in exc.rejected)
@@ -158,11 +160,15 @@ def create(
     if doc.status == DocumentStatus.parsed:
         try:
             limit = settings.api_split_max_text_bytes
-            started = plan_and_start(session, settings, job, doc, now, max_split_bytes=limit)
+            started = plan_and_start(
+                session, settings, job, doc, now, max_split_bytes=limit, defer_tokenize_errors=True
+            )
             assert started is not None, "a job of this transaction is nobody else's"
             send = started
-        except SplitDeferred:
-            pass  # stays queued, plan null: its task plans it in the worker
+        except SplitDeferred as exc:
+            # Stays queued, plan null: its task plans it in the worker (which tries a
+            # failing /tokenize again, a bounded number of times, then fails the job).
+            log.info("job %s: planned by the worker (%s)", job.id, exc)
         except ValueError as exc:
             session.rollback()
             raise HTTPException(_422, detail={"code": "bad_budget", "reason": str(exc)}) from None

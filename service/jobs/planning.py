@@ -96,7 +96,13 @@ def role_counters(
                 continue
         up = [r for r in rows if r.role == role and r.healthy and r.model]
         if up:
-            counter = ServerCounter(up[0].url, up[0].model or "", settings.tokenize_timeout_s)
+            counter = ServerCounter(
+                up[0].url,
+                up[0].model or "",
+                settings.tokenize_timeout_s,
+                settings.tokenize_attempts,
+                settings.tokenize_backoff_s,
+            )
             remote.append(counter)
             counters[role] = counter
     try:
@@ -117,6 +123,11 @@ class SplitDeferred(Exception):
     """The plan needs the document split, and the caller asked not to split one this
     large here (the API: counting the chunks of millions of tokens would hold the
     request for seconds). The worker plans the job instead."""
+
+
+class TokenizeDeferred(SplitDeferred):
+    """A role's server failed to count the prompt (its /tokenize), and the caller asked
+    to leave the job for later (the API: it stays queued, and the worker plans it)."""
 
 
 class _LazyPages:
@@ -167,10 +178,33 @@ def plan_document_job(
     max_output_tokens: int,
     *,
     max_split_bytes: int | None = None,
+    defer_tokenize_errors: bool = False,
 ) -> Planned:
     """Plan a job on a parsed document. ValueError: the budget is absurd (a 422);
-    RouteRefused: the job cannot run on these backends (it fails, with the reason);
-    SplitDeferred: it must be split, and its text is over `max_split_bytes`."""
+    RouteRefused: the job cannot run on these backends (it fails, with the reason;
+    `tokenize_failed` when a server's /tokenize failed every attempt); SplitDeferred:
+    it must be split, and its text is over `max_split_bytes`; TokenizeDeferred: a
+    /tokenize failed and `defer_tokenize_errors`."""
+    from workers.remote_tokens import RemoteTokenizeError
+
+    try:
+        return _plan(session, settings, doc, task, params, max_output_tokens, max_split_bytes)
+    except RemoteTokenizeError as exc:
+        if defer_tokenize_errors:
+            raise TokenizeDeferred(str(exc)) from exc
+        reason = f"counting the prompt's tokens: {exc.public}"
+        raise RouteRefused("tokenize_failed", reason) from exc
+
+
+def _plan(
+    session: Session,
+    settings: Settings,
+    doc: Document,
+    task: str,
+    params: Mapping[str, object],
+    max_output_tokens: int,
+    max_split_bytes: int | None,
+) -> Planned:
     rows = _backend_rows(session, settings)
     backends = router_backends(rows, settings)
     spans = spans_from_json(doc.page_map or [])
@@ -196,6 +230,8 @@ def plan_document_job(
         job = Job(counts, prompts, max_output_tokens)
         pages = _LazyPages(text_path, spans, counters, max_split_bytes)
         plan = plan_route(job, backends, pages)
+    for request in plan.requests():
+        check_time_limit(request, settings)
     return Planned(plan, prompts)
 
 
@@ -204,4 +240,33 @@ def est_duration_s(request: Request, settings: Settings) -> float:
     return (
         request.input_tokens / settings.est_prefill_tokens_per_s
         + request.output_tokens / settings.est_decode_tokens_per_s
+    )
+
+
+def worst_case_s(request: Request, settings: Settings) -> float:
+    """How long the request may take at the slowest speeds Longdoc serves: prefill at
+    `vllm_min_prefill_tokens_per_s` (what the first-token timeout allows for), decode
+    at `vllm_min_decode_tokens_per_s`."""
+    return (
+        request.input_tokens / settings.vllm_min_prefill_tokens_per_s
+        + request.output_tokens / settings.vllm_min_decode_tokens_per_s
+    )
+
+
+def check_time_limit(request: Request, settings: Settings) -> None:
+    """ValueError (a bad budget) when the request could not finish within the job's
+    soft time limit, after its task polled for admission as long as it may: the limit
+    would cut it, and a cut request is a `timeout`, never a result."""
+    limit = settings.job_soft_time_limit_s - settings.admission_wait_s
+    worst = worst_case_s(request, settings)
+    if worst <= limit:
+        return
+    raise ValueError(
+        f"a request of {request.input_tokens:,} prompt and {request.output_tokens:,} output "
+        f"tokens may take {worst:,.0f} s at the slowest speeds served "
+        f"(LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S={settings.vllm_min_prefill_tokens_per_s:g}, "
+        f"LONGDOC_VLLM_MIN_DECODE_TOKENS_PER_S={settings.vllm_min_decode_tokens_per_s:g}), "
+        f"over the job time limit of {limit:,.0f} s (LONGDOC_JOB_SOFT_TIME_LIMIT_S="
+        f"{settings.job_soft_time_limit_s} less LONGDOC_ADMISSION_WAIT_S="
+        f"{settings.admission_wait_s:g}); ask for fewer output tokens"
     )

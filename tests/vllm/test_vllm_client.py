@@ -141,8 +141,8 @@ def test_prompt_too_long_fails_once_without_retry(relay: Forwarder) -> None:
             request_id="job-long",
         )  # fmt: skip
     err = info.value
-    assert (err.status, err.retryable, err.attempts, err.request_id) == (
-        400, False, 1, "job-long-1",
+    assert (err.status, err.retryable, err.server_down, err.attempts, err.request_id) == (
+        400, False, False, 1, "job-long-1",
     )  # fmt: skip
     assert relay.accepted == 1  # one connection: one attempt
     # One backoff would sleep at least 2.5 s; the margin is for a loaded machine.
@@ -166,8 +166,8 @@ def test_connection_refused_retries_with_backoff(relay: Forwarder) -> None:
         )  # fmt: skip
     elapsed = time.monotonic() - t0
     err = info.value
-    assert (err.retryable, err.status, err.attempts, err.request_id) == (
-        True, None, 4, "job-down-4",
+    assert (err.retryable, err.server_down, err.status, err.attempts, err.request_id) == (
+        True, True, None, 4, "job-down-4",
     )  # fmt: skip
     assert "ConnectError" in err.message and "4 attempts" in err.message
     # Backoff 0.2, 0.4, then capped at 0.5; each jittered to between half and all of it.
@@ -265,6 +265,7 @@ def test_first_token_timeout_is_sized_to_the_prompt(
     # The watcher's deadline, not httpx's backstop (that one says ReadTimeout).
     assert 0.8 <= time.monotonic() - t0 < 1.7
     assert info.value.retryable and "no data in time" in info.value.message
+    assert not info.value.server_down  # slow is not dead: the probe decides that
     wait_idle(smollm2_server)
 
 
@@ -285,6 +286,7 @@ def test_stall_between_chunks_times_out(smollm2_server: VllmServer, relay: Forwa
         )  # fmt: skip
     assert 0.3 <= time.monotonic() - held[0] < 1.5
     assert info.value.retryable and "no data in time" in info.value.message
+    assert not info.value.server_down  # slow is not dead: the probe decides that
     wait_idle(smollm2_server)
 
 
