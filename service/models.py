@@ -193,7 +193,7 @@ class DocumentTokenCount(Base):
     exact: Mapped[bool] = mapped_column(Boolean)
     tokenizer: Mapped[str] = mapped_column(String(300))
     method: Mapped[str] = mapped_column(String(32))
-    # The model whose tokenizer counted (see ingestion.types.TokenCount); null before 0011.
+    # The model whose tokenizer counted (see ingestion.types.TokenCount); null before 0007.
     model: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -1,6 +1,6 @@
 """token counts say which model's tokenizer made them
 
-Revision ID: 0011
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-01 22:30:00.000000
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
