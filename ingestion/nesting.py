@@ -1,0 +1,401 @@
+"""Refusing markup nested deeper than MuPDF can lay out, before MuPDF sees it.
+
+MuPDF builds and lays out HTML, XHTML and FictionBook trees recursively, on the
+C stack: measured with PyMuPDF 1.28.2 and an 8 MiB stack, ~4,070 nested
+``<div>``, ``<span>``, ``<b>`` or ``<ul>`` (a 25 KB file) kill the process
+with SIGSEGV. The same depth can be reached without literal nesting: HTML5
+re-opens unclosed formatting elements in every new paragraph, so 5,000
+``<p><b class=cN>x</p>`` crash it too (and 20,000 take minutes). EPUB and XPS
+stop at MuPDF's own XML limit with an error instead; a FictionBook that is not
+well-formed XML crashes MuPDF at any depth. So every HTML page and EPUB
+chapter is scanned here for an upper bound of the depth MuPDF's HTML5 parser
+would build, and a FictionBook is checked as XML with expat.
+
+The scanner is a small tokenizer (tags, quoted attribute values, comments, raw
+text) over fixed-size chunks: linear time, memory bounded by `_KEY_BYTES` per
+open element and at most `MAX_DEPTH` of them. It models only what changes the
+depth: void elements, the end tags HTML5 implies (``<p>``, ``<li>``, table
+parts, ...) and the list of unclosed formatting elements, each counted once
+even while it is also open, so the estimate errs high, never low.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+from xml.parsers import expat
+
+from . import formats
+from .types import IngestError
+
+# Well below the ~4,070 that crash MuPDF; the deepest corpus HTML is 24, EPUB 22.
+MAX_DEPTH = 1000
+CHUNK_BYTES = 64 * 1024
+# Attribute bytes kept per formatting element (HTML5 re-opens up to three alike).
+_KEY_BYTES = 256
+
+_VOID = frozenset(
+    b"area base basefont bgsound br col embed frame hr img input keygen link meta "
+    b"param source track wbr".split()
+)
+_RAW = frozenset(b"script style textarea title xmp iframe noembed noframes".split())
+_FORMATTING = frozenset(b"a b big code em font i nobr s small strike strong tt u".split())
+# A start tag of these closes an open <p> (HTML5 "in body" insertion mode).
+_CLOSES_P = frozenset(
+    b"address article aside blockquote center details dialog dir div dl fieldset "
+    b"figcaption figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr main menu nav "
+    b"ol p pre section summary table ul li dd dt plaintext listing xmp".split()
+)
+_HEADINGS = frozenset(b"h1 h2 h3 h4 h5 h6".split())
+_SCOPE = frozenset(b"applet caption html table td th marquee object template".split())
+# Start tags that close the named open elements, HTML5 stopping at a scope boundary.
+_IMPLIED: dict[bytes, tuple[bytes, ...]] = {
+    b"li": (b"li",),
+    b"dd": (b"dd", b"dt"),
+    b"dt": (b"dd", b"dt"),
+    b"tr": (b"tr",),
+    b"td": (b"td", b"th"),
+    b"th": (b"td", b"th"),
+    b"tbody": (b"tbody", b"thead", b"tfoot"),
+    b"thead": (b"tbody", b"thead", b"tfoot"),
+    b"tfoot": (b"tbody", b"thead", b"tfoot"),
+    b"option": (b"option",),
+    b"optgroup": (b"option", b"optgroup"),
+    b"button": (b"button",),
+    b"a": (b"a",),
+    b"nobr": (b"nobr",),
+}
+# A new table part closes the enclosing cell or row; a table directly inside a table closes it.
+_TABLE_PARTS = {b"tr": (b"td", b"th"), b"tbody": (b"tr", b"td", b"th"), b"table": (b"table",)}
+_NAME_CHARS = re.compile(rb"[^\s/>]+")
+_SPACE = re.compile(rb"\s+")
+# A tag ends at `>` outside a quoted value; a value is quoted only right after `=`.
+_TAG_END = re.compile(rb">|=\s*[\"']|=\s*\Z")
+# Where markup may start: a lone `<` is text (searched in C, not looped over).
+_MARKUP = re.compile(rb"<[A-Za-z/!?]")
+# A whole tag in one match when it is short and plain; the states handle the rest.
+# The alternatives start with different bytes, so the match cannot backtrack far.
+_WHOLE_TAG = re.compile(
+    rb"<(/?)([A-Za-z][^\s/>]*)((?:[^>\"'=]|=\s*\"[^\"]*\"|=\s*'[^']*'|=(?=\s*[^\s\"']))*)>"
+)
+_FAST_BYTES = 4096
+_EPUB_PAGES = (".xhtml", ".html", ".htm", ".xml")
+
+
+def too_deep(depth: int) -> IngestError:
+    return IngestError(
+        "too_deeply_nested",
+        f"the markup nests elements more than {MAX_DEPTH} deep (at {depth} when refused); "
+        "no real document needs that, and the layout engine cannot handle it",
+    )
+
+
+class _Tree:
+    """The open elements and unclosed formatting elements of an HTML5 parse, roughly."""
+
+    def __init__(self, xml: bool) -> None:
+        self.xml = xml  # `<x/>` is empty in XHTML; in HTML5 it opens x
+        self.stack: list[bytes] = []
+        self.where: dict[bytes, list[int]] = {}
+        self.scopes: list[int] = []  # positions of scope boundaries
+        # Unclosed formatting elements by name, as (attributes, count up to 3 alike:
+        # HTML5's "Noah's ark"); `unclosed` is their total.
+        self.formatting: dict[bytes, list[bytes]] = {}
+        self.alike: dict[tuple[bytes, bytes], int] = {}
+        self.unclosed = 0
+        self.foreign = 0  # open svg/math: `<x/>` is empty there
+
+    def _in_scope(self, name: bytes) -> int:
+        at = self.where.get(name)
+        if not at:
+            return -1
+        boundary = self.scopes[-1] if self.scopes else -1
+        return at[-1] if at[-1] >= boundary else -1
+
+    def _pop_to(self, index: int) -> None:
+        while len(self.stack) > index:
+            name = self.stack.pop()
+            self.where[name].pop()
+            if name in _SCOPE:
+                self.scopes.pop()
+            elif name in (b"svg", b"math"):
+                self.foreign -= 1
+
+    def _close(self, names: Iterable[bytes]) -> None:
+        found = -1
+        for name in names:
+            if self.where.get(name):
+                found = max(found, self._in_scope(name))
+        if found >= 0:
+            self._pop_to(found)
+
+    def start(self, name: bytes, attrs: bytes, empty: bool) -> None:
+        if name in _VOID:
+            return
+        if not self.xml and not self.foreign:
+            if name in _CLOSES_P:
+                self._close((b"p",))
+            if name in _HEADINGS and self.stack and self.stack[-1] in _HEADINGS:
+                self._pop_to(len(self.stack) - 1)
+            self._close(_TABLE_PARTS.get(name, ()))
+            self._close(_IMPLIED.get(name, ()))
+            if name in _FORMATTING:
+                self._remember(name, attrs)
+            empty = False  # HTML5 ignores the slash of a non-void HTML element
+        if empty:
+            return
+        self.where.setdefault(name, []).append(len(self.stack))
+        if name in _SCOPE:
+            self.scopes.append(len(self.stack))
+        elif name in (b"svg", b"math"):
+            self.foreign += 1
+        self.stack.append(name)
+        depth = len(self.stack) + self.unclosed
+        if depth > MAX_DEPTH:
+            raise too_deep(depth)
+
+    def _remember(self, name: bytes, attrs: bytes) -> None:
+        key = (name, attrs)
+        if self.alike.get(key, 0) < 3:
+            self.alike[key] = self.alike.get(key, 0) + 1
+            self.formatting.setdefault(name, []).append(attrs)
+            self.unclosed += 1
+
+    def end(self, name: bytes) -> None:
+        attrs = self.formatting.get(name)
+        if attrs and not self.xml:
+            key = (name, attrs.pop())
+            self.alike[key] -= 1
+            self.unclosed -= 1
+        at = self.where.get(name)
+        if at:
+            self._pop_to(at[-1])
+
+
+class _Scanner:
+    """A tokenizer for tags only, fed chunk by chunk: every byte is looked at once.
+
+    Each state consumes all it can and keeps what it needs of a tag in fields,
+    so what is carried to the next chunk is a few bytes, never a whole tag.
+    """
+
+    def __init__(self, tree: _Tree) -> None:
+        self.tree = tree
+        self.carry = b""
+        self.state = self._text
+        self.closing = False
+        self.name = b""
+        self.attrs = b""
+        self.last = b""  # the byte before a tag's `>`: `/` makes `<x/>`
+        self.quote = b""
+        self.raw: re.Pattern[bytes] | None = None
+        self.unique = 0
+
+    def feed(self, data: bytes) -> None:
+        buf = self.carry + data
+        pos = 0
+        while True:
+            state = self.state
+            step = state(buf, pos)
+            if step == pos and self.state == state:
+                break  # this state needs more bytes
+            pos = step
+        self.carry = buf[pos:]
+
+    def _text(self, buf: bytes, pos: int) -> int:
+        found = _MARKUP.search(buf, pos)
+        if found is None:
+            return max(pos, len(buf) - 1) if buf.endswith(b"<") else len(buf)
+        at = found.start()
+        if len(buf) - at < 4:
+            return at  # wait for the bytes that tell a comment from a tag
+        if buf.startswith(b"<!--", at):
+            self.state = self._comment
+            return at + 4
+        whole = _WHOLE_TAG.match(buf, at, min(len(buf), at + _FAST_BYTES))
+        if whole is not None:
+            closing, name, attrs = whole.groups()
+            self.closing = bool(closing)
+            self.name, self.attrs = name[:64], attrs[: _KEY_BYTES + 1]
+            self.last = attrs[-1:]
+            self._finish()
+            return whole.end()
+        second = buf[at + 1 : at + 2]
+        third = buf[at + 2 : at + 3]
+        if second == b"/" and third.isalpha():
+            self._begin_tag(closing=True)
+            return at + 2
+        if second.isalpha():
+            self._begin_tag(closing=False)
+            return at + 1
+        if second in (b"!", b"?", b"/"):
+            self.state = self._bogus
+            return at + 2
+        return at + 1
+
+    def _begin_tag(self, closing: bool) -> None:
+        self.closing = closing
+        self.name = self.attrs = self.last = b""
+        self.state = self._name
+
+    def _comment(self, buf: bytes, pos: int) -> int:
+        at = buf.find(b"-->", pos)
+        if at < 0:
+            return max(pos, len(buf) - 2)
+        self.state = self._text
+        return at + 3
+
+    def _bogus(self, buf: bytes, pos: int) -> int:
+        at = buf.find(b">", pos)
+        if at < 0:
+            return len(buf)
+        self.state = self._text
+        return at + 1
+
+    def _name(self, buf: bytes, pos: int) -> int:
+        match = _NAME_CHARS.match(buf, pos)
+        end = match.end() if match else pos
+        if len(self.name) < 64:
+            self.name += buf[pos:end]
+        if end < len(buf):
+            self.state = self._attrs
+        return end
+
+    def _keep(self, chunk: bytes) -> None:
+        if chunk:
+            self.last = chunk[-1:]
+            if len(self.attrs) <= _KEY_BYTES:
+                self.attrs += chunk[: _KEY_BYTES + 1 - len(self.attrs)]
+
+    def _attrs(self, buf: bytes, pos: int) -> int:
+        match = _TAG_END.search(buf, pos)
+        if match is None:
+            self._keep(buf[pos:])
+            return len(buf)
+        at = match.start()
+        self._keep(buf[pos:at])
+        if buf[at : at + 1] == b">":
+            self._finish()
+            return at + 1
+        self._keep(b"=")
+        self.state = self._value  # skips the spaces (maybe split by a chunk) to the quote
+        return at + 1
+
+    def _value(self, buf: bytes, pos: int) -> int:
+        match = _SPACE.match(buf, pos)
+        end = match.end() if match else pos
+        if end == len(buf):
+            return end
+        char = buf[end : end + 1]
+        if char in (b'"', b"'"):
+            self._keep(char)
+            self.quote = char
+            self.state = self._quoted
+            return end + 1
+        self.state = self._attrs
+        return end
+
+    def _quoted(self, buf: bytes, pos: int) -> int:
+        at = buf.find(self.quote, pos)
+        if at < 0:
+            self._keep(buf[pos:])
+            return len(buf)
+        self._keep(buf[pos : at + 1])
+        self.state = self._attrs
+        return at + 1
+
+    def _raw_text(self, buf: bytes, pos: int) -> int:
+        assert self.raw is not None
+        match = self.raw.search(buf, pos)
+        if match is None:
+            return max(pos, len(buf) - 16)
+        self._begin_tag(closing=True)
+        return match.start() + 2
+
+    def _finish(self) -> None:
+        name = self.name.lower()
+        self.state = self._text
+        if self.closing:
+            self.tree.end(name)
+            return
+        if len(self.attrs) > _KEY_BYTES:
+            # Too long to compare: never taken as alike, so the estimate stays high.
+            self.unique += 1
+            self.attrs = b"\0%d" % self.unique
+        empty = self.last == b"/"
+        self.tree.start(name, self.attrs, empty)
+        if name in _RAW and not (empty and self.tree.xml):
+            self.raw = re.compile(rb"</" + re.escape(name) + rb"[\s/>]", re.I)
+            self.state = self._raw_text
+        elif name == b"plaintext" and not self.tree.xml:
+            self.state = self._plaintext
+
+    def _plaintext(self, buf: bytes, pos: int) -> int:
+        return len(buf)
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK_BYTES):
+        yield chunk
+
+
+def check_html(chunks: Iterable[bytes], *, xml: bool = False) -> None:
+    """Raise `too_deeply_nested` if `chunks` of HTML (or XHTML, `xml`) nest too deep."""
+    scanner = _Scanner(_Tree(xml))
+    for chunk in chunks:
+        scanner.feed(chunk)
+
+
+def check_html_file(path: Path) -> None:
+    with path.open("rb") as f:
+        check_html(_chunks(f))
+
+
+def check_epub(path: Path) -> None:
+    """Every (X)HTML member of an EPUB, as MuPDF reads them: as XML first."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.filename.lower().endswith(_EPUB_PAGES):
+                with zf.open(info) as member:
+                    check_html(_chunks(member), xml=True)
+
+
+def check_xml_file(path: Path) -> None:
+    """A FictionBook must be well-formed XML: MuPDF crashes on one that is not."""
+    depth = 0
+
+    def start(_name: str, _attrs: object) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise too_deep(depth)
+
+    def end(_name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser = expat.ParserCreate()
+    # An external DTD that is never read makes undefined entities (&nbsp;) legal.
+    parser.UseForeignDTD(True)
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        with path.open("rb") as f:
+            for chunk in _chunks(f):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except expat.ExpatError as exc:
+        raise IngestError("corrupt", f"the file is not well-formed XML: {exc}") from exc
+
+
+def check_markup(path: Path, media_type: str) -> None:
+    """The depth check for the formats MuPDF lays out as a tree (others pass)."""
+    if media_type == formats.HTML:
+        check_html_file(path)
+    elif media_type == formats.EPUB:
+        check_epub(path)
+    elif media_type == formats.FB2:
+        check_xml_file(path)
