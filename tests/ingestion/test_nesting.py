@@ -152,8 +152,18 @@ def test_xhtml_self_closed_elements_are_empty() -> None:
 
 
 @pytest.mark.timeout(60)
+def test_markup_inside_quoted_values_hides_nothing() -> None:
+    # A `>` in a quoted value does not end the tag, so the `<!--` after it opens
+    # no comment that could hide the tower of divs from the scanner.
+    data = _html('<div title="><!--">' + "<div>" * 5000 + "-->")
+    with pytest.raises(IngestError) as err:
+        nesting.check_html([data])
+    assert err.value.code == "too_deeply_nested"
+
+
+@pytest.mark.timeout(60)
 def test_chunk_boundaries_do_not_hide_tags() -> None:
-    data = _nested("div", 2000)
+    data = _html('<div title = "><!--">' + "<div a='>'>" * 2000)
     with pytest.raises(IngestError) as err:
         nesting.check_html(data[i : i + 1] for i in range(len(data)))
     assert err.value.code == "too_deeply_nested"
