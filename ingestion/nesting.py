@@ -31,8 +31,8 @@ from . import formats
 from .tagscan import TagScanner
 from .types import IngestError
 
-# Well below the ~4,070 that crash MuPDF. Estimated on the corpus: HTML at most 141
-# (debian-reference ch09.ja; the others under 20), EPUB chapters at most 18.
+# Well below the ~4,070 that crash MuPDF; the estimate on the corpus is at most
+# 19 for HTML pages and 18 for EPUB chapters.
 MAX_DEPTH = 1000
 CHUNK_BYTES = 64 * 1024
 
@@ -47,6 +47,8 @@ _CLOSES_P = frozenset(
     b"figcaption figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr main menu nav "
     b"ol p pre section summary table ul li dd dt plaintext listing xmp".split()
 )
+# A new one of these ends the one still open (HTML5 does not nest them).
+_ONE_OPEN = frozenset((b"a", b"nobr"))
 _HEADINGS = frozenset(b"h1 h2 h3 h4 h5 h6".split())
 _SCOPE = frozenset(b"applet caption html table td th marquee object template".split())
 # Start tags that close the named open elements, HTML5 stopping at a scope boundary.
@@ -129,6 +131,8 @@ class _Tree:
             self._close(_TABLE_PARTS.get(name, ()))
             self._close(_IMPLIED.get(name, ()))
             if name in _FORMATTING:
+                if name in _ONE_OPEN:
+                    self._forget(name)  # the adoption agency closes the earlier one
                 self._remember(name, attrs)
             empty = False  # HTML5 ignores the slash of a non-void HTML element
         if empty:
@@ -150,12 +154,16 @@ class _Tree:
             self.formatting.setdefault(name, []).append(attrs)
             self.unclosed += 1
 
-    def end(self, name: bytes) -> None:
+    def _forget(self, name: bytes) -> None:
         attrs = self.formatting.get(name)
-        if attrs and not self.xml:
+        if attrs:
             key = (name, attrs.pop())
             self.alike[key] -= 1
             self.unclosed -= 1
+
+    def end(self, name: bytes) -> None:
+        if not self.xml:
+            self._forget(name)
         at = self.where.get(name)
         if at:
             self._pop_to(at[-1])
