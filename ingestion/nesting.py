@@ -22,6 +22,7 @@ so the estimate errs high, never low.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -188,11 +189,14 @@ def check_html_file(path: Path) -> None:
 
 def check_epub(path: Path) -> None:
     """Every (X)HTML member of an EPUB, as MuPDF reads them: as XML first."""
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if info.filename.lower().endswith(_EPUB_PAGES):
-                with zf.open(info) as member:
-                    check_html(_chunks(member), xml=True)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.lower().endswith(_EPUB_PAGES):
+                    with zf.open(info) as member:
+                        check_html(_chunks(member), xml=True)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise IngestError("corrupt", f"a page of the EPUB cannot be unpacked: {exc}") from exc
 
 
 def check_xml_file(path: Path) -> None:

@@ -29,7 +29,7 @@ def _nested(tag: str, depth: int) -> bytes:
 
 def _epub(chapter: bytes) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
         zf.writestr(
             "META-INF/container.xml",
@@ -211,3 +211,16 @@ def test_scanner_memory_does_not_grow_with_input(name: str) -> None:
         tracemalloc.stop()
     # One chunk plus its carry-over, whatever the input size.
     assert peak < 4 * nesting.CHUNK_BYTES + 2**20, peak
+
+
+@pytest.mark.timeout(60)
+def test_epub_page_that_cannot_be_unpacked_is_corrupt(tmp_path: Path) -> None:
+    chapter = _xhtml("".join(f"<p>{n * 7919 % 100_003}</p>" for n in range(3000)))
+    data = bytearray(_epub(chapter))
+    # Damage the compressed chapter (the last member) past its local header.
+    at = data.rfind(b"OEBPS/c1.xhtml", 0, data.rfind(b"PK\x01\x02")) + 64
+    data[at : at + 100] = bytes(100)
+    with pytest.raises(IngestError) as err:
+        _open(tmp_path, bytes(data), formats.EPUB)
+    assert err.value.code == "corrupt"
+    assert "cannot be unpacked" in err.value.reason
