@@ -11,7 +11,7 @@ Backends: PyMuPDF for PDF, EPUB, XPS, FB2, MOBI, CBZ and HTML
 text and Markdown (`text_doc`, with PyMuPDF's measurements). Page warnings are listed in
 `pagetext`. Every refusal is an `IngestError` with one of the codes
 ``unsupported_type``, ``encrypted``, ``corrupt``, ``empty``,
-``too_many_pages``, ``too_large``; a page that fails is yielded empty with an
+``too_many_pages``, ``too_large``, ``too_deeply_nested``; a page that fails is yielded empty with an
 ``extraction_failed: ...`` warning and the document goes on.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import formats, zipsniff
+from . import formats, nesting, zipsniff
 from .docx_doc import DocxDocument
 from .mupdf_doc import FILETYPES, MuPDFDocument
 from .parsed import ParsedDocument
@@ -59,5 +59,7 @@ def open_document(path: Path, media_type: str, *, max_pages: int) -> ParsedDocum
     if media_type in formats.TEXT_MEDIA_TYPES:
         return TextDocument(path, media_type, max_pages=max_pages)
     if media_type in FILETYPES:
+        # MuPDF lays markup out recursively: too deep a tree kills the process.
+        nesting.check_markup(path, media_type)
         return MuPDFDocument(path, media_type, max_pages=max_pages)
     raise formats.unsupported(f"a file of type {media_type!r}")  # pragma: no cover

@@ -9,7 +9,7 @@ class IngestError(Exception):
     """A document that cannot be processed, with a stable machine-readable code.
 
     `code` is one of: ``unsupported_type``, ``encrypted``, ``corrupt``, ``empty``,
-    ``too_many_pages``, ``too_large``. `reason` is a sentence for people.
+    ``too_many_pages``, ``too_large``, ``too_deeply_nested``. `reason` is a sentence for people.
     """
 
     def __init__(self, code: str, reason: str) -> None:
