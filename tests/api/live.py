@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select as io_select
 import socket
 from pathlib import Path
 
@@ -49,3 +50,19 @@ def read_reply(s: socket.socket) -> bytes:
         return head + b"\r\n\r\n" + body
     except ConnectionResetError:
         return reply
+
+
+def send_chunked(s: socket.socket, first: bytes, chunk: bytes, total: int) -> int:
+    """Send `first`, then `chunk` again and again as chunked transfer encoding until
+    `total` bytes went or the server answered (or hung up). Returns the bytes sent."""
+    s.sendall(b"%x\r\n%s\r\n" % (len(first), first))
+    sent = 0
+    try:
+        while sent < total:
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+            if io_select.select([s], [], [], 0)[0]:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent

@@ -14,10 +14,9 @@ Gemma 3 270M (no refresher runs in this process); the document is really parsed.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +27,15 @@ from service.config import get_settings
 from service.db import get_sessionmaker
 from service.models import Backend, Job, JobStatus, KvLease, utcnow
 from tests.api.test_documents import upload
-from tests.conftest import auth
+from tests.conftest import auth, settings_env
 from tests.hostile import ChatFault, HostilePeer
 
 GEMMA = "google/gemma-3-270m"
 _POOL = 200 * 2**20
 
 
-@contextmanager
-def _settings(**env: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+def _settings(**env: str) -> AbstractContextManager[None]:
+    return settings_env(env)
 
 
 @contextmanager

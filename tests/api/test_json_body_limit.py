@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import select
 import socket
 import uuid
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from service.config import get_settings
-from tests.api.live import read_reply, stored
+from tests.api.live import read_reply, send_chunked, stored
 from tests.conftest import auth
 
 LIMIT = get_settings().max_json_body_bytes
@@ -104,18 +103,9 @@ def test_chunked_over_the_limit_is_cut_as_it_arrives(
     offered = 256 * LIMIT
     head = _job_body(document_id, 200)[:-1]
     chunk = b" " * (64 * 1024)
-    sent = 0
     with socket.create_connection(live_server, timeout=30) as s:
         s.sendall(_head(api_key, "Transfer-Encoding: chunked\r\n"))
-        s.sendall(b"%x\r\n%s\r\n" % (len(head), head))
-        try:
-            while sent < offered:
-                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                sent += len(chunk)
-                if select.select([s], [], [], 0)[0]:
-                    break
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        sent = send_chunked(s, head, chunk, offered)
         _refused(read_reply(s))
     # What sat in socket buffers when the server stopped reading is allowed for.
     assert sent < 32 * LIMIT, f"{sent} bytes went in before the server refused"

@@ -6,11 +6,10 @@ buffer the body before the app saw it, which is exactly what must not happen.
 
 from __future__ import annotations
 
-import select
 import socket
 
 from service.config import get_settings
-from tests.api.live import blob_tmp_files, read_reply
+from tests.api.live import blob_tmp_files, read_reply, send_chunked
 from tests.conftest import auth
 
 LIMIT = 64 * 1024 * 1024  # set for the test run in conftest
@@ -30,18 +29,9 @@ def test_chunked_upload_over_limit_is_cut(live_server: tuple[str, int], api_key:
     total = 16 * LIMIT  # 1 GiB offered; the server must stop us long before
     part = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="big.pdf"\r\n\r\n'
     chunk = b"%PDF" + b"\0" * (1024 * 1024 - 4)
-    sent = 0
     with socket.create_connection(live_server, timeout=30) as s:
         s.sendall(_head(api_key, "Transfer-Encoding: chunked\r\n"))
-        s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
-        try:
-            while sent < total:
-                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                sent += len(chunk)
-                if select.select([s], [], [], 0)[0]:
-                    break
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        sent = send_chunked(s, part, chunk, total)
         s.settimeout(30)
         reply = read_reply(s)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]

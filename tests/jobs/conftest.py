@@ -24,7 +24,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import CORPUS, auth, start_worker, stop_worker, wait_for
+from tests.conftest import CORPUS, auth, settings_env, start_worker, stop_worker, wait_for
 from tests.vllm.conftest import CACHE, VLLM_PYTHON, need_vllm
 from workers import vllm_metrics
 from workers.vllm_server import STRUCTURED_OUTPUT_ARGS, VllmServer
@@ -118,26 +118,16 @@ def deployment(
 
 
 def _deploy(gemma: Any, scout: Any, logs: Path, *, owned: bool) -> Iterator[Deployment]:
-    from service.config import get_settings
-
     env = _settings_env(gemma, scout)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    refresh_backends()
-    deployment = Deployment(gemma, scout, env, logs, owned)
-    try:
-        yield deployment
-    finally:
-        if owned:  # tests may have replaced a server they killed
-            deployment.gemma.stop()
-            deployment.scout.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    with settings_env(env):
+        refresh_backends()
+        deployment = Deployment(gemma, scout, env, logs, owned)
+        try:
+            yield deployment
+        finally:
+            if owned:  # tests may have replaced a server they killed
+                deployment.gemma.stop()
+                deployment.scout.stop()
 
 
 def refresh_backends() -> None:

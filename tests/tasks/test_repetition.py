@@ -17,7 +17,8 @@ LOOPED = "The document contains key facts, figures and conclusions."
 # Real prose with its own repetitions (lists, tables, code, headings).
 PROSE = [
     "text/debian-policy.txt",
-    "text/python-tutorial.txt",
+    "text/debian-reference.en.txt",
+    "huge/python-3.11-docs.concat.txt",
     "huge/kjv-bible.txt",
 ]
 
