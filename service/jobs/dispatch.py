@@ -28,14 +28,21 @@ def priorities(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID
     if not job_ids:
         return {}
     other = aliased(Job)
+    tenants = select(Job.tenant_id).where(Job.id.in_(job_ids))
+    # Counted once per tenant, however many of its jobs are sent together.
     backlog = (
-        select(func.count())
-        .select_from(other)
-        .where(other.tenant_id == Job.tenant_id, other.status.in_(BACKLOG))
-        .scalar_subquery()
+        select(other.tenant_id, func.count().label("n"))
+        .where(other.tenant_id.in_(tenants), other.status.in_(BACKLOG))
+        .group_by(other.tenant_id)
+        .subquery()
     )
     since = func.coalesce(Job.waiting_since, Job.created_at)
-    rows = session.execute(select(Job.id, backlog, since).where(Job.id.in_(job_ids))).all()
+    stmt = (
+        select(Job.id, func.coalesce(backlog.c.n, 0), since)
+        .outerjoin(backlog, backlog.c.tenant_id == Job.tenant_id)
+        .where(Job.id.in_(job_ids))
+    )
+    rows = session.execute(stmt).all()
     now = utcnow()
     aging_s = admission.Policy().max_head_wait_s
     return {

@@ -21,7 +21,9 @@ from tests.conftest import start_worker, stop_worker, wait_for
 A_JOBS = 20
 
 
-def _jobs(session: Any, tenant_id: uuid.UUID, role: str, n: int, **values: Any) -> list[uuid.UUID]:
+def make_jobs(
+    session: Any, tenant_id: uuid.UUID, role: str, n: int, **values: Any
+) -> list[uuid.UUID]:
     now = utcnow()
     values = {"status": JobStatus.waiting_for_capacity, **values}
     jobs = [
@@ -42,27 +44,6 @@ def _jobs(session: Any, tenant_id: uuid.UUID, role: str, n: int, **values: Any) 
     return [j.id for j in jobs]
 
 
-def test_backlog_counts_a_tenants_waiting_jobs_and_requests(database: str) -> None:
-    role = f"r{uuid.uuid4().hex[:12]}"
-    with get_sessionmaker()() as session:
-        mine, other = Tenant(name=f"mine-{role}"), Tenant(name=f"other-{role}")
-        session.add_all([mine, other])
-        session.commit()
-        [parent] = _jobs(session, mine.id, role, 1, status=JobStatus.running)
-        requests = _jobs(session, mine.id, role, 4, parent_id=parent)
-        [queued] = _jobs(session, mine.id, role, 1, status=JobStatus.queued)
-        _jobs(session, mine.id, role, 10, status=JobStatus.succeeded)
-        _jobs(session, other.id, role, 30)
-        [aged] = _jobs(session, mine.id, role, 1, waiting_since=utcnow() - timedelta(hours=1))
-        # Four requests, one queued job and the aged one wait: 6, the second step;
-        # the running parent, finished jobs and the other tenant's 30 do not count.
-        got = dispatch.priorities(session, [*requests, queued, aged, uuid.uuid4()])
-        # Gone before the assertion can fail: a later test's worker would sweep them.
-        session.execute(delete(Tenant).where(Tenant.id.in_([mine.id, other.id])))
-        session.commit()
-        assert got == {**{r: 3 for r in requests}, queued: 3, aged: 0}
-
-
 def test_small_tenant_task_taken_before_big_backlog(
     database: str, broker: Any, tmp_path: Path
 ) -> None:
@@ -72,8 +53,8 @@ def test_small_tenant_task_taken_before_big_backlog(
         big, small = Tenant(name=f"big-{role}"), Tenant(name=f"small-{role}")
         session.add_all([big, small])
         session.commit()
-        a_jobs = _jobs(session, big.id, role, A_JOBS)
-        [b_job] = _jobs(session, small.id, role, 1)
+        a_jobs = make_jobs(session, big.id, role, A_JOBS)
+        [b_job] = make_jobs(session, small.id, role, 1)
         # All of A's tasks are in the broker before B's, and no worker is running yet.
         for job_id in [*a_jobs, b_job]:
             dispatch.send(session, [job_id])
