@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready
 
+from ingestion.task_priority import PRIORITY_STEPS
 from service.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,11 @@ QUEUES = (INGEST_QUEUE, JOBS_QUEUE)
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        return {"visibility_timeout": settings.broker_visibility_timeout_s}
+        # One list per priority step, popped best first (`ingestion.task_priority`).
+        return {
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "priority_steps": list(PRIORITY_STEPS),
+        }
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
         # These options go to create_engine; SQLite must wait for the writer lock.
         return {"connect_args": {"timeout": 30}}
@@ -97,9 +102,10 @@ def dispatch_ingest(document_id: str) -> None:
     app.send_task(INGEST_TASK, args=[document_id], queue=INGEST_QUEUE)
 
 
-def dispatch_job(job_id: str) -> str:
-    """Send a job's task; returns its Celery task id."""
-    return str(app.send_task(JOB_TASK, args=[job_id], queue=JOBS_QUEUE).id)
+def dispatch_job(job_id: str, priority: int) -> str:
+    """Send a job's task at `priority` (lower goes first; `service.jobs.dispatch`
+    computes it); returns its Celery task id. The SQLite transport ignores it."""
+    return str(app.send_task(JOB_TASK, args=[job_id], queue=JOBS_QUEUE, priority=priority).id)
 
 
 def revoke(task_ids: Sequence[str]) -> None:

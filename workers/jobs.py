@@ -224,7 +224,8 @@ def _no_backend_for_too_long(
 
 
 def _requeue(job_id: uuid.UUID, worker: str) -> dict[str, Any] | None:
-    """Give the slot back: queue a new task behind the others and let it poll. None:
+    """Give the slot back: queue a new task, at its tenant's priority (behind tasks of
+    tenants with smaller backlogs and its equals), and let it poll. None:
     the job is no longer this task's to wait for (admission placed it since the last
     poll, or it ended, or another task took it over), and nothing was sent."""
     with get_sessionmaker()() as session:

@@ -18,9 +18,11 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from ingestion.task_priority import PRIORITY_STEPS
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import retry_conflicts, rows_changed, write_transaction
+from service.jobs.dispatch import priorities
 from service.jobs.tree import end_tree
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from workers import ledger
@@ -62,9 +64,10 @@ def sweep(session: Session, settings: Settings, dispatch: Callable[[str], None])
     return sent
 
 
-def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str], object]) -> int:
+def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str, int], object]) -> int:
     """Reap expired leases (their jobs wait again), then send a task for each job
-    that waits with no live poller, or is queued on a document that is now ready."""
+    that waits with no live poller, or is queued on a document that is now ready,
+    at its tenant's priority (`service.jobs.dispatch.priorities`)."""
     now = utcnow()
     ledger.expire(session, now, max_attempts=settings.max_job_attempts)
     _fail_broken_parents(session, now)
@@ -84,11 +87,12 @@ def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str], o
         .where(or_(Job.dispatched_at.is_(None), Job.dispatched_at < old))
         .limit(500)
     ).all()
-    sent = 0
-    for job_id, seen in rows:
-        if _take(session, Job, job_id, seen):
-            dispatch(str(job_id))
-            sent += 1
+    taken = [job_id for job_id, seen in rows if _take(session, Job, job_id, seen)]
+    priority = priorities(session, taken)
+    session.commit()
+    for job_id in taken:
+        dispatch(str(job_id), priority.get(job_id, PRIORITY_STEPS[-1]))
+    sent = len(taken)
     if sent:
         log.warning("sweeper re-dispatched %d job(s)", sent)
     return sent
@@ -132,7 +136,7 @@ class SweeperThread(Periodic):
         sessions: Callable[[], Session],
         settings: Settings,
         dispatch: Callable[[str], None],
-        dispatch_job: Callable[[str], object] | None = None,
+        dispatch_job: Callable[[str, int], object] | None = None,
     ) -> None:
         super().__init__("sweeper", settings.sweep_interval_s, self._sweep, log, first_now=True)
         self._sessions = sessions

@@ -1,27 +1,72 @@
-"""Sending a job's task, for the API, the worker (map-reduce requests) and ingest."""
+"""Sending a job's task, for the API, the worker (map-reduce requests), ingest and
+the sweeper: with a broker priority from its tenant's backlog (`ingestion.task_priority`)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, aliased
 
-from service.models import Job, utcnow
+from ingestion import admission
+from ingestion.task_priority import PRIORITY_STEPS, job_priority
+from service.models import Job, JobStatus, utcnow
 from workers.celery_app import dispatch_job
 
 log = logging.getLogger(__name__)
+
+# What counts in a tenant's backlog: jobs and map-reduce requests not yet holding a
+# lease (a map-reduce parent is `running` while its requests wait, so it does not).
+BACKLOG = (JobStatus.queued, JobStatus.waiting_for_capacity)
+
+
+def priorities(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Each job's task priority, from its tenant's backlog counted in one query."""
+    if not job_ids:
+        return {}
+    other = aliased(Job)
+    tenants = select(Job.tenant_id).where(Job.id.in_(job_ids))
+    # Counted once per tenant, however many of its jobs are sent together.
+    backlog = (
+        select(other.tenant_id, func.count().label("n"))
+        .where(other.tenant_id.in_(tenants), other.status.in_(BACKLOG))
+        .group_by(other.tenant_id)
+        .subquery()
+    )
+    since = func.coalesce(Job.waiting_since, Job.created_at)
+    stmt = (
+        select(Job.id, func.coalesce(backlog.c.n, 0), since)
+        .outerjoin(backlog, backlog.c.tenant_id == Job.tenant_id)
+        .where(Job.id.in_(job_ids))
+    )
+    rows = session.execute(stmt).all()
+    now = utcnow()
+    aging_s = admission.Policy().max_head_wait_s
+    return {
+        job_id: job_priority(n, _age_s(now, waited_from), aging_s)
+        for job_id, n, waited_from in rows
+    }
+
+
+def _age_s(now: datetime, since: datetime | None) -> float:
+    if since is None:
+        return 0.0
+    if since.tzinfo is None:  # SQLite hands back naive UTC
+        since = since.replace(tzinfo=now.tzinfo)
+    return (now - since).total_seconds()
 
 
 def send(session: Session, job_ids: Sequence[uuid.UUID]) -> None:
     """Queue the tasks of committed jobs and record when and which. A failure here
     loses nothing: the worker's sweeper sends the tasks of jobs nobody polls for."""
+    priority = priorities(session, job_ids)
     sent: dict[uuid.UUID, str] = {}
     for job_id in job_ids:
         try:
-            sent[job_id] = dispatch_job(str(job_id))
+            sent[job_id] = dispatch_job(str(job_id), priority.get(job_id, PRIORITY_STEPS[-1]))
         except Exception:
             log.exception("could not queue job %s; the sweeper will", job_id)
     # Recorded in id order, the ledger's lock order (`workers/ledger.py`): the requests

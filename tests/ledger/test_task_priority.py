@@ -1,0 +1,59 @@
+"""A job task's broker priority: the bucketing of its tenant's backlog onto the
+priority steps (pure), and the backlog's count on Postgres and SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingestion.task_priority import PRIORITY_STEPS, job_priority
+from service.jobs import dispatch
+from service.models import JobStatus, Tenant, utcnow
+from tests.api.test_fair_dispatch import make_jobs
+
+
+def test_small_backlogs_go_first_big_ones_last() -> None:
+    got = {n: job_priority(n, 0.0, 900.0) for n in (0, 1, 3, 4, 15, 16, 63, 64, 500, 10**6)}
+    assert got == {0: 0, 1: 0, 3: 0, 4: 3, 15: 3, 16: 6, 63: 6, 64: 9, 500: 9, 10**6: 9}
+    # Never worse for a smaller backlog, and always one of the transport's steps.
+    order = [job_priority(n, 0.0, 900.0) for n in range(2000)]
+    assert order == sorted(order)
+    assert set(order) == set(PRIORITY_STEPS)
+
+
+def test_an_aged_job_goes_at_the_top_whatever_its_backlog() -> None:
+    assert job_priority(500, 899.0, 900.0) == PRIORITY_STEPS[-1]
+    assert job_priority(500, 900.0, 900.0) == PRIORITY_STEPS[0]
+
+
+def test_other_steps_and_bases() -> None:
+    assert [job_priority(n, 0.0, 9e9, steps=(0, 5), base=2) for n in (1, 2, 100)] == [0, 5, 5]
+    assert job_priority(10**9, 0.0, 9e9, steps=(7,)) == 7
+    with pytest.raises(ValueError):
+        job_priority(1, 0.0, 1.0, steps=())
+    with pytest.raises(ValueError):
+        job_priority(1, 0.0, 1.0, base=1)
+
+
+def test_backlog_counts_a_tenants_waiting_jobs_and_requests(
+    sessions: sessionmaker[Session],
+) -> None:
+    role = f"r{uuid.uuid4().hex[:12]}"
+    with sessions() as session:
+        mine, other = Tenant(name=f"mine-{role}"), Tenant(name=f"other-{role}")
+        session.add_all([mine, other])
+        session.commit()
+        [parent] = make_jobs(session, mine.id, role, 1, status=JobStatus.running)
+        requests = make_jobs(session, mine.id, role, 4, parent_id=parent)
+        [queued] = make_jobs(session, mine.id, role, 1, status=JobStatus.queued)
+        make_jobs(session, mine.id, role, 10, status=JobStatus.succeeded)
+        make_jobs(session, other.id, role, 30)
+        aged_since = utcnow() - timedelta(hours=1)
+        [aged] = make_jobs(session, mine.id, role, 1, waiting_since=aged_since)
+        # Four requests, one queued job and the aged one wait: 6, the second step;
+        # the running parent, finished jobs and the other tenant's 30 do not count.
+        got = dispatch.priorities(session, [*requests, queued, aged, uuid.uuid4()])
+        assert got == {**{r: 3 for r in requests}, queued: 3, aged: 0}
