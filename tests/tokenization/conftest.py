@@ -105,6 +105,7 @@ class Recording:
     def __init__(self, inner: TokenCounter) -> None:
         self.inner = inner
         self.name = inner.name
+        self.model = inner.model
         self.chunks: list[int] = []
         self.scans = 0
 

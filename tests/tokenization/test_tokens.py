@@ -132,7 +132,8 @@ def test_stream_equals_whole_text_on_real_documents(
     assert len(text) > 20_000, f"{name}: extraction produced too little text"
     rec = Recording(counter)
     result = count_stream(rec, _pieces(text), slice_chars=4096)
-    assert result == TokenCount(counter.count(text), True, counter.name, "tokenizer"), name
+    expected = TokenCount(counter.count(text), True, counter.name, "tokenizer", counter.model)
+    assert result == expected, name
     # Many real cuts happened, and no chunk grew past the normal bound.
     assert len(rec.chunks) >= len(text) // (4 * 4096), name
     assert max(rec.chunks) <= 3 * 4096, name
@@ -187,12 +188,14 @@ def test_huge_whitespace_run(scout: TokenCounter, gemma: TokenCounter) -> None:
     assert 600_000 // 64 <= result.count <= 600_000 // 16
     # Gemma has no such limit and no cut inside the run: exact, one chunk.
     assert count_stream(gemma, [text]) == TokenCount(
-        gemma.count(text), True, gemma.name, "tokenizer"
+        gemma.count(text), True, gemma.name, "tokenizer", gemma.model
     )
 
 
 def test_stream_of_nothing(counter: TokenCounter) -> None:
-    assert count_stream(counter, []) == TokenCount(0, True, counter.name, "tokenizer")
+    assert count_stream(counter, []) == TokenCount(
+        0, True, counter.name, "tokenizer", counter.model
+    )
     assert count_stream(counter, ["", ""]).count == 0
     with pytest.raises(ValueError):
         count_stream(counter, ["x"], slice_chars=10, max_buffer_chars=5)
