@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 
 from bench.load_support import api_process, burst, seed_documents
 from service.config import get_settings
+from tests.conftest import _new_key
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -34,12 +36,14 @@ def _pg_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def seeded(database: str, api_key: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The tenant of `api_key` has DOCS documents."""
+def seeded(database: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A key of a tenant of this module's own, which has DOCS documents: the run's
+    shared tenants hold whatever other tests uploaded."""
+    key = _new_key(f"load-{uuid.uuid4().hex[:6]}")
     log = tmp_path_factory.mktemp("load") / "seed.log"
     with api_process({}, log) as url:
-        seed_documents(url, api_key, DOCS)
-    return api_key
+        seed_documents(url, key, DOCS)
+    return key
 
 
 @pytest.fixture()
