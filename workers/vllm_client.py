@@ -19,12 +19,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
-from ingestion.repetition import Loop, find_loop
+from ingestion.repetition import TAIL_CHARS, Loop, find_loop
 from workers.sampling import Sampling
 
 _WATCH_S = 0.1  # how often the watcher looks at the caller's cancel event
@@ -130,6 +130,17 @@ class _Watch:
         # Not joined: it sees _done within _WATCH_S and ends; a join would add that much to
         # every call. A late _abort() is harmless: the closed socket object has no fd.
         self._done.set()
+
+
+def _loop_at_end(pieces: list[str], chars: int) -> Loop | None:
+    """`find_loop` on the output's tail only: joining the whole output at every check
+    would copy it over and over. A piece holds at least one character, so the last
+    TAIL_CHARS pieces hold all of the tail; `keep_chars` is moved back to the whole."""
+    tail = "".join(pieces[-TAIL_CHARS:])
+    found = find_loop(tail)
+    if found is None:
+        return None
+    return replace(found, keep_chars=found.keep_chars + chars - len(tail))
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -259,6 +270,7 @@ class VllmClient:
         first_token_s: float | None = None
         tokens, reported, last_report, done, answered = 0, 0, 0.0, False, False
         loop: Loop | None = None
+        chars = 0  # of text so far
         try:
             with self._http.stream(
                 "POST", "/v1/chat/completions", json=body, headers={"X-Request-Id": rid},
@@ -299,8 +311,9 @@ class VllmClient:
                         if content := (choice.get("delta") or {}).get("content"):
                             text.append(content)
                             tokens += 1
+                            chars += len(content)
                             if loop_guard and tokens % _LOOP_CHECK_EVERY == 0:
-                                loop = find_loop("".join(text))
+                                loop = _loop_at_end(text, chars)
                         finish = choice.get("finish_reason") or finish
                     count = usage.get("completion_tokens") or tokens
                     now = time.monotonic()
