@@ -45,7 +45,7 @@ test: setup vllm services corpus
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/longdoc
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy --strict ingestion
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy --strict ingestion service workers
 
 bench: setup corpus
 	$(BIN)/python bench/ingest.py

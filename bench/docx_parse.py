@@ -4,7 +4,7 @@ Each parse runs in a fresh process, which reports its CPU seconds, its peak RSS
 (VmHWM) and the growth of that peak over the imports. Printed per file: old and
 new, the ratios old/new (time, peak RSS), and whether the page texts are equal. Files:
 the corpus DOCX and hostile ones built here (empty paragraphs, a large
-``document.xml``). The old parser is ``ingestion/docx_doc.py`` at the newest
+``document.xml``). The old parser is ``ingestion/documents/docx_doc.py`` at the newest
 commit where it still used python-docx, loaded from git; it gets `--old-timeout`
 wall seconds per file (the quadratic cases pass it).
 
@@ -52,7 +52,7 @@ def _cpu_s() -> float:
 def old_rev() -> str:
     """The newest commit whose DOCX reader imports python-docx."""
     revs = subprocess.run(
-        ["git", "-C", str(REPO), "log", "--format=%H", "--", "ingestion/docx_doc.py"],
+        ["git", "-C", str(REPO), "log", "--format=%H", "--", "ingestion/documents/docx_doc.py"],
         capture_output=True,
         text=True,
         check=True,
@@ -65,7 +65,7 @@ def old_rev() -> str:
 
 def _source(rev: str) -> str:
     return subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{rev}:ingestion/docx_doc.py"],
+        ["git", "-C", str(REPO), "show", f"{rev}:ingestion/documents/docx_doc.py"],
         capture_output=True,
         text=True,
         check=True,
@@ -74,7 +74,7 @@ def _source(rev: str) -> str:
 
 def child(which: str, path: str, rev: str) -> None:
     """Parse `path` with one parser; print a JSON line with the measurements."""
-    import ingestion.docx_doc as new
+    import ingestion.documents.docx_doc as new
     from ingestion.types import IngestError
 
     module: Any = new

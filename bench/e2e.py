@@ -59,7 +59,7 @@ from bench.e2e_support import (
     start_server,
     throughput_requests,
 )
-from ingestion.tasks import validate
+from ingestion.tasks.specs import validate
 
 QUESTIONS = (
     "What is the title of this form?", "Which agency issues the form?",

@@ -22,12 +22,12 @@ import psycopg
 import pymupdf
 import redis
 
-from ingestion.pagetext import clean_text
-from ingestion.task_output import OutputError, parse_output
-from ingestion.task_prompts import build_messages, render_pages, response_format
-from ingestion.tasks import validate
-from workers import vllm_metrics
-from workers.vllm_server import STRUCTURED_OUTPUT_ARGS, VllmServer, _group_pids, free_port
+from ingestion.documents.pagetext import clean_text
+from ingestion.tasks.output import OutputError, parse_output
+from ingestion.tasks.prompts import build_messages, render_pages, response_format
+from ingestion.tasks.specs import validate
+from service.backends import metrics as vllm_metrics
+from service.backends.server import STRUCTURED_OUTPUT_ARGS, VllmServer, _group_pids, free_port
 
 CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
@@ -211,7 +211,7 @@ class Longdoc:
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "service.cli", "--data-dir", str(self.data_dir), *args]
+        return [sys.executable, "-m", "service.cli.app", "--data-dir", str(self.data_dir), *args]
 
     def new_key(self, tenant: str) -> None:
         """Become a new tenant: the same bytes and jobs are new to it, not de-duplicated."""

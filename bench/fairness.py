@@ -1,7 +1,7 @@
 """Fairness benchmark: one tenant's batch against another tenant's trickle, simulated.
 
 The simulator and deployment of bench/schedule.py, driving the real router and the
-real admission policy (`ingestion.admission.decide`) on a simulated clock. Tenant
+real admission policy (`ingestion.capacity.admission.decide`) on a simulated clock. Tenant
 `batch` submits `--jobs` jobs at t = 0; tenant `small` submits `--small-jobs` more,
 spread evenly over the time the batch's work takes. Longdoc runs twice on the very
 same workload: with tenants (fair admission, the service's default
@@ -29,9 +29,9 @@ from bench.schedule import _models, simulate
 from bench.sim.metrics import _job_wait
 from bench.sim.policies import Longdoc
 from bench.sim.workload import Workload, WorkloadParams, generate
-from ingestion.admission import Policy
+from ingestion.capacity.admission import Policy
+from service.cli.route import deployment_backends
 from service.config import get_settings
-from service.route_cli import deployment_backends
 
 TENANTS = ("batch", "small")
 

@@ -29,9 +29,9 @@ import pymupdf
 import tiktoken
 from tokenizers import Tokenizer
 
-from ingestion.parse import open_document
-from ingestion.textfile import write_pages
-from ingestion.tokens import count_stream, load_counter
+from ingestion.documents.parse import open_document
+from ingestion.documents.textfile import write_pages
+from ingestion.tokens.counting import count_stream, load_counter
 
 CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 TOKENIZERS = {
@@ -131,7 +131,7 @@ def rss_child(role: str, text: str) -> dict[str, float]:
     counting the text. Not ru_maxrss: that survives exec and would report ours."""
     code = (
         "import sys,json;from pathlib import Path;"
-        "from ingestion.tokens import count_stream,load_counter;"
+        "from ingestion.tokens.counting import count_stream,load_counter;"
         "sys.path.insert(0,'bench');from ingest import pieces;"
         f"c=load_counter(Path({str(TOKENIZERS[role])!r}));"
         f"base={_HWM};"

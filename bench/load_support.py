@@ -29,10 +29,10 @@ def free_port() -> int:
 
 @contextmanager
 def api_process(env: dict[str, str], log: Path, ready_timeout_s: float = 60) -> Iterator[str]:
-    """`uvicorn service.main:app` with this process's environment plus `env`; yields
+    """`uvicorn service.api.main:app` with this process's environment plus `env`; yields
     its base URL once /healthz answers, and stops it (SIGTERM, then SIGKILL) after."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1",
+    argv = [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(

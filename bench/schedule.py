@@ -1,12 +1,12 @@
 """Scheduling benchmark: Longdoc's KV admission against admission-free vLLM, simulated.
 
 A discrete-event simulation on a simulated clock that drives the project's own
-code: every job is routed by `ingestion.router.plan_route` against the deployment in
+code: every job is routed by `ingestion.capacity.router.plan_route` against the deployment in
 settings (`settings.deployment`, by default the paper deployment: Gemma 4 31B on one
 H100 80GB, Llama 4 Scout on 8xH100 at the 1M context vLLM published for it, KV pools
 derived from the registry), turned into router backends by the same
-`service.route_cli.deployment_backends` that `longdoc route` uses; Longdoc's requests
-wait for `ingestion.admission.decide`, the policy the KV ledger applies in the
+`service.cli.route.deployment_backends` that `longdoc route` uses; Longdoc's requests
+wait for `ingestion.capacity.admission.decide`, the policy the KV ledger applies in the
 database, with the simulated `now`.
 
 Policies, all over the same plans, replicas and service model:
@@ -99,10 +99,10 @@ from bench.sim.metrics import LowerBound, RunResult, lower_bound, summarize
 from bench.sim.perf import ServiceModel, describe
 from bench.sim.policies import Fifo, Longdoc, RoundRobin, ShortestFirst
 from bench.sim.workload import Workload, WorkloadParams, generate
-from ingestion.admission import Policy
-from ingestion.router import Backend
+from ingestion.capacity.admission import Policy
+from ingestion.capacity.router import Backend
+from service.cli.route import deployment_backends
 from service.config import DeploymentReplica, get_settings
-from service.route_cli import deployment_backends
 
 POLICIES = ("longdoc", "fifo", "round_robin", "shortest_first")
 BASELINE = "fifo"

@@ -118,7 +118,7 @@ done
 
 # --- (c) KV-geometry models ---------------------------------------------------------
 # Small random-weight Gemma 4 / Llama 4 Scout models with the registry's KV geometry
-# (ingestion/models.toml), for tests/vllm/test_kv_geometry.py. Their recipe digests the
+# (ingestion/capacity/models.toml), for tests/vllm/test_kv_geometry.py. Their recipe digests the
 # registry entry, so a registry change rebuilds them. --check needs no torch: the tools
 # venv is only made when something must be built.
 GEOMETRY="$HERE/build_geometry_models.py"

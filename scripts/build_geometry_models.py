@@ -1,15 +1,15 @@
 """Small random-weight models with the real KV-cache geometry of the models Longdoc routes to.
 
 Gemma 4 and Llama 4 Scout are far too big for this machine, yet Longdoc's KV arithmetic
-(ingestion/kv.py) must equal what vLLM computes for them. vLLM's KV accounting reads
+(ingestion/capacity/kv.py) must equal what vLLM computes for them. vLLM's KV accounting reads
 only the attention geometry, so a model with the real text architecture
 (Gemma4ForCausalLM / Llama4ForCausalLM), the real layer count, layer pattern,
 window or chunk, KV heads, head dims and KV sharing, but hidden size 256, a few query
 heads, a tiny MLP and random weights, gets the very same KV cache as the real one and
 serves on the CPU in under a minute. tests/vllm/test_kv_geometry.py serves these.
 
-Every KV number comes from the project's registry (ingestion/models.toml, through
-ingestion/registry.py); nothing here restates a model's geometry.
+Every KV number comes from the project's registry (ingestion/capacity/models.toml, through
+ingestion/capacity/registry.py); nothing here restates a model's geometry.
 
     python build_geometry_models.py [--check] MODELS_DIR
 
@@ -44,7 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ingestion.registry import ModelSpec, get_model  # noqa: E402 (path set just above)
+from ingestion.capacity.registry import ModelSpec, get_model  # noqa: E402 (path set just above)
 
 # Bump when what the build writes changes in a way the derived config does not show.
 RECIPE = "longdoc-geometry-v1"
@@ -333,7 +333,7 @@ def build(p: Plan, dest: Path, recipe: str) -> None:
             "differs_from_real": list(p.notes),
             "built_by": {
                 "script": "scripts/build_geometry_models.py",
-                "registry": "ingestion/models.toml",
+                "registry": "ingestion/capacity/models.toml",
                 "seed": SEED,
                 "transformers": transformers.__version__,
                 "torch": torch.__version__,

@@ -42,7 +42,7 @@ class BackendConfig(BaseModel):
     kv_cache_bytes: int | None = Field(default=None, gt=0)
     model: str | None = Field(
         default=None,
-        description="Registry id (ingestion/models.toml) of the served model, where the "
+        description="Registry id (ingestion/capacity/models.toml) of the served model, where the "
         "served name is not one; used to derive KV capacity from the server's blocks.",
     )
     tp: int = Field(default=1, gt=0, description="The server's tensor-parallel size.")
@@ -67,7 +67,7 @@ class BackendConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _registered(cls, model: str | None) -> str | None:
-        from ingestion.registry import known_models  # here: only BackendConfig needs it
+        from ingestion.capacity.registry import known_models  # here: only BackendConfig needs it
 
         if model is not None and model not in known_models():
             raise ValueError(f"unknown model {model!r}; known models: {', '.join(known_models())}")
@@ -81,7 +81,7 @@ class DeploymentReplica(BaseModel):
     `kv_cache_bytes` None = unknown: such replicas are never planned on."""
 
     role: str
-    model: str = Field(description="Registry id (ingestion/models.toml).")
+    model: str = Field(description="Registry id (ingestion/capacity/models.toml).")
     max_model_len: int = Field(gt=0)
     kv_cache_bytes: int | None = Field(default=None, gt=0)
     replicas: int = Field(default=1, gt=0)
@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     # CPU server 700-1,100/s with bf16 hardware, ~30/s on AVX2 alone (the embedded
     # server sets 10).
     vllm_min_prefill_tokens_per_s: float = Field(default=200.0, gt=0)
-    # An output that starts to loop (ingestion/repetition.py) is stopped and asked again
+    # An output that starts to loop (ingestion/tasks/repetition.py) is stopped and asked again
     # once with at least this repetition penalty; a second loop is kept, cut, with a
     # warning. False: let outputs run to their budget.
     loop_guard: bool = True
@@ -256,7 +256,7 @@ class Settings(BaseSettings):
     tokenize_backoff_s: float = Field(default=1.0, ge=0)
 
     # `longdoc serve` with no backends configured starts a vLLM CPU server on SmolLM2
-    # 135M (service/embedded_vllm.py) when `make vllm` has built it; false (or
+    # 135M (service/backends/embedded.py) when `make vllm` has built it; false (or
     # `serve --no-vllm`) skips it. Its context (the model's own is 8,192) and KV cache.
     embedded_vllm: bool = True
     embedded_vllm_max_model_len: int = Field(default=8_192, gt=0)

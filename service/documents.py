@@ -10,16 +10,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from ingestion.formats import SUPPORTED_MEDIA_TYPES, detect_media_type_path
-from ingestion.textfile import PageSpan, parse_page_range, read_pages, spans_from_json
+from ingestion.documents.formats import SUPPORTED_MEDIA_TYPES, detect_media_type_path
+from ingestion.documents.textfile import PageSpan, parse_page_range, read_pages, spans_from_json
 from ingestion.types import IngestError
-from service import schemas
-from service.auth import owned
+from service.api import schemas
+from service.api.deps import owned
+from service.api.upload import ReceivedFile
 from service.blobstore import BlobStore, fsync_file
 from service.db import write_transaction
 from service.jobs import tree
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
-from service.upload import ReceivedFile
 
 log = logging.getLogger(__name__)
 # The first key of the advisory locks on originals (`lock_blob`): "blob" in ASCII.

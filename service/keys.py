@@ -1,4 +1,4 @@
-"""API keys as operators manage them: list and revoke (`create_key` is in service.auth).
+"""API keys as operators manage them: list and revoke (`create_key` is in service.api.deps).
 
 A key is named by its id or its prefix, the characters after `ld_` that `keys list`
 shows; the secret itself is never stored, so never shown.

@@ -93,7 +93,7 @@ def start_worker(
             "-m",
             "celery",
             "-A",
-            "workers.celery_app",
+            "workers.app",
             "worker",
             "--queues",
             "ingest,jobs",
@@ -137,14 +137,14 @@ def worker(
 def client(database: str, broker: redis.Redis) -> Iterator[object]:
     from fastapi.testclient import TestClient
 
-    from service.main import app
+    from service.api.main import app
 
     with TestClient(app) as c:
         yield c
 
 
 def _new_key(tenant: str, admin: bool = False) -> str:
-    from service.auth import create_key
+    from service.api.deps import create_key
     from service.db import get_sessionmaker
 
     with get_sessionmaker()() as session:

@@ -11,7 +11,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
-from workers.vllm_server import HOST
+from service.backends.server import HOST
 
 ChatFault = Literal["429", "500", "cut"]
 

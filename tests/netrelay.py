@@ -14,7 +14,7 @@ import contextlib
 import socket
 import threading
 
-from workers.vllm_server import HOST, free_port
+from service.backends.server import HOST, free_port
 
 
 def _pump(src: socket.socket, dst: socket.socket, gate: threading.Event | None = None) -> None:

@@ -26,12 +26,12 @@ import httpx
 import psutil
 import pytest
 
-from ingestion.repetition import find_loop
-from service import embedded_vllm
+from ingestion.tasks.repetition import find_loop
+from service.backends import embedded as embedded_vllm
 from service.config import Settings
 from tests.conftest import REPO, corpus_file, wait_for
 
-LONGDOC = [sys.executable, "-m", "service.cli"]
+LONGDOC = [sys.executable, "-m", "service.cli.app"]
 # One page, ~3,700 characters: with the prompt and 64 output tokens well inside the
 # embedded server's 8,192-token context, so the plan is a single request.
 SMALL_PDF = "pdf/latex-ltnews01.pdf"

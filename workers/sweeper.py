@@ -18,16 +18,16 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from ingestion.task_priority import PRIORITY_STEPS
+from ingestion.capacity.priority import PRIORITY_STEPS
+from service import ledger
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import retry_conflicts, rows_changed, write_transaction
 from service.jobs.dispatch import priorities
 from service.jobs.tree import end_tree
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
-from workers import ledger
-from workers.claims import silent_parse
-from workers.periodic import Periodic
+from service.periodic import Periodic
+from workers.ingest.claims import silent_parse
 
 log = logging.getLogger(__name__)
 # A message the broker still holds is redelivered by the broker; only after this

@@ -6,6 +6,6 @@
 - `engine`: vLLM replicas stepping on a simulated clock (chunked prefill, KV blocks
   allocated as tokens are processed, recompute preemption) and the event loop;
 - `policies`: who sends which request to which replica, and when: Longdoc
-  (the real `ingestion.admission.decide`) and the admission-free baselines;
+  (the real `ingestion.capacity.admission.decide`) and the admission-free baselines;
 - `metrics`: makespan, waits, KV utilisation, preemptions, the lower bound.
 """

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingestion.kv import KvConfig, KvLayout, kv_layout
-from ingestion.registry import get_model
+from ingestion.capacity.kv import KvConfig, KvLayout, kv_layout
+from ingestion.capacity.registry import get_model
 
 __all__ = ["H100_SXM", "MODEL_PERF", "Hardware", "ModelPerf", "ServiceModel", "describe"]
 
@@ -176,7 +176,7 @@ class ServiceModel:
 
     def occupancy(self, tokens: int, in_flight: int) -> int:
         """Bytes of KV blocks a running request holds with `tokens` tokens allocated,
-        `in_flight` of them scheduled in this step: ingestion.kv's per-group rule
+        `in_flight` of them scheduled in this step: ingestion.capacity.kv's per-group rule
         (KvGroup.blocks) with the step's own in-flight count instead of the server's
         maximum. vLLM frees sliding and chunked blocks that fall out of the window, so
         this is never above the reservation the router computed for the request."""

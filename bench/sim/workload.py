@@ -4,7 +4,7 @@ Document lengths are log-uniform between `min_tokens` and `max_tokens` (as many
 10K-token documents as 1M-token ones). Every job is routed by `plan_route` against
 the deployment's backends, exactly as `longdoc route` does; documents beyond every
 backend are split by a page chunker over synthetic pages (whole pages packed up to
-the router's budget, which is what `ingestion.chunking` does with real text).
+the router's budget, which is what `ingestion.capacity.chunking` does with real text).
 
 Arrivals: `burstiness` of the jobs arrive in bursts of `burst_size` at one instant,
 the rest independently uniform (a Poisson stream, given its count); all within a
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from bench.sim.perf import ServiceModel
-from ingestion.route_plan import Chunk, Plan, Request
-from ingestion.router import Backend, Job, plan_route
+from ingestion.capacity.route_plan import Chunk, Plan, Request
+from ingestion.capacity.router import Backend, Job, plan_route
 from ingestion.types import TokenCount
 
 __all__ = ["JobSpec", "RequestSpec", "Workload", "WorkloadParams", "generate", "page_chunker"]

@@ -1,5 +1,5 @@
 """Sending a job's task, for the API, the worker (map-reduce requests), ingest and
-the sweeper: with a broker priority from its tenant's backlog (`ingestion.task_priority`)."""
+the sweeper: with a broker priority from its tenant's backlog (`ingestion.capacity.priority`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from ingestion import admission
-from ingestion.task_priority import PRIORITY_STEPS, job_priority
+from ingestion.capacity import admission
+from ingestion.capacity.priority import PRIORITY_STEPS, job_priority
 from service.models import Job, JobStatus, utcnow
-from workers.celery_app import dispatch_job
+from service.queue import dispatch_job
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def send(session: Session, job_ids: Sequence[uuid.UUID]) -> None:
             sent[job_id] = dispatch_job(str(job_id), priority.get(job_id, PRIORITY_STEPS[-1]))
         except Exception:
             log.exception("could not queue job %s; the sweeper will", job_id)
-    # Recorded in id order, the ledger's lock order (`workers/ledger.py`): the requests
+    # Recorded in id order, the ledger's lock order (`service/ledger.py`): the requests
     # of a map-reduce job may be being cancelled meanwhile.
     for job_id in sorted(sent):
         stmt = update(Job).where(Job.id == job_id)

@@ -14,9 +14,9 @@ from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ingestion.route_plan import RouteRefused
-from ingestion.tasks import TaskError, validate
-from service.auth import owned
+from ingestion.capacity.route_plan import RouteRefused
+from ingestion.tasks.specs import TaskError, validate
+from service.api.deps import owned
 from service.config import Settings
 from service.db import retry_conflicts, rows_changed, write_transaction
 from service.documents import get_owned as get_owned_document

@@ -1,5 +1,5 @@
 """Plan a job: its document's token counts, its prompt's and the backends as measured,
-through the router (`ingestion.router.plan_route`).
+through the router (`ingestion.capacity.router.plan_route`).
 
 Shared by the API (a job on a parsed document is planned when it is created, so the
 client sees its plan and a bad budget is a 422) and the worker (a job created before
@@ -16,14 +16,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingestion.chunking import PageChunker
-from ingestion.kv import KvConfig
-from ingestion.route_plan import Chunk, Plan, Request, RouteRefused
-from ingestion.router import Backend, Job, plan_route
-from ingestion.task_prompts import page_marker
-from ingestion.tasks import TEMPLATE_TOKENS, instruction_text, reduce_instruction_text
-from ingestion.textfile import PageSpan, read_pages, spans_from_json
-from ingestion.tokens import TokenCounter, estimate_tokens, load_counter
+from ingestion.capacity.chunking import PageChunker
+from ingestion.capacity.kv import KvConfig
+from ingestion.capacity.route_plan import Chunk, Plan, Request, RouteRefused
+from ingestion.capacity.router import Backend, Job, plan_route
+from ingestion.documents.textfile import PageSpan, read_pages, spans_from_json
+from ingestion.tasks.prompts import page_marker
+from ingestion.tasks.specs import TEMPLATE_TOKENS, instruction_text, reduce_instruction_text
+from ingestion.tokens.counting import TokenCounter, estimate_tokens, load_counter
 from ingestion.types import TokenCount
 from service.blobstore import BlobStore
 from service.config import Settings
@@ -84,7 +84,7 @@ def role_counters(
     rows: Sequence[BackendRow], settings: Settings
 ) -> Iterator[dict[str, TokenCounter]]:
     """A counter per role: the local tokenizer file, else a healthy server's /tokenize."""
-    from workers.remote_tokens import ServerCounter  # workers import service, not back
+    from service.backends.tokenize import ServerCounter  # workers import service, not back
 
     counters: dict[str, TokenCounter] = {}
     remote: list[ServerCounter] = []
@@ -161,7 +161,7 @@ def _backend_rows(session: Session, settings: Settings) -> list[BackendRow]:
     if any(str(c.url).rstrip("/") not in known for c in settings.backends):
         # Configured but never probed (a fresh start, before a worker's refresher ran).
         # In a session of its own: refresh commits, and the caller's job is not ready.
-        from workers.backends import refresh
+        from service.backends.discovery import refresh
 
         with Session(bind=session.get_bind()) as probing:
             refresh(probing, settings, utcnow())
@@ -185,7 +185,7 @@ def plan_document_job(
     `tokenize_failed` when a server's /tokenize failed every attempt); SplitDeferred:
     it must be split, and its text is over `max_split_bytes`; TokenizeDeferred: a
     /tokenize failed and `defer_tokenize_errors`."""
-    from workers.remote_tokens import RemoteTokenizeError
+    from service.backends.tokenize import RemoteTokenizeError
 
     try:
         return _plan(session, settings, doc, task, params, max_output_tokens, max_split_bytes)

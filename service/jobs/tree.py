@@ -9,7 +9,7 @@ here the join is exactly as durable as the results it waits for.
 
 Every function here changes rows and leaves the commit to the caller, so a result, a
 lease release and the fan-in land in one transaction. Rows are locked in the order
-`workers/ledger.py` sets out: a map-reduce job before its requests, jobs of one level
+`service/ledger.py` sets out: a map-reduce job before its requests, jobs of one level
 by id, their leases last; `lock` takes job locks that way.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
-from ingestion.route_plan import Plan, Request
+from ingestion.capacity.route_plan import Plan, Request
 from service.models import Job, JobStatus, KvLease, Result
 
 FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)

@@ -15,7 +15,7 @@ import uvicorn
 
 @pytest.fixture(scope="module")
 def live_server(database: str, broker: Any) -> Iterator[tuple[str, int]]:
-    from service.main import app
+    from service.api.main import app
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

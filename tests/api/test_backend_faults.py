@@ -75,7 +75,7 @@ def _hostile_gemma(chat: ChatFault = "500", **env: str) -> Iterator[tuple[Hostil
 
 
 def _parsed_doc(client: Any, key: str, tmp_path: Path) -> str:
-    from workers.ingest import run_ingest
+    from workers.ingest.tasks import run_ingest
 
     text = tmp_path / "note.txt"
     text.write_text(f"A short note ({uuid.uuid4()}) about backends that fail.\n" * 20)
@@ -98,7 +98,7 @@ def _job(client: Any, key: str, doc: str, max_out: int) -> dict[str, Any]:
 
 
 def _admit() -> None:
-    from workers import ledger
+    from service import ledger
 
     settings = get_settings()
     with get_sessionmaker()() as s:
@@ -108,7 +108,7 @@ def _admit() -> None:
 
 
 def _run(job_id: str) -> None:
-    from workers import job_run
+    from workers.jobs import run as job_run
 
     job_run.run(get_sessionmaker(), get_settings(), uuid.UUID(job_id), lambda ids: None)
 
@@ -186,7 +186,7 @@ def test_a_refused_connection_marks_the_backend_down(
 def test_failing_tokenize_leaves_the_job_queued_then_fails_it(
     client: Any, api_key: str, tmp_path: Path
 ) -> None:
-    from workers.jobs import drive
+    from workers.jobs.tasks import drive
 
     # No Gemma tokenizer file: prompts are counted by the (hostile) server's /tokenize.
     scout_only = json.dumps({"scout": str(get_settings().tokenizers["scout"])})

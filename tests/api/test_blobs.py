@@ -174,7 +174,7 @@ def test_upload_cancelled_mid_body_leaves_no_temp_file(tmp_path: Path) -> None:
 
     from starlette.requests import Request
 
-    from service.upload import receive_file
+    from service.api.upload import receive_file
 
     store = BlobStore(tmp_path)
     part = b'--b0und\r\nContent-Disposition: form-data; name="file"; filename="x.txt"\r\n\r\n'

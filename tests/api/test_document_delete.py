@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
+from service import ledger
 from service.db import get_sessionmaker
 from service.models import Backend, Job, JobStatus, KvLease, Result, utcnow
 from tests.conftest import auth, wait_for
-from workers import ledger
 
 
 def _upload(client: Any, key: str) -> str:

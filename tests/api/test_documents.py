@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ingestion.tokenizer_files import read_model
+from ingestion.tokens.files import read_model
 from service.config import get_settings
 from tests.conftest import auth, corpus_file, wait_for
 

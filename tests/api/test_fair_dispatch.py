@@ -103,7 +103,7 @@ def test_embedded_broker_takes_prioritised_tasks_in_sent_order(tmp_path: Path) -
     """The SQLite transport of the embedded default has no priorities: a task sent
     with one is still delivered, in the order sent."""
     from service.config import Settings
-    from workers.celery_app import JOB_TASK, JOBS_QUEUE, make_celery
+    from service.queue import JOB_TASK, JOBS_QUEUE, make_celery
 
     app = make_celery(Settings(broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}"))
     for job_id, priority in (("low", 9), ("high", 0)):

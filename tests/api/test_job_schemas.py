@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from ingestion.task_prompts import response_format
-from ingestion.task_schema import SCHEMA_EXPANSION
+from ingestion.tasks.prompts import response_format
+from ingestion.tasks.schema import SCHEMA_EXPANSION
 from service.db import get_sessionmaker
 from service.models import Job
 from tests.api.test_documents import upload

@@ -16,11 +16,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from service.cli import cli
+from service.cli.app import cli
 from tests.conftest import REPO, auth
 
 Client = Any
-LONGDOC = [sys.executable, "-m", "service.cli"]
+LONGDOC = [sys.executable, "-m", "service.cli.app"]
 
 
 def longdoc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

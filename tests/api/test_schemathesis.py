@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.main import app
+from service.api.main import app
 from tests.api.test_documents import settled
 from tests.conftest import auth
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi import HTTPException
 from sqlalchemy import func, select, text
 
-from service.auth import create_key
+from service.api.deps import create_key
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.jobs import lifecycle

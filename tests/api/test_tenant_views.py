@@ -22,7 +22,8 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from service.auth import create_key
+from service import ledger
+from service.api.deps import create_key
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import get_sessionmaker
@@ -40,9 +41,9 @@ from service.models import (
 )
 from service.security import lookup_prefix
 from tests.conftest import auth
-from workers import job_run, ledger
-from workers.ingest import run_ingest
-from workers.jobs import _no_backend_for_too_long
+from workers.ingest.tasks import run_ingest
+from workers.jobs import run as job_run
+from workers.jobs.tasks import _no_backend_for_too_long
 
 Client = Any
 GIB = 1 << 30

@@ -16,8 +16,8 @@ from bench import schedule
 from bench.sim.metrics import RunResult
 from bench.sim.perf import ServiceModel
 from bench.sim.workload import WorkloadParams
-from ingestion import admission
-from ingestion.kv import KvConfig
+from ingestion.capacity import admission
+from ingestion.capacity.kv import KvConfig
 from service.config import DeploymentReplica, Settings
 
 # Small, and loaded enough (half the jobs in bursts, 1.5x the work the span allows)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.doc_metadata import epub_language, fb2_language, html_language
+from ingestion.documents.metadata import epub_language, fb2_language, html_language
 
 CorpusFile = Callable[[str], Path]
 

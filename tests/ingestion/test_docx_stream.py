@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import formats, zipsniff
-from ingestion.parse import open_document
+from ingestion.documents import formats, zipsniff
+from ingestion.documents.parse import open_document
 from ingestion.types import IngestError, PageText
 from tests.ingestion.hostile_docx import (
     big_body,
@@ -113,8 +113,8 @@ def test_xml_parts_over_their_guard_are_too_large(
 _CHILD = """
 import json, sys
 from pathlib import Path
-from ingestion import formats, zipsniff
-from ingestion.parse import open_document
+from ingestion.documents import formats, zipsniff
+from ingestion.documents.parse import open_document
 from ingestion.types import IngestError
 
 def hwm():

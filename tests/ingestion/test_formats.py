@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import formats, zipsniff
-from ingestion.formats import (
+from ingestion.documents import formats, zipsniff
+from ingestion.documents.formats import (
     HEAD_BYTES,
     SUPPORTED_MEDIA_TYPES,
     detect_media_type,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import formats, nesting
-from ingestion.parse import open_document
+from ingestion.documents import formats, nesting
+from ingestion.documents.parse import open_document
 from ingestion.types import IngestError
 
 

@@ -13,9 +13,9 @@ import docx as _docx
 import pymupdf as _pymupdf
 import pytest
 
-from ingestion import formats, mupdf_doc
-from ingestion.formats import detect_media_type_path
-from ingestion.pagetext import (
+from ingestion.documents import formats, mupdf_doc
+from ingestion.documents.formats import detect_media_type_path
+from ingestion.documents.pagetext import (
     BLANK_PAGE,
     DECODED_CP1252,
     DECODED_LATIN1,
@@ -24,7 +24,7 @@ from ingestion.pagetext import (
     SYNTHETIC_PAGE_CHARS,
     UNMAPPED_GLYPHS,
 )
-from ingestion.parse import open_document
+from ingestion.documents.parse import open_document
 from ingestion.types import IngestError, PageText
 
 CorpusFile = Callable[[str], Path]

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion import formats
-from ingestion.parse import open_document
-from ingestion.textfile import (
+from ingestion.documents import formats
+from ingestion.documents.parse import open_document
+from ingestion.documents.textfile import (
     PAGE_SEPARATOR,
     PageSpan,
     parse_page_range,

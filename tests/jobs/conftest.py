@@ -24,10 +24,10 @@ import httpx
 import pytest
 import redis
 
+from service.backends import metrics as vllm_metrics
+from service.backends.server import STRUCTURED_OUTPUT_ARGS, VllmServer
 from tests.conftest import CORPUS, auth, settings_env, start_worker, stop_worker, wait_for
 from tests.vllm.conftest import CACHE, VLLM_PYTHON, need_vllm
-from workers import vllm_metrics
-from workers.vllm_server import STRUCTURED_OUTPUT_ARGS, VllmServer
 
 GEMMA_ID = "google/gemma-3-270m"
 SCOUT_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -132,10 +132,10 @@ def _deploy(gemma: Any, scout: Any, logs: Path, *, owned: bool) -> Iterator[Depl
 
 def refresh_backends() -> None:
     """Write the backends' rows now (the worker's refresher does it every second)."""
+    from service.backends.discovery import refresh
     from service.config import get_settings
     from service.db import get_sessionmaker
     from service.models import utcnow
-    from workers.backends import refresh
 
     with get_sessionmaker()() as session:
         refresh(session, get_settings(), utcnow())

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from sqlalchemy import func, select
 
-from ingestion.repetition import find_loop
+from ingestion.tasks.repetition import find_loop
 from service.db import get_sessionmaker
 from service.models import Job, KvLease, Result
 from tests.conftest import auth, wait_for

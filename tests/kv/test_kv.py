@@ -18,8 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ingestion.kv import KvConfig, KvLayout, KvReservation, kv_layout, layer_kv_specs, reserve
-from ingestion.kv_pool import (
+from ingestion.capacity.kv import (
+    KvConfig,
+    KvLayout,
+    KvReservation,
+    kv_layout,
+    layer_kv_specs,
+    reserve,
+)
+from ingestion.capacity.pool import (
     fits,
     kv_cache_size_tokens,
     max_concurrency,
@@ -27,7 +34,7 @@ from ingestion.kv_pool import (
     num_blocks,
     pool_capacity,
 )
-from ingestion.registry import (
+from ingestion.capacity.registry import (
     REGISTRY_PATH,
     AttentionGeometry,
     ModelSpec,
@@ -38,7 +45,7 @@ from ingestion.registry import (
     known_models,
     load_registry,
 )
-from service.cli import cli
+from service.cli.app import cli
 
 GIB = 1 << 30
 G31 = "google/gemma-4-31B-it"

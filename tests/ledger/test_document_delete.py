@@ -13,12 +13,11 @@ import pytest
 from fastapi import HTTPException
 from sqlalchemy import func, select
 
-from service import documents
+from service import documents, ledger
+from service.api.upload import ReceivedFile
 from service.blobstore import BlobStore
 from service.models import Document, Job, JobStatus, KvLease
-from service.upload import ReceivedFile
 from tests.ledger.conftest import World, at
-from workers import ledger
 
 
 def test_delete_refuses_then_cancels_a_leased_job(world: World, tmp_path: Path) -> None:

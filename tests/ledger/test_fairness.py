@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion.admission import (
+from ingestion.capacity.admission import (
     Decision,
     Lease,
     Policy,

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import ledger
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import get_sessionmaker
@@ -28,7 +29,7 @@ from service.models import (
     utcnow,
 )
 from tests.ledger.gates import Gate, Monitor, Runner
-from workers import jobs, ledger
+from workers.jobs import tasks as jobs
 
 GEMMA = "google/gemma-3-270m"
 

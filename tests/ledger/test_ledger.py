@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingestion.admission import Policy, Rule
+from ingestion.capacity.admission import Policy, Rule
+from service import ledger
 from service.models import Backend, Job, JobStatus, KvLease
 from tests.ledger.conftest import World, at
-from workers import ledger
 
 TTL = 30.0
 

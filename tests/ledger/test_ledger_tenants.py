@@ -7,10 +7,10 @@ import uuid
 
 from sqlalchemy import func, select
 
-from ingestion.admission import Policy
+from ingestion.capacity.admission import Policy
+from service import ledger
 from service.models import Job, JobStatus, KvLease
 from tests.ledger.conftest import T0, World, at
-from workers import ledger
 
 TTL = 30.0
 

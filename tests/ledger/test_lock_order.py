@@ -1,5 +1,5 @@
 """One lock order for every transaction on backends, jobs and leases
-(`workers/ledger.py`), shown on Postgres by forced interleavings: one session runs up
+(`service/ledger.py`), shown on Postgres by forced interleavings: one session runs up
 to its first row lock and holds it, the other runs into it, then the first goes on.
 Pairs: cancel against renew, release and reaping of a running job; a request's
 success (release, result, fan-in) against a cancel of its map-reduce job; the backend
@@ -17,18 +17,19 @@ import stamina
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingestion.task_output import TaskOutput
+from ingestion.tasks.output import TaskOutput
+from service import ledger
+from service.backends.client import Completion
+from service.backends.discovery import refresh
 from service.config import BackendConfig, get_settings
 from service.jobs import lifecycle, tree
 from service.models import Backend, Job, JobStatus, KvLease, Result
 from tests.ledger.conftest import World, at
 from tests.ledger.gates import Gate, Monitor, Runner, backend_pid
 from tests.ledger.test_tree import _plan
-from workers import job_run, ledger
-from workers.backends import refresh
-from workers.job_run import _Admitted
-from workers.job_text import RequestText
-from workers.vllm_client import Completion
+from workers.jobs import run as job_run
+from workers.jobs.run import _Admitted
+from workers.jobs.text import RequestText
 
 TTL = 30.0
 Op = Callable[[Session, uuid.UUID, uuid.UUID], Any]

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingestion.task_priority import PRIORITY_STEPS, job_priority
+from ingestion.capacity.priority import PRIORITY_STEPS, job_priority
 from service.jobs import dispatch
 from service.models import JobStatus, Tenant, utcnow
 from tests.api.test_fair_dispatch import make_jobs

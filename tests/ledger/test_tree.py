@@ -9,7 +9,15 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from ingestion.route_plan import Chunk, DocTokens, MapStep, Plan, ReduceGroup, ReduceLevel, Request
+from ingestion.capacity.route_plan import (
+    Chunk,
+    DocTokens,
+    MapStep,
+    Plan,
+    ReduceGroup,
+    ReduceLevel,
+    Request,
+)
 from service.jobs import tree
 from service.models import Job, JobStatus, KvLease, Result
 from tests.ledger.conftest import T0, World

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.formats import detect_media_type_path
-from ingestion.parse import open_document
-from ingestion.route_plan import Chunk
-from ingestion.router import Backend
-from ingestion.textfile import PageSpan, write_pages
-from ingestion.tokens import TokenCounter, load_counter
+from ingestion.capacity.route_plan import Chunk
+from ingestion.capacity.router import Backend
+from ingestion.documents.formats import detect_media_type_path
+from ingestion.documents.parse import open_document
+from ingestion.documents.textfile import PageSpan, write_pages
+from ingestion.tokens.counting import TokenCounter, load_counter
 
 _CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", _CACHE / "corpus"))
@@ -76,8 +76,8 @@ def parsed() -> Callable[[str], tuple[bytes, Pages]]:
 @pytest.fixture
 def paper() -> list[Backend]:
     """The paper deployment as `longdoc route` sees it."""
+    from service.cli.route import deployment_backends
     from service.config import Settings
-    from service.route_cli import deployment_backends
 
     return deployment_backends(Settings().deployment)
 

@@ -7,9 +7,8 @@ import itertools
 
 import pytest
 
-from ingestion.chunking import Unsplittable, chunk_pages
-
-from .conftest import check_cover, counter_for, parse
+from ingestion.capacity.chunking import Unsplittable, chunk_pages
+from tests.routing.conftest import check_cover, counter_for, parse
 
 CASES = [
     # 1,370 pages, whole-page chunks only.

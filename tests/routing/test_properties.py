@@ -10,17 +10,16 @@ from collections.abc import Sequence
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ingestion.chunking import PageChunker, Unsplittable, chunk_pages
-from ingestion.kv import KvConfig, kv_layout, reserve
-from ingestion.kv_pool import fits
-from ingestion.registry import get_model
-from ingestion.route_plan import Plan, RouteRefused
-from ingestion.router import Backend, Job, plan_route
-from ingestion.textfile import PageSpan, write_pages
-from ingestion.tokens import TokenCounter
+from ingestion.capacity.chunking import PageChunker, Unsplittable, chunk_pages
+from ingestion.capacity.kv import KvConfig, kv_layout, reserve
+from ingestion.capacity.pool import fits
+from ingestion.capacity.registry import get_model
+from ingestion.capacity.route_plan import Plan, RouteRefused
+from ingestion.capacity.router import Backend, Job, plan_route
+from ingestion.documents.textfile import PageSpan, write_pages
+from ingestion.tokens.counting import TokenCounter
 from ingestion.types import PageText, TokenCount
-
-from .conftest import check_cover, counter_for
+from tests.routing.conftest import check_cover, counter_for
 
 WORDS = st.sampled_from(
     ["the", "a", "kernel", "Straße", "naïve", "数据", "42", "x=1;", "(see", "p. 7)", " ", "-"]

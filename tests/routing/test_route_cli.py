@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ingestion.kv import reserve
-from ingestion.registry import get_model
-from ingestion.route_plan import Plan
-from service.cli import cli
-
-from .conftest import corpus_path, counter_for, parse
+from ingestion.capacity.kv import reserve
+from ingestion.capacity.registry import get_model
+from ingestion.capacity.route_plan import Plan
+from service.cli.app import cli
+from tests.routing.conftest import corpus_path, counter_for, parse
 
 GEMMA = "google/gemma-4-31B-it"
 runner = CliRunner()

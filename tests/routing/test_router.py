@@ -1,7 +1,7 @@
 """Hand-worked plans on the paper deployment and on small ones built to hit each rule.
 
 KV figures are worked out with vLLM's formula (../shared/models/models.yaml,
-vllm_kv_formula) and also checked against ingestion.kv.reserve:
+vllm_kv_formula) and also checked against ingestion.capacity.kv.reserve:
   Gemma 4 31B, TP1, bf16, F = 16,384: 2,621,440 B x (ceil(L/32) + 5 x (ceil(min(17,407, L)/16) + 1))
   Scout, TP8, bf16, F = 16,384:          98,304 B x (ceil(L/16) + 3 x ceil(min(24,576, L)/16))
 """
@@ -12,14 +12,14 @@ import io
 
 import pytest
 
-from ingestion.chunking import PageChunker
-from ingestion.kv import KvConfig, kv_layout, reserve
-from ingestion.kv_pool import fits, max_model_len
-from ingestion.registry import get_model
-from ingestion.route_plan import RouteRefused
-from ingestion.router import Backend, Job, plan_route
-from ingestion.textfile import PageSpan, write_pages
-from ingestion.tokens import TokenCounter
+from ingestion.capacity.chunking import PageChunker
+from ingestion.capacity.kv import KvConfig, kv_layout, reserve
+from ingestion.capacity.pool import fits, max_model_len
+from ingestion.capacity.registry import get_model
+from ingestion.capacity.route_plan import RouteRefused
+from ingestion.capacity.router import Backend, Job, plan_route
+from ingestion.documents.textfile import PageSpan, write_pages
+from ingestion.tokens.counting import TokenCounter
 from ingestion.types import PageText, TokenCount
 
 GEMMA = "google/gemma-4-31B-it"

@@ -1,4 +1,4 @@
-"""`ingestion.task_output.parse_output`: good answers become results, unusable ones
+"""`ingestion.tasks.output.parse_output`: good answers become results, unusable ones
 OutputError (with the raw text kept), and citations outside the pages warnings."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion.task_output import (
+from ingestion.tasks.output import (
     MAX_WARNINGS,
     OutputError,
     TaskOutput,
@@ -18,8 +18,8 @@ from ingestion.task_output import (
     parse_output,
     part_text,
 )
-from ingestion.task_prompts import STAGES, Stage, page_marker, response_format
-from ingestion.tasks import TASK_NAMES, validate
+from ingestion.tasks.prompts import STAGES, Stage, page_marker, response_format
+from ingestion.tasks.specs import TASK_NAMES, validate
 
 EXTRACT = validate(
     "extract",

@@ -1,4 +1,4 @@
-"""`ingestion.task_prompts` and `tasks.instruction_text`: the messages each request
+"""`ingestion.tasks.prompts` and `tasks.instruction_text`: the messages each request
 sends, and the fixed text the router budgets for them."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from ingestion.task_output import PAGE_CITATION, cited_pages
-from ingestion.task_prompts import (
+from ingestion.tasks.output import PAGE_CITATION, cited_pages
+from ingestion.tasks.prompts import (
     STAGES,
     Stage,
     build_messages,
@@ -21,7 +21,7 @@ from ingestion.task_prompts import (
     render_parts,
     response_format,
 )
-from ingestion.tasks import (
+from ingestion.tasks.specs import (
     DRY_RUN_PARAMS,
     TASK_NAMES,
     TaskError,

@@ -1,4 +1,4 @@
-"""`ingestion.repetition.find_loop`: an output that repeats a block of words back to
+"""`ingestion.tasks.repetition.find_loop`: an output that repeats a block of words back to
 back is caught, where it is caught it is cut after the first copy, and real prose is
 never taken for a loop."""
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion.repetition import MIN_LOOP_WORDS, MIN_REPEATS, find_loop
+from ingestion.tasks.repetition import MIN_LOOP_WORDS, MIN_REPEATS, find_loop
 from tests.conftest import corpus_file
 
 # What SmolLM2 135M wrote, 47 times, summarising the LaTeX3 style guide greedily.

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from ingestion.schema_validation import VALIDATION_STEPS, ValidationBudgetExceeded, first_error
-from ingestion.task_output import OutputError, parse_output
-from ingestion.task_schema import SCHEMA_EXPANSION, expansion
-from ingestion.tasks import TaskError, validate
+from ingestion.tasks.output import OutputError, parse_output
+from ingestion.tasks.schema import SCHEMA_EXPANSION, expansion
+from ingestion.tasks.specs import TaskError, validate
+from ingestion.tasks.validation import VALIDATION_STEPS, ValidationBudgetExceeded, first_error
 
 
 def chain(depth: int, keyword: str = "anyOf") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`ingestion.tasks.validate`: every parameter a client sends is checked, normalized,
+"""`ingestion.tasks.specs.validate`: every parameter a client sends is checked, normalized,
 and refused with a field and a reason it can act on."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion.tasks import DRY_RUN_PARAMS, TASK_NAMES, TEMPLATE_TOKENS, TaskError, validate
+from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TEMPLATE_TOKENS, TaskError, validate
 
 
 def refused(task: Any, params: Any) -> TaskError:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.tokens import TokenCounter, load_counter
+from ingestion.tokens.counting import TokenCounter, load_counter
 
 _CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 GEMMA_PATH = Path(

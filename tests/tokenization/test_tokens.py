@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from ingestion.tokens import (
+from ingestion.tokens.counting import (
     HFBPECounter,
     TiktokenCounter,
     TokenCounter,
@@ -27,8 +27,7 @@ from ingestion.tokens import (
     load_counter,
 )
 from ingestion.types import TokenCount
-
-from .conftest import GEMMA_PATH, Recording
+from tests.tokenization.conftest import GEMMA_PATH, Recording
 
 # Pieces chosen to sit on every branch of the Llama 4 split pattern and on
 # Gemma's added tokens: newline/CR runs, "\n/", contractions, digit runs,

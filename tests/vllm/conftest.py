@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from workers.vllm_server import VllmServer
+from service.backends.server import VllmServer
 
 CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 VLLM_PYTHON = CACHE / "vllm-venv" / "bin" / "python"

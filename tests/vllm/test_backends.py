@@ -1,4 +1,4 @@
-"""Backend discovery (workers/backends.py) against the session's real SmolLM2 server.
+"""Backend discovery (service/backends/discovery.py) against the session's real SmolLM2 server.
 
 Rows go to the session's fresh Postgres database (tests/conftest.py). A backend
 dies and returns through a real TCP relay in front of the real server; broken
@@ -25,16 +25,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from ingestion.kv import KvConfig, kv_layout
-from ingestion.registry import get_model
-from service.backends_cli import backends as backends_command
-from service.config import BackendConfig, Settings, get_settings
-from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
-from service.routers.backends import router
-from tests.conftest import auth, wait_for
-from tests.netrelay import Forwarder
-from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
-from workers.backends import (
+from ingestion.capacity.kv import KvConfig, kv_layout
+from ingestion.capacity.registry import get_model
+from service.api.routers.backends import router
+from service.backends.discovery import (
     NOT_CONFIGURED,
     BackendRefresher,
     BackendState,
@@ -44,13 +38,19 @@ from workers.backends import (
     refresh,
     resolve,
 )
-from workers.vllm_metrics import parse_cache_config
-from workers.vllm_server import HOST, VllmServer, free_port
+from service.backends.metrics import parse_cache_config
+from service.backends.server import HOST, VllmServer, free_port
+from service.cli.backends import backends as backends_command
+from service.config import BackendConfig, Settings, get_settings
+from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
+from tests.conftest import auth, wait_for
+from tests.netrelay import Forwarder
+from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
 
 GIB = 1 << 30
 MIB = 1 << 20
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # its registry id; served as SMOLLM2
-LOGGER = "workers.backends"
+LOGGER = "service.backends.discovery"
 # Every URL this module configures; its rows are removed when the module ends.
 _USED: set[str] = set()
 
@@ -482,7 +482,7 @@ def _lease(session: Session, backend_id: uuid.UUID, kv_bytes: int, expires_in: f
 
 
 def _app() -> FastAPI:
-    from service.main import app
+    from service.api.main import app
 
     # The real app once /v1/backends is wired into it; until then the router alone.
     if any(getattr(r, "path", None) == "/v1/backends" for r in app.routes):

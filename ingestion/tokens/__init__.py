@@ -1,0 +1,1 @@
+"""Exact token counts from the models' own tokenizer files."""

@@ -1,0 +1,1 @@
+"""The HTTP face: FastAPI app, routers, request and response bodies."""

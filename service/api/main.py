@@ -1,0 +1,40 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import body_limit, load_shedding
+from service.api.routers import backends, documents, health, jobs
+from service.config import get_settings
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    load_shedding.size_thread_pool(get_settings())
+    yield
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Longdoc",
+        version="0.1.0",
+        summary="Long-context document processing: parse, count tokens per model, route to vLLM.",
+        license_info={"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
+        lifespan=_lifespan,
+    )
+    app.add_middleware(body_limit.BodyLimitMiddleware, limit=settings.max_json_body_bytes)
+    # Added last, so outermost: a refused request costs no body read.
+    load_shedding.install(app, settings)
+    app.include_router(health.router)
+    app.include_router(documents.router)
+    app.include_router(jobs.router)
+    app.include_router(backends.router)
+    return app
+
+
+app = create_app()

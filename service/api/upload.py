@@ -1,0 +1,191 @@
+"""Receive a multipart upload by streaming it straight into the blob store.
+
+FastAPI's `UploadFile` spools the whole body before the handler runs, so a 10 GB
+upload would be on disk before we could refuse it. Here the body is parsed as it
+arrives: bytes of the `file` field are hashed and written to a temp file, and the
+request is cut off (413) the moment it passes the limit. Nothing else is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import HTTPException, Request, status
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api import body_limit
+from service.blobstore import BlobStore
+
+FIELD = "file"
+# Multipart framing around the file (boundaries, part headers) is small; this bound
+# lets us refuse an honest Content-Length before reading a byte.
+_FRAMING_ALLOWANCE = 64 * 1024
+_HEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    tmp_path: Path
+    sha256: str
+    size: int
+    filename: str
+    head: bytes
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def clean_filename(raw: str | None) -> str:
+    """Keep the last path component, printable characters only, at most 255 bytes."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = re.sub(r"\s+", " ", name).strip().lstrip(".")
+    while len(name.encode()) > 255:
+        name = name[:-1]
+    return name or "upload"
+
+
+class _FileSink:
+    """Parser callbacks that route the `file` field's bytes to disk."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.head = bytearray()
+        self.filename: str | None = None
+        self.found = False
+        # Set by the parser only at the closing boundary: a body that stops before it
+        # (a client cut off mid-file) holds a prefix of the file, never the file.
+        self.complete = False
+        self._in_file = False
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._in_file = False
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[bytes(self._header_name).lower()] = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        if params.get(b"name") == FIELD.encode() and not self.found:
+            self.found = self._in_file = True
+            raw = params.get(b"filename")
+            self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            return
+        chunk = data[start:end]
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _TooLarge
+        self.digest.update(chunk)
+        if len(self.head) < _HEAD_BYTES:
+            self.head += chunk[: _HEAD_BYTES - len(self.head)]
+        os.write(self.fd, chunk)
+
+    def on_part_end(self) -> None:
+        self._in_file = False
+
+    def on_end(self) -> None:
+        self.complete = True
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"upload exceeds the limit of {limit} bytes; nothing was stored",
+    )
+
+
+async def receive_file(request: Request, store: BlobStore, limit: int) -> ReceivedFile:
+    ctype, params = parse_options_header(request.headers.get("content-type"))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"send multipart/form-data with the document in a field named {FIELD!r}",
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + _FRAMING_ALLOWANCE:
+        raise _too_large(limit)
+    # This body may run past the JSON cap; the file's own limit is counted below.
+    body_limit.allow(request, limit + _FRAMING_ALLOWANCE)
+
+    fd, tmp = store.temp_file()
+    sink = _FileSink(fd, limit)
+    parser = MultipartParser(boundary, _callbacks(sink))  # type: ignore[arg-type]
+    try:
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        finally:
+            os.close(fd)
+    except _TooLarge:
+        tmp.unlink(missing_ok=True)
+        raise _too_large(limit) from None
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, StarletteHTTPException):
+            raise
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, detail=f"malformed multipart body: {exc}"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # cancelled mid-body: nothing of it stays
+        raise
+    if not sink.complete:
+        # python-multipart's finalize() does not check this itself.
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="malformed multipart body: it ends before its closing boundary "
+            "(truncated upload?); nothing was stored",
+        )
+    if not sink.found:
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"no form field named {FIELD!r}"
+        )
+    return ReceivedFile(
+        tmp_path=tmp,
+        sha256=sink.digest.hexdigest(),
+        size=sink.size,
+        filename=clean_filename(sink.filename),
+        head=bytes(sink.head),
+    )
+
+
+def _callbacks(sink: _FileSink) -> dict[str, object]:
+    return {
+        "on_part_begin": sink.on_part_begin,
+        "on_header_field": sink.on_header_field,
+        "on_header_value": sink.on_header_value,
+        "on_header_end": sink.on_header_end,
+        "on_headers_finished": sink.on_headers_finished,
+        "on_part_data": sink.on_part_data,
+        "on_part_end": sink.on_part_end,
+        "on_end": sink.on_end,
+    }

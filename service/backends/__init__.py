@@ -1,0 +1,1 @@
+"""The vLLM servers: finding and probing them, talking to them, starting them."""

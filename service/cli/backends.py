@@ -1,0 +1,61 @@
+"""`longdoc backends`: probe every configured vLLM server now, then show the table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from service.api.backend_schemas import BackendList, BackendOut
+from service.config import get_settings
+
+_GIB = 1 << 30
+
+
+def _gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / _GIB:.2f}G"
+
+
+def _line(b: BackendOut) -> str:
+    state = "up" if b.healthy else "DOWN"
+    if b.healthy and not b.usable:
+        state = "up, not usable"
+    ctx = "?" if b.max_model_len is None else f"{b.max_model_len:,}"
+    cap = f"{_gib(b.kv_capacity_bytes)} ({b.capacity_source})"
+    return (
+        f"{b.role:<6} {b.url:<28} {b.model or '?':<28} {ctx:>10} {cap:>20} "
+        f"{_gib(b.leased_bytes):>9} {_gib(b.free_bytes):>9}  {state}"
+    )
+
+
+def backends(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Probe the configured backends (LONGDOC_BACKENDS) once and show what they report."""
+    from service.backends.discovery import describe, refresh
+    from service.db import get_sessionmaker
+    from service.migrate import upgrade
+    from service.models import utcnow
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    with get_sessionmaker()() as session:
+        refresh(session, settings, utcnow())
+        listing = BackendList(items=describe(session, utcnow()))
+    if json_out:
+        typer.echo(listing.model_dump_json(indent=2))
+        return
+    if not listing.items:
+        typer.echo("no backends configured (set LONGDOC_BACKENDS)")
+        return
+    typer.echo(
+        f"{'role':<6} {'url':<28} {'model':<28} {'max ctx':>10} {'KV capacity':>20} "
+        f"{'leased':>9} {'free':>9}  health"
+    )
+    for b in listing.items:
+        typer.echo(_line(b))
+        for name, o in b.overrides.items():
+            typer.echo(f"       override {name}={o.configured:,} (server says {o.measured})")
+        if b.last_error:
+            typer.echo(f"       {b.last_error}")

@@ -1,0 +1,95 @@
+"""The queue producer: the Celery app's broker settings, and sending and revoking tasks.
+
+Redis in production; a SQLite-backed kombu transport when embedded. The API, the
+sweeper and the workers send through here; the tasks themselves are registered by
+`workers.app`, which the worker process loads. Durability does not rest on the broker
+alone: the database records who is parsing what and when they last said so, and
+`workers.sweeper` re-dispatches work whose worker went silent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from ingestion.capacity.priority import PRIORITY_STEPS
+from service.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+INGEST_QUEUE = "ingest"
+INGEST_TASK = "longdoc.ingest"
+JOBS_QUEUE = "jobs"
+JOB_TASK = "longdoc.run_job"
+QUEUES = (INGEST_QUEUE, JOBS_QUEUE)
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # One list per priority step, popped best first (`ingestion.capacity.priority`).
+        return {
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "priority_steps": list(PRIORITY_STEPS),
+        }
+    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        # These options go to create_engine; SQLite must wait for the writer lock.
+        return {"connect_args": {"timeout": 30}}
+    return {}
+
+
+def _poll_sqlite_broker_often() -> None:
+    # The SQLite transport polls its table, by default once a second, which put up to a
+    # second between a job's upload, its parse and its run (bench/e2e.py). Its
+    # transport options all go to create_engine, so the interval is set on the class.
+    from kombu.transport import sqlalchemy as kombu_sqla
+
+    kombu_sqla.Transport.polling_interval = 0.1
+
+
+def make_celery(settings: Settings) -> Celery:
+    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        _poll_sqlite_broker_often()
+    app = Celery("longdoc", broker=settings.broker_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_routes={INGEST_TASK: {"queue": INGEST_QUEUE}, JOB_TASK: {"queue": JOBS_QUEUE}},
+        task_default_queue=INGEST_QUEUE,
+        broker_transport_options=_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_celery(get_settings())
+
+
+def dispatch_ingest(document_id: str) -> None:
+    app.send_task(INGEST_TASK, args=[document_id], queue=INGEST_QUEUE)
+
+
+def dispatch_job(job_id: str, priority: int) -> str:
+    """Send a job's task at `priority` (lower goes first; `service.jobs.dispatch`
+    computes it); returns its Celery task id. The SQLite transport ignores it."""
+    return str(app.send_task(JOB_TASK, args=[job_id], queue=JOBS_QUEUE, priority=priority).id)
+
+
+def revoke(task_ids: Sequence[str]) -> None:
+    """Best effort: tell workers to drop these tasks. Tasks check their job's status
+    anyway, so a revoke that does not arrive (the embedded transport has no broadcast)
+    only costs a no-op run."""
+    if not task_ids or not app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return
+    try:
+        app.control.revoke(list(task_ids))
+    except Exception:
+        log.warning("could not revoke tasks %s", task_ids, exc_info=True)

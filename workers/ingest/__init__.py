@@ -1,0 +1,1 @@
+"""Celery tasks that parse an upload and count its tokens."""

@@ -1,0 +1,1 @@
+"""Celery tasks that run a job's requests against vLLM."""
