@@ -20,12 +20,10 @@ _TASK_MODULES = (_ingest_tasks, _job_tasks)
 
 
 def _start_background_threads(**_: Any) -> None:
-    from service.backends.discovery import BackendRefresher
     from service.db import get_sessionmaker
-    from workers.sweeper import SweeperThread
+    from workers.schedule import worker_schedule
 
-    SweeperThread(get_sessionmaker(), get_settings(), dispatch_ingest, dispatch_job).start()
-    BackendRefresher(get_sessionmaker(), get_settings()).start()
+    worker_schedule(get_sessionmaker(), get_settings(), dispatch_ingest, dispatch_job).start()
 
 
 # Only the worker's main process sweeps and probes; pool children just run tasks.

@@ -26,7 +26,6 @@ from service.db import retry_conflicts, rows_changed, write_transaction
 from service.jobs.dispatch import priorities
 from service.jobs.tree import end_tree
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
-from service.periodic import Periodic
 from workers.ingest.claims import silent_parse
 
 log = logging.getLogger(__name__)
@@ -130,24 +129,17 @@ def _take(session: Session, model: type[Document | Job], row_id: uuid.UUID, seen
     return rows_changed(result) == 1
 
 
-class SweeperThread(Periodic):
-    def __init__(
-        self,
-        sessions: Callable[[], Session],
-        settings: Settings,
-        dispatch: Callable[[str], None],
-        dispatch_job: Callable[[str, int], object] | None = None,
-    ) -> None:
-        super().__init__("sweeper", settings.sweep_interval_s, self._sweep, log, first_now=True)
-        self._sessions = sessions
-        self._settings = settings
-        self._dispatch = dispatch
-        self._dispatch_job = dispatch_job
-
-    def _sweep(self) -> None:
-        with self._sessions() as session:
-            sweep(session, self._settings, self._dispatch)
-        if self._dispatch_job is not None:
-            with self._sessions() as session:
-                sweep_jobs(session, self._settings, self._dispatch_job)
-        BlobStore(self._settings.blobs).sweep_temp(self._settings.temp_upload_max_age_s)
+def sweep_all(
+    sessions: Callable[[], Session],
+    settings: Settings,
+    dispatch: Callable[[str], None],
+    dispatch_job: Callable[[str, int], object] | None = None,
+) -> None:
+    """One round of the sweeper (documents, jobs, temp files), each in its own
+    session; `workers/schedule.py` runs it every `sweep_interval_s`."""
+    with sessions() as session:
+        sweep(session, settings, dispatch)
+    if dispatch_job is not None:
+        with sessions() as session:
+            sweep_jobs(session, settings, dispatch_job)
+    BlobStore(settings.blobs).sweep_temp(settings.temp_upload_max_age_s)

@@ -2,7 +2,7 @@
 
 `probe` (service/backends/probe.py) asks one server (`GET /v1/models`, `GET /metrics`);
 `resolve` applies the configured overrides; `refresh` writes every configured
-backend's row, and `BackendRefresher` does that on an interval in the worker.
+backend's row, which the worker does on an interval (`workers/schedule.py`).
 Readers (`describe`, the API, the CLI) only read the rows.
 
 Capacity is never guessed: a server whose /metrics is missing or malformed has
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,8 +36,7 @@ from service import ledger
 from service.api.backend_schemas import BackendOut
 from service.backends.probe import BackendState, normalize_url, probe
 from service.config import BackendConfig, Settings
-from service.models import Backend, utcnow
-from service.periodic import Periodic
+from service.models import Backend
 
 log = logging.getLogger(__name__)
 
@@ -283,15 +281,3 @@ def describe(session: Session, now: datetime) -> list[BackendOut]:
             )
         )
     return out
-
-
-class BackendRefresher(Periodic):
-    def __init__(self, sessions: Callable[[], Session], settings: Settings) -> None:
-        interval = settings.backend_refresh_interval_s
-        super().__init__("backend refresh", interval, self._refresh, log, first_now=True)
-        self._sessions = sessions
-        self._settings = settings
-
-    def _refresh(self) -> None:
-        with self._sessions() as session:
-            refresh(session, self._settings, utcnow())

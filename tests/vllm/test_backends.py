@@ -30,7 +30,6 @@ from ingestion.capacity.registry import get_model
 from service.api.routers.backends import router
 from service.backends.discovery import (
     NOT_CONFIGURED,
-    BackendRefresher,
     BackendState,
     capacity_source,
     describe,
@@ -43,9 +42,11 @@ from service.backends.server import HOST, VllmServer, free_port
 from service.cli.backends import backends as backends_command
 from service.config import BackendConfig, Settings, get_settings
 from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
+from service.periodic import Scheduler
 from tests.conftest import auth, wait_for
 from tests.netrelay import Forwarder
 from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
+from workers.schedule import refresher_job
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -569,8 +570,8 @@ def test_cli_backends_probes_and_prints(
 
 def test_refresher_thread(sessions: sessionmaker[Session], smollm2_server: VllmServer) -> None:
     before = utcnow()
-    thread = BackendRefresher(sessions, settings({"role": "gemma", "url": smollm2_server.url}))
-    thread.start()
+    job = refresher_job(sessions, settings({"role": "gemma", "url": smollm2_server.url}))
+    thread = Scheduler([job], logging.getLogger(__name__)).start()
     try:
 
         def refreshed() -> bool:
@@ -580,6 +581,5 @@ def test_refresher_thread(sessions: sessionmaker[Session], smollm2_server: VllmS
 
         wait_for(refreshed, timeout=30)
     finally:
-        thread.stopped.set()
-        thread.join(timeout=30)
+        thread.stop()
     assert not thread.is_alive()

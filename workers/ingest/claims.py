@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import rows_changed
 from service.models import Document, DocumentStatus, utcnow
-from service.periodic import Periodic
+from service.periodic import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +95,17 @@ class Heartbeat:
     def __init__(self, sessions: sessionmaker[Session], c: Claim, interval_s: float) -> None:
         self._sessions = sessions
         self._claim = c
-        self._thread = Periodic("ingest heartbeat", interval_s, self.beat, log)
+        self._beats = heartbeat("ingest heartbeat", interval_s, self.beat, log)
         self.pages_done = 0
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self._beats.start()
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._thread.stop()
+        self._beats.stop()
 
     def beat(self) -> None:
         with self._sessions() as session:

@@ -32,7 +32,7 @@ from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
 from service.jobs.planning import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
-from service.periodic import Periodic
+from service.periodic import heartbeat
 from workers.jobs import reasons as public_reasons
 from workers.jobs.text import RequestText, build
 
@@ -60,14 +60,14 @@ class _LeaseKeeper:
         self.lost = threading.Event()
         self.tokens = 0
         every = settings.heartbeat_interval_s
-        self._thread = Periodic("job lease renewal", every, self._renew, log)
+        self._beats = heartbeat("job lease renewal", every, self._renew, log)
 
     def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
+        self._beats.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._thread.stop()
+        self._beats.stop()
 
     def _renew(self) -> bool:
         with self.sessions() as s:

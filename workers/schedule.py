@@ -1,0 +1,58 @@
+"""The worker's chores on a clock: the sweeper and the backend refresher, from one
+`service.periodic.Scheduler` in the worker's main process (why not Celery beat, and
+the error policy they share: that module's docstring).
+
+Every worker runs them; the sweeper's re-dispatches are guarded and the refresher
+upserts, so several at once are safe. Pool children only run tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+
+from sqlalchemy.orm import Session
+
+from service.backends.discovery import refresh
+from service.config import Settings
+from service.models import utcnow
+from service.periodic import Job, Scheduler
+from workers.sweeper import sweep_all
+
+log = logging.getLogger(__name__)
+
+
+def refresh_backends(sessions: Callable[[], Session], settings: Settings) -> None:
+    with sessions() as session:
+        refresh(session, settings, utcnow())
+
+
+def sweeper_job(
+    sessions: Callable[[], Session],
+    settings: Settings,
+    dispatch: Callable[[str], None],
+    dispatch_job: Callable[[str, int], object] | None = None,
+) -> Job:
+    fn = partial(sweep_all, sessions, settings, dispatch, dispatch_job)
+    return Job("sweeper", settings.sweep_interval_s, fn)
+
+
+def refresher_job(sessions: Callable[[], Session], settings: Settings) -> Job:
+    fn = partial(refresh_backends, sessions, settings)
+    return Job("backend refresh", settings.backend_refresh_interval_s, fn)
+
+
+def worker_schedule(
+    sessions: Callable[[], Session],
+    settings: Settings,
+    dispatch: Callable[[str], None],
+    dispatch_job: Callable[[str, int], object],
+) -> Scheduler:
+    """The worker's scheduler, not started: a sweep and a refresh at once, then each at
+    its interval."""
+    jobs = [
+        sweeper_job(sessions, settings, dispatch, dispatch_job),
+        refresher_job(sessions, settings),
+    ]
+    return Scheduler(jobs, log, name="worker schedule")
