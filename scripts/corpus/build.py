@@ -184,7 +184,12 @@ def corpus_python(cache: Path) -> Path:
     log(f"creating {venv} ({', '.join(VENV_PINS)})")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if subprocess.run([*pip, *VENV_PINS]).returncode != 0:
+    r = subprocess.run([*pip, *VENV_PINS], capture_output=True, text=True)
+    for line in (r.stdout + r.stderr).splitlines():
+        # pip configs that list file:// indexes absent here warn once per package
+        if "is ignored: it is neither a file nor a directory" not in line:
+            print(line, file=sys.stderr)
+    if r.returncode != 0:
         raise FetchError(f"pip could not install {' '.join(VENV_PINS)} from PyPI")
     stamp.write_text(" ".join(VENV_PINS))
     return py

@@ -19,7 +19,7 @@ LIVE_ODT = "deb-live-manual-odf/usr/share/doc/live-manual/odt"
 def _pandoc(src: Path, fmt: str, out: Path) -> None:
     tmp = out.with_name(out.stem + ".tmp.docx")  # pandoc picks the writer by extension
     subprocess.run(
-        [pypandoc.get_pandoc_path(), "-f", fmt, "-t", "docx", "-o", str(tmp), str(src)],
+        [pypandoc.get_pandoc_path(), "--quiet", "-f", fmt, "-t", "docx", "-o", str(tmp), str(src)],
         check=True,
     )
     tmp.replace(out)
