@@ -103,7 +103,10 @@ def missing_files(corpus: Path, files: list[CorpusFile], v: Verifier) -> list[Co
 def missing_generated(corpus: Path) -> list[Generated]:
     # Made by tools whose output is not byte-stable (pandoc, AES's random IVs), so an
     # output is trusted once it exists whole: it only ever appears by rename.
-    return [g for g in GENERATED if not (corpus / g.name).is_file()]
+    def whole(p: Path) -> bool:
+        return p.is_file() and p.stat().st_size > 0
+
+    return [g for g in GENERATED if not whole(corpus / g.name)]
 
 
 def _work_dir(work: Path, source: str) -> Path:
