@@ -11,4 +11,4 @@ PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 DIR="${LONGDOC_CORPUS_DIR:-${LONGDOC_CACHE_DIR:-$HOME/.cache/longdoc}/corpus}"
 if [[ $# -gt 0 && "$1" != --* ]]; then DIR="$1"; shift; fi
-exec "$PYTHON" "$HERE/corpus/build.py" "$DIR" "$@"
+exec "$PYTHON" "$HERE/corpus/fetch_corpus.py" "$DIR" "$@"

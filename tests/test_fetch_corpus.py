@@ -16,9 +16,9 @@ import pytest
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts" / "corpus"))
-import build
-import registry
-from generate import GENERATED, html_text
+import corpus_registry as registry
+import fetch_corpus as build
+from corpus_generate import GENERATED, html_text
 
 
 def _deb(path: Path, members: dict[str, bytes | str]) -> Path:

@@ -1,7 +1,7 @@
 """Converts real corpus documents into the derived ones (long DOCX, an encrypted PDF).
 
 Run by the corpus venv's python (pymupdf and pypandoc_binary pinned there), by
-build.py: derive.py CORPUS_DIR WORK_DIR NAME...
+fetch_corpus.py: corpus_derive.py CORPUS_DIR WORK_DIR NAME...
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def build(name: str, corpus: Path, work: Path) -> None:
     elif stem == "r-intro.aes256-userpw.pdf":
         _encrypted(corpus / "pdf/r-intro.pdf", out)
     else:
-        raise SystemExit(f"derive.py: no recipe for {name}")
+        raise SystemExit(f"corpus_derive.py: no recipe for {name}")
     print(f"[fetch-corpus] built {name} ({out.stat().st_size / 1e3:.0f} kB)", file=sys.stderr)
 
 

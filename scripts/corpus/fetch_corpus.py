@@ -1,6 +1,6 @@
 """Builds the real-document corpus the tests and benchmarks read into one folder.
 
-    python3 scripts/corpus/build.py CORPUS_DIR [--check]
+    python3 scripts/corpus/fetch_corpus.py CORPUS_DIR [--check]
 
 Copied files are pinned by size and sha256 (files.tsv), archives too (packages.tsv).
 A corpus already in CORPUS_DIR, whoever built it, is verified and reused: only what is
@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from generate import GENERATED, Generated, build_stdlib
-from registry import Archive, FetchError, download, extract, gunzip_to, log, sha256_of
+from corpus_generate import GENERATED, Generated, build_stdlib
+from corpus_registry import Archive, FetchError, download, extract, gunzip_to, log, sha256_of
 
 HERE = Path(__file__).resolve().parent
 STATE = ".fetch-corpus-state.json"  # sha256 per (size, mtime): a rerun hashes nothing
@@ -178,7 +178,7 @@ def place(f: CorpusFile, corpus: Path, work: Path, unpinned: Verifier | None) ->
 
 
 def corpus_python(cache: Path) -> Path:
-    """The venv that holds pymupdf and pandoc for derive.py, made once per pin set."""
+    """The venv that holds pymupdf and pandoc for corpus_derive.py, made once per pin set."""
     venv = cache / "corpus-venv"
     py = venv / "bin" / "python"
     stamp = venv / ".pins"
@@ -259,7 +259,8 @@ def build(corpus: Path, check_only: bool) -> int:
         if derived:
             py = corpus_python(cache)
             subprocess.run(
-                [str(py), str(HERE / "derive.py"), str(corpus), str(work), *derived], check=True
+                [str(py), str(HERE / "corpus_derive.py"), str(corpus), str(work), *derived],
+                check=True,
             )
     write_manifest(corpus, files, v)
     v.save()

