@@ -1,7 +1,7 @@
 """Fixtures for the ingestion tests: the real-document corpus.
 
-The corpus is built by /work/shared/corpus/fetch-corpus.sh; its location comes
-from LONGDOC_CORPUS_DIR (default /root/.cache/longdoc/corpus). Tests that need
+The corpus is built by scripts/fetch-corpus.sh (`make corpus`); its location
+comes from LONGDOC_CORPUS_DIR (default ~/.cache/longdoc/corpus). Tests that need
 it are skipped, with the reason, when it is missing.
 """
 
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-CORPUS_DIR = Path(os.environ.get("LONGDOC_CORPUS_DIR", "/root/.cache/longdoc/corpus"))
+CORPUS_DIR = Path(
+    os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "longdoc" / "corpus")
+)
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,7 @@ def corpus() -> Path:
     if not (CORPUS_DIR / "manifest.tsv").is_file():
         pytest.skip(
             f"real-document corpus not found at {CORPUS_DIR}: build it with "
-            "/work/shared/corpus/fetch-corpus.sh or set LONGDOC_CORPUS_DIR"
+            "make corpus (scripts/fetch-corpus.sh) or set LONGDOC_CORPUS_DIR"
         )
     return CORPUS_DIR
 
@@ -33,7 +35,7 @@ def corpus_file(corpus: Path) -> Callable[[str], Path]:
     def get(relative: str) -> Path:
         path = corpus / relative
         if not path.is_file():
-            pytest.skip(f"corpus file {relative} missing (corpus built with --no-derived?)")
+            pytest.skip(f"corpus file {relative} missing: run make corpus")
         return path
 
     return get
