@@ -1,1 +1,1 @@
-"""Celery app and tasks: ingestion now; KV-leased vLLM jobs later."""
+"""The Celery face: tasks that parse uploads and run jobs, and the worker's chores."""
