@@ -23,6 +23,8 @@ import psycopg
 import pytest
 import redis
 
+from tests.prereq import require
+
 PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LONGDOC_TEST_REDIS", "redis://127.0.0.1:6379/15")
 _DB_NAME = f"longdoc_test_{uuid.uuid4().hex[:10]}"
@@ -51,9 +53,24 @@ CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "lon
 
 def corpus_file(rel: str) -> Path:
     path = CORPUS / rel
-    if not path.is_file():
-        pytest.skip(f"corpus file {path} missing: run scripts/fetch-corpus.sh")
+    require(path.is_file(), f"corpus file {path} missing: run make corpus")
     return path
+
+
+# The tiers (`pytest -m "not vllm and not services"` is the fast loop). A test's tier
+# follows from the fixtures it asks for, so a new test lands in the right one without
+# anyone remembering to mark it; every other fixture of these tiers builds on these.
+_SERVICES = frozenset({"database", "broker", "pg_url"})  # Postgres, Redis (and so Celery)
+_VLLM = frozenset({"smollm2_server", "deployment", "server_for"})  # real vLLM servers
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & _SERVICES:
+            item.add_marker(pytest.mark.services)
+        if used & _VLLM:
+            item.add_marker(pytest.mark.vllm)
 
 
 @pytest.fixture(scope="session")

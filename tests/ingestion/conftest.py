@@ -1,8 +1,8 @@
 """Fixtures for the ingestion tests: the real-document corpus.
 
-The corpus is built by /work/shared/corpus/fetch-corpus.sh; its location comes
-from LONGDOC_CORPUS_DIR (default /root/.cache/longdoc/corpus). Tests that need
-it are skipped, with the reason, when it is missing.
+The corpus is built by `make corpus`; its location comes from LONGDOC_CORPUS_DIR
+(default /root/.cache/longdoc/corpus). Tests that need it are skipped, with the
+reason, when it is missing (under CI=true they fail: tests/prereq.py).
 """
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.prereq import require
+
 CORPUS_DIR = Path(os.environ.get("LONGDOC_CORPUS_DIR", "/root/.cache/longdoc/corpus"))
 
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not (CORPUS_DIR / "manifest.tsv").is_file():
-        pytest.skip(
-            f"real-document corpus not found at {CORPUS_DIR}: build it with "
-            "/work/shared/corpus/fetch-corpus.sh or set LONGDOC_CORPUS_DIR"
-        )
+    require(
+        (CORPUS_DIR / "manifest.tsv").is_file(),
+        f"real-document corpus not found at {CORPUS_DIR}: build it with make corpus "
+        "or set LONGDOC_CORPUS_DIR",
+    )
     return CORPUS_DIR
 
 
@@ -32,8 +34,7 @@ def corpus_file(corpus: Path) -> Callable[[str], Path]:
 
     def get(relative: str) -> Path:
         path = corpus / relative
-        if not path.is_file():
-            pytest.skip(f"corpus file {relative} missing (corpus built with --no-derived?)")
+        require(path.is_file(), f"corpus file {relative} missing (corpus built with --no-derived?)")
         return path
 
     return get
