@@ -60,13 +60,34 @@ def corpus_file(rel: str) -> Path:
 # The tiers (`pytest -m "not vllm and not services"` is the fast loop). A test's tier
 # follows from the fixtures it asks for, so a new test lands in the right one without
 # anyone remembering to mark it; every other fixture of these tiers builds on these.
-_SERVICES = frozenset({"database", "broker", "pg_url"})  # Postgres, Redis (and so Celery)
-_VLLM = frozenset({"smollm2_server", "deployment", "server_for"})  # real vLLM servers
+# Named with their module: tests/bench has a `deployment` of its own, a simulated one.
+_SERVICES = frozenset(  # Postgres and Redis, and so the Celery workers
+    {"tests.conftest.database", "tests.conftest.broker", "tests.ledger.conftest.pg_url"}
+)
+_VLLM = frozenset(  # real vLLM servers
+    {
+        "tests.vllm.conftest.smollm2_server",
+        "tests.jobs.conftest.deployment",
+        "tests.vllm.test_kv_geometry.server_for",
+    }
+)
+
+
+def _fixtures(item: pytest.Item) -> set[str]:
+    """`module.name` of every fixture `item` runs, as resolved for it (overrides last)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    return {
+        f"{defs[-1].func.__module__}.{name}"
+        for name in info.names_closure
+        if (defs := info.name2fixturedefs.get(name))
+    }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        used = set(getattr(item, "fixturenames", ()))
+        used = _fixtures(item)
         if used & _SERVICES:
             item.add_marker(pytest.mark.services)
         if used & _VLLM:
