@@ -23,6 +23,8 @@ import psycopg
 import pytest
 import redis
 
+from tests.prereq import require
+
 PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LONGDOC_TEST_REDIS", "redis://127.0.0.1:6379/15")
 _DB_NAME = f"longdoc_test_{uuid.uuid4().hex[:10]}"
@@ -51,9 +53,45 @@ CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "lon
 
 def corpus_file(rel: str) -> Path:
     path = CORPUS / rel
-    if not path.is_file():
-        pytest.skip(f"corpus file {path} missing: run scripts/fetch-corpus.sh")
+    require(path.is_file(), f"corpus file {path} missing: run make corpus")
     return path
+
+
+# The tiers (`pytest -m "not vllm and not services"` is the fast loop). A test's tier
+# follows from the fixtures it asks for, so a new test lands in the right one without
+# anyone remembering to mark it; every other fixture of these tiers builds on these.
+# Named with their module: tests/bench has a `deployment` of its own, a simulated one.
+_SERVICES = frozenset(  # Postgres and Redis, and so the Celery workers
+    {"tests.conftest.database", "tests.conftest.broker", "tests.ledger.conftest.pg_url"}
+)
+_VLLM = frozenset(  # real vLLM servers
+    {
+        "tests.vllm.conftest.smollm2_server",
+        "tests.jobs.conftest.deployment",
+        "tests.vllm.test_kv_geometry.server_for",
+    }
+)
+
+
+def _fixtures(item: pytest.Item) -> set[str]:
+    """`module.name` of every fixture `item` runs, as resolved for it (overrides last)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    return {
+        f"{defs[-1].func.__module__}.{name}"
+        for name in info.names_closure
+        if (defs := info.name2fixturedefs.get(name))
+    }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = _fixtures(item)
+        if used & _SERVICES:
+            item.add_marker(pytest.mark.services)
+        if used & _VLLM:
+            item.add_marker(pytest.mark.vllm)
 
 
 @pytest.fixture(scope="session")

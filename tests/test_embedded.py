@@ -30,6 +30,7 @@ from ingestion.tasks.repetition import find_loop
 from service.backends import embedded as embedded_vllm
 from service.config import Settings
 from tests.conftest import REPO, corpus_file, wait_for
+from tests.prereq import require
 
 LONGDOC = [sys.executable, "-m", "service.cli.app"]
 # One page, ~3,700 characters: with the prompt and 64 output tokens well inside the
@@ -93,6 +94,7 @@ def _serve(
     assert not alive, alive
 
 
+@pytest.mark.services  # `serve` runs a Celery worker of its own (on SQLite)
 def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "data"
     # --no-vllm: parsing needs no model server, and this test needs no 40 s start.
@@ -137,12 +139,14 @@ def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
 
 
 # vLLM's start (~40-60 s on two cores) and two jobs; more when other servers share the CPU.
+@pytest.mark.vllm  # `serve` starts its own server: no fixture says so
 @pytest.mark.timeout(1200)
 def test_serve_with_embedded_vllm_then_submit(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if embedded_vllm.vllm_parts() is None:
-        pytest.skip("vLLM venv or SmolLM2 model missing: run `make vllm`")
+    require(
+        embedded_vllm.vllm_parts() is not None, "vLLM venv or SmolLM2 model missing: run make vllm"
+    )
     pdf = corpus_file(SMALL_PDF)
     # Short, so that vLLM's scratch (its sockets) goes under it, as on a real machine.
     data = Path(tempfile.mkdtemp(prefix="ld-"))

@@ -1,8 +1,8 @@
 """Fixtures for the ingestion tests: the real-document corpus.
 
 The corpus is built by scripts/fetch-corpus.sh (`make corpus`); its location
-comes from LONGDOC_CORPUS_DIR (default ~/.cache/longdoc/corpus). Tests that need
-it are skipped, with the reason, when it is missing.
+comes from LONGDOC_CORPUS_DIR (default ~/.cache/longdoc/corpus). Tests that need it
+are skipped, with the reason, when it is missing (under CI=true they fail: tests/prereq.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prereq import require
+
 CORPUS_DIR = Path(
     os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "longdoc" / "corpus")
 )
@@ -20,11 +22,11 @@ CORPUS_DIR = Path(
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not (CORPUS_DIR / "manifest.tsv").is_file():
-        pytest.skip(
-            f"real-document corpus not found at {CORPUS_DIR}: build it with "
-            "make corpus (scripts/fetch-corpus.sh) or set LONGDOC_CORPUS_DIR"
-        )
+    require(
+        (CORPUS_DIR / "manifest.tsv").is_file(),
+        f"real-document corpus not found at {CORPUS_DIR}: build it with make corpus "
+        "or set LONGDOC_CORPUS_DIR",
+    )
     return CORPUS_DIR
 
 
@@ -34,8 +36,7 @@ def corpus_file(corpus: Path) -> Callable[[str], Path]:
 
     def get(relative: str) -> Path:
         path = corpus / relative
-        if not path.is_file():
-            pytest.skip(f"corpus file {relative} missing: run make corpus")
+        require(path.is_file(), f"corpus file {relative} missing: run make corpus")
         return path
 
     return get

@@ -27,6 +27,7 @@ import redis
 from service.backends import metrics as vllm_metrics
 from service.backends.server import STRUCTURED_OUTPUT_ARGS, VllmServer
 from tests.conftest import CORPUS, auth, settings_env, start_worker, stop_worker, wait_for
+from tests.prereq import require
 from tests.vllm.conftest import CACHE, VLLM_PYTHON, need_vllm
 
 GEMMA_ID = "google/gemma-3-270m"
@@ -103,8 +104,7 @@ def _settings_env(gemma: Any, scout: Any) -> dict[str, str]:
 def deployment(
     tmp_path_factory: pytest.TempPathFactory, database: str, broker: redis.Redis
 ) -> Iterator[Deployment]:
-    if not GEMMA_TOKENIZER.is_file():
-        pytest.skip(f"{GEMMA_TOKENIZER} missing: run scripts/build-tokenizers.sh")
+    require(GEMMA_TOKENIZER.is_file(), f"{GEMMA_TOKENIZER} missing: run make tokenizers")
     logs = tmp_path_factory.mktemp("vllm-jobs")
     if _REUSE:
         urls = json.loads(_REUSE)
@@ -154,8 +154,7 @@ def job_worker(
 
 def corpus_pdf(rel: str) -> Path:
     path = CORPUS / rel
-    if not path.is_file():
-        pytest.skip(f"corpus file {path} missing: run make corpus")
+    require(path.is_file(), f"corpus file {path} missing: run make corpus")
     return path
 
 

@@ -32,14 +32,14 @@ from tests.jobs.conftest import (
     upload,
     wait_job,
 )
+from tests.prereq import require
 
 Client = Any
 
 
 @pytest.fixture(autouse=True)
 def _own_servers(deployment: Deployment) -> None:
-    if not deployment.owned:
-        pytest.skip("these tests kill servers: not with LONGDOC_TEST_VLLM_URLS")
+    require(deployment.owned, "these tests kill servers: not with LONGDOC_TEST_VLLM_URLS")
 
 
 @pytest.fixture

