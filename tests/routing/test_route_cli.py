@@ -126,7 +126,11 @@ def test_refusals_exit_1_with_the_reason(tmp_path: Path) -> None:
     assert code == 1
     assert "refused (unsplittable): page 1 holds a line of" in err
     assert "rejected: gemma: " in err
+    # The prompt alone (instructions, and a marker for each of 113 pages) is over 600.
+    r_intro = str(corpus_path("pdf/r-intro.pdf"))
+    code, _, err = route(r_intro, "--max-output-tokens", "400", deployment=tiny)
+    assert code == 1 and "refused (unsplittable)" in err and "leaves -" in err
     # Chunks fit, but no request can combine two answers of 400 tokens.
-    code, _, err = route(str(corpus_path("pdf/r-intro.pdf")), "--max-output-tokens", "400",
-                         deployment=tiny)  # fmt: skip
+    small = [{**tiny[0], "max_model_len": 2_000}]
+    code, _, err = route(r_intro, "--max-output-tokens", "400", deployment=small)
     assert code == 1 and "refused (reduce_too_large)" in err

@@ -30,7 +30,7 @@ from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
-from service.jobs.planning import est_duration_s
+from service.jobs.planner import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
 from service.periodic import Periodic
 from workers.jobs import reasons as public_reasons
