@@ -70,6 +70,11 @@ def release(session: Session) -> None:
     session.commit()
 
 
+# For bulk UPDATE/DELETE of rows the session may hold: callers re-read what they use
+# (populate_existing, refresh) rather than pay for the ORM matching rows in Python.
+NO_SYNC = {"synchronize_session": False}
+
+
 def rows_changed(result: Result[Any]) -> int:
     """Rows an UPDATE/DELETE touched; conditional updates are how claims are taken."""
     assert isinstance(result, CursorResult)

@@ -242,22 +242,8 @@ def _end(
             **values,
         )
         if ok and status == JobStatus.failed:
-            _fail_parent(session, a.job_id, now, reason)
+            tree.fail_parent(session, a.job_id, now, reason)
     return ok
-
-
-def _fail_parent(session: Session, job_id: uuid.UUID, now: datetime, reason: str) -> None:
-    job = session.get(Job, job_id)
-    if job is not None and job.parent_id is not None:
-        what = (job.step or {}).get("stage", "request")
-        tree.end_tree(
-            session,
-            [job.parent_id],
-            JobStatus.failed,
-            now,
-            code=f"{what}_failed",
-            reason=f"a {what} request failed: {reason}",
-        )
 
 
 def _server_failed(
