@@ -117,10 +117,15 @@ def plan_job(
     *,
     max_split_bytes: int | None = None,
 ) -> Planned:
-    """Plan a job. ValueError: the budget is absurd, or a request could not finish
-    within the job time limit; RouteRefused: the job cannot run on these backends;
-    SplitDeferred: it must be split and its text is over `max_split_bytes`. A counter
-    may raise what it raises (a server's /tokenize)."""
+    """Plan a job. ValueError: the budget is absurd or over the service's limit, or a
+    request could not finish within the job time limit; RouteRefused: the job cannot
+    run on these backends; SplitDeferred: it must be split and its text is over
+    `max_split_bytes`. A counter may raise what it raises (a server's /tokenize)."""
+    if max_output_tokens > settings.max_output_tokens:
+        raise ValueError(
+            f"max_output_tokens {max_output_tokens:,} is above this service's limit of "
+            f"{settings.max_output_tokens:,}"
+        )
     prompts = prompt_tokens(task, params, doc.spans, counters, list(doc.counts))
     job = Job(doc.counts, prompts, max_output_tokens)
     plan = plan_route(job, backends, _Splitter(doc, counters, max_split_bytes))
