@@ -70,8 +70,8 @@ def release(session: Session) -> None:
     session.commit()
 
 
-# For bulk UPDATE/DELETE of rows the session may hold: callers re-read what they use
-# (populate_existing, refresh) rather than pay for the ORM matching rows in Python.
+# Execution options for a bulk UPDATE/DELETE: the session's loaded objects are left as
+# they were, and a caller that uses one again re-reads it (populate_existing, refresh).
 NO_SYNC = {"synchronize_session": False}
 
 
