@@ -30,8 +30,8 @@ from bench.sim.metrics import _job_wait
 from bench.sim.policies import Longdoc
 from bench.sim.workload import Workload, WorkloadParams, generate
 from ingestion.capacity.admission import Policy
-from service.cli.route import deployment_backends
 from service.config import get_settings
+from service.jobs.planner import deployment_backends
 
 TENANTS = ("batch", "small")
 

@@ -5,7 +5,7 @@ code: every job is routed by `ingestion.capacity.router.plan_route` against the 
 settings (`settings.deployment`, by default the paper deployment: Gemma 4 31B on one
 H100 80GB, Llama 4 Scout on 8xH100 at the 1M context vLLM published for it, KV pools
 derived from the registry), turned into router backends by the same
-`service.cli.route.deployment_backends` that `longdoc route` uses; Longdoc's requests
+`service.jobs.planner.deployment_backends` that `longdoc route` uses; Longdoc's requests
 wait for `ingestion.capacity.admission.decide`, the policy the KV ledger applies in the
 database, with the simulated `now`.
 
@@ -101,8 +101,8 @@ from bench.sim.policies import Fifo, Longdoc, RoundRobin, ShortestFirst
 from bench.sim.workload import Workload, WorkloadParams, generate
 from ingestion.capacity.admission import Policy
 from ingestion.capacity.router import Backend
-from service.cli.route import deployment_backends
 from service.config import DeploymentReplica, get_settings
+from service.jobs.planner import deployment_backends
 
 POLICIES = ("longdoc", "fifo", "round_robin", "shortest_first")
 BASELINE = "fifo"

@@ -70,6 +70,11 @@ def release(session: Session) -> None:
     session.commit()
 
 
+# Execution options for a bulk UPDATE/DELETE: the session's loaded objects are left as
+# they were, and a caller that uses one again re-reads it (populate_existing, refresh).
+NO_SYNC = {"synchronize_session": False}
+
+
 def rows_changed(result: Result[Any]) -> int:
     """Rows an UPDATE/DELETE touched; conditional updates are how claims are taken."""
     assert isinstance(result, CursorResult)

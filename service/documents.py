@@ -19,7 +19,7 @@ from service.api.upload import ReceivedFile
 from service.blobstore import BlobStore, fsync_file
 from service.db import write_transaction
 from service.jobs import tree
-from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
+from service.models import FINAL, Document, DocumentStatus, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 # The first key of the advisory locks on originals (`lock_blob`): "blob" in ASCII.
@@ -206,7 +206,7 @@ def delete(session: Session, store: BlobStore, doc: Document, *, cancel_jobs: bo
         session.execute(select(Document.id).where(Document.id == doc.id).with_for_update())
         live = session.execute(
             select(Job.id, Job.parent_id, Job.task_id).where(
-                Job.document_id == doc.id, Job.status.not_in(tree.FINAL)
+                Job.document_id == doc.id, Job.status.not_in(FINAL)
             )
         ).all()
         if live and not cancel_jobs:

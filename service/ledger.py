@@ -50,12 +50,10 @@ from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ingestion.capacity import admission
-from service.db import retry_conflicts, rows_changed, write_transaction
+from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
 from service.jobs.tree import lock
-from service.models import Backend, Job, JobStatus, KvLease
+from service.models import FINAL, Backend, Job, JobStatus, KvLease
 
-_FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
-_NO_SYNC = {"synchronize_session": False}
 _WAITING = JobStatus.waiting_for_capacity
 
 
@@ -162,7 +160,7 @@ def try_admit(
             reason = f"needs {job.kv_bytes} B of KV cache; the largest {role} replica has {largest}"
             stmt = update(Job).where(Job.id == job.id, Job.status == _WAITING)
             values = {"status": JobStatus.failed, "error_reason": reason, "finished_at": now}
-            if rows_changed(session.execute(stmt.values(values), execution_options=_NO_SYNC)):
+            if rows_changed(session.execute(stmt.values(values), execution_options=NO_SYNC)):
                 failed.append((job.id, reason))
         placeable = _lock_waiting(session, [by_id[p.job_id].id for p in decision.placements],
                                   ready_after)  # fmt: skip
@@ -204,10 +202,10 @@ def renew(
         if lease_id is not None:
             stmt = stmt.where(KvLease.id == lease_id)
         values = {"expires_at": now + timedelta(seconds=ttl_s), "renewed_at": now}
-        ok = rows_changed(session.execute(stmt.values(values), execution_options=_NO_SYNC)) == 1
+        ok = rows_changed(session.execute(stmt.values(values), execution_options=NO_SYNC)) == 1
         if ok:
             beat = update(Job).where(Job.id == job_id).values(heartbeat_at=now)
-            session.execute(beat, execution_options=_NO_SYNC)
+            session.execute(beat, execution_options=NO_SYNC)
     return ok
 
 
@@ -229,7 +227,7 @@ def release(
     A lease past its expiry that nobody has reaped yet may still be released: no
     one has counted its bytes as free. False: the caller no longer held the lease
     (or its job was not running), and the job was left alone."""
-    if status not in (*_FINAL, _WAITING):
+    if status not in (*FINAL, _WAITING):
         raise ValueError(f"cannot release a job into {status}")
     if error_reason is not None:
         values["error_reason"] = error_reason
@@ -247,19 +245,19 @@ def _release(
     values: dict[str, Any],
     commit: bool,
 ) -> bool:
-    final = status in _FINAL
+    final = status in FINAL
     with write_transaction(session, commit=commit):
         lock(session, [job_id])
         gone = delete(KvLease).where(KvLease.job_id == job_id)
         if lease_id is not None:
             gone = gone.where(KvLease.id == lease_id)
-        if rows_changed(session.execute(gone, execution_options=_NO_SYNC)) != 1:
+        if rows_changed(session.execute(gone, execution_options=NO_SYNC)) != 1:
             return False
         changes: dict[str, Any] = {"status": status, "heartbeat_at": None, **values}
         changes["finished_at" if final else "waiting_since"] = now
         done = update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
         # A lease whose job is not running is garbage: deleting it is right anyway.
-        return rows_changed(session.execute(done.values(changes), execution_options=_NO_SYNC)) == 1
+        return rows_changed(session.execute(done.values(changes), execution_options=NO_SYNC)) == 1
 
 
 @retry_conflicts
@@ -317,7 +315,7 @@ def _reap(
     # Jobs before leases: a renewal that got its job first ends before we look again.
     locked = lock(session, dead)
     gone = delete(KvLease).where(on_backends, KvLease.job_id.in_(locked), _dead(now))
-    job_ids = session.scalars(gone.returning(KvLease.job_id), execution_options=_NO_SYNC).all()
+    job_ids = session.scalars(gone.returning(KvLease.job_id), execution_options=NO_SYNC).all()
     if not job_ids:
         return []
     was_running = (Job.id.in_(job_ids), Job.status == JobStatus.running)
@@ -329,8 +327,8 @@ def _reap(
     requeue = update(Job).where(*was_running)
     requeue = requeue.values(status=_WAITING, waiting_since=now, **common)
     return [
-        *session.scalars(fail.returning(Job.id), execution_options=_NO_SYNC),
-        *session.scalars(requeue.returning(Job.id), execution_options=_NO_SYNC),
+        *session.scalars(fail.returning(Job.id), execution_options=NO_SYNC),
+        *session.scalars(requeue.returning(Job.id), execution_options=NO_SYNC),
     ]
 
 
@@ -411,7 +409,7 @@ def _admit(
         waiting_since=None,
         kv_wait_s=(job.kv_wait_s or 0.0) + waited,
     )
-    if rows_changed(session.execute(moved, execution_options=_NO_SYNC)) != 1:
+    if rows_changed(session.execute(moved, execution_options=NO_SYNC)) != 1:
         return None  # cancelled meanwhile: its bytes simply stay free
     lease_id, expires, est = uuid.uuid4(), now + timedelta(seconds=ttl_s), job.est_duration_s
     session.execute(

@@ -33,6 +33,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from ingestion.capacity.route_plan import Plan, Step, step_from_json
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -53,6 +55,33 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class PlanJSON(TypeDecorator[Plan]):
+    """A job's plan, typed in Python and stored as `Plan.to_json()`: every reader gets a
+    checked `Plan`, never a dict to pick apart."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Plan | None, dialect: Dialect) -> dict[str, Any] | None:
+        return None if value is None else value.to_json()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Plan | None:
+        return None if value is None else Plan.from_json(value)
+
+
+class StepJSON(TypeDecorator[Step]):
+    """The request of a map-reduce plan that a child job runs, stored as its `to_json()`."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Step | None, dialect: Dialect) -> dict[str, Any] | None:
+        return None if value is None else value.to_json()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Step | None:
+        return None if value is None else step_from_json(value)
 
 
 class Base(DeclarativeBase):
@@ -92,6 +121,10 @@ class JobStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+
+
+# A job in one of these states never changes again.
+FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 class BatchStatus(enum.StrEnum):
@@ -276,7 +309,7 @@ class Job(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200))
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.queued)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    plan: Mapped[dict[str, Any] | None]
+    plan: Mapped[Plan | None] = mapped_column(PlanJSON)
     backend_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("backends.id", ondelete="SET NULL")
     )
@@ -312,9 +345,9 @@ class Job(Base):
     # The model's last output when it could not be used (schema mismatch): kept for the client.
     raw_output: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[dict[str, Any] | None]
-    # A child of a map-reduce job: {"stage": "map", "chunk": i} or
-    # {"stage": "reduce", "level": l, "group": g}. Null on the jobs clients create.
-    step: Mapped[dict[str, Any] | None]
+    # A child of a map-reduce job: the map or reduce request of its parent's plan that
+    # it runs. Null on the jobs clients create.
+    step: Mapped[Step | None] = mapped_column(StepJSON)
 
 
 class Result(Base):

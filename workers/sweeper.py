@@ -24,7 +24,7 @@ from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import retry_conflicts, rows_changed, write_transaction
 from service.jobs.dispatch import priorities
-from service.jobs.tree import end_tree
+from service.jobs.tree import fail_parent
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from workers.ingest.claims import silent_parse
 
@@ -102,18 +102,18 @@ def _fail_broken_parents(session: Session, now: Any) -> None:
     take its map-reduce job down; do it here."""
     child = aliased(Job)
     rows = session.execute(
-        select(Job.id, child.error_reason)
+        select(child.id, child.error_reason)
         .join(child, child.parent_id == Job.id)
         .where(Job.status == JobStatus.running, child.status == JobStatus.failed)
     ).all()
-    for parent_id, reason in rows:
-        _fail_parent(session, parent_id, now, f"a request failed: {reason}")
+    for child_id, reason in rows:
+        _fail_parent(session, child_id, now, reason)
 
 
 @retry_conflicts
-def _fail_parent(session: Session, parent_id: uuid.UUID, now: Any, reason: str) -> None:
+def _fail_parent(session: Session, child_id: uuid.UUID, now: Any, reason: str | None) -> None:
     with write_transaction(session):
-        end_tree(session, [parent_id], JobStatus.failed, now, code="request_failed", reason=reason)
+        fail_parent(session, child_id, now, reason)
 
 
 def _take(session: Session, model: type[Document | Job], row_id: uuid.UUID, seen: Any) -> bool:

@@ -3,14 +3,15 @@
 A `Plan` is stored on its job (`jobs.plan`) and shown by the API and by
 `longdoc route`, so everything a reader needs to trust it is in it: the counts
 it used, each model request with the KV it reserves, why this choice, and the
-alternatives it rejected with their reasons.
+alternatives it rejected with their reasons. A `Step` is one request of a
+map-reduce plan, stored on the child job that runs it (`jobs.step`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "PLAN_VERSION",
@@ -21,9 +22,12 @@ __all__ = [
     "PlanKind",
     "ReduceGroup",
     "ReduceLevel",
+    "ReduceStep",
     "Rejection",
     "Request",
     "RouteRefused",
+    "Step",
+    "step_from_json",
 ]
 
 PLAN_VERSION = 1
@@ -90,6 +94,16 @@ class MapStep:
     chunk: Chunk
     request: Request
 
+    stage: ClassVar[Literal["map"]] = "map"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(level, index): level 0 holds the map requests, in chunk order."""
+        return 0, self.chunk.index
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, **asdict(self)}
+
 
 @dataclass(frozen=True)
 class ReduceGroup:
@@ -105,6 +119,44 @@ class ReduceGroup:
 class ReduceLevel:
     level: int
     groups: tuple[ReduceGroup, ...]
+
+
+@dataclass(frozen=True)
+class ReduceStep:
+    """Group `group` of reduce level `level` (from 1): it combines the answers of
+    inputs `first`..`last` of the level below (`ReduceGroup`)."""
+
+    level: int
+    group: int
+    first: int
+    last: int
+    request: Request
+
+    stage: ClassVar[Literal["reduce"]] = "reduce"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.level, self.group
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, **asdict(self)}
+
+
+Step = MapStep | ReduceStep
+
+
+def step_from_json(data: Mapping[str, Any]) -> Step:
+    """Inverse of `MapStep.to_json` and `ReduceStep.to_json`; ValueError on anything
+    malformed."""
+    try:
+        if data["stage"] == "map":
+            return MapStep(_chunk(data["chunk"]), _request(data["request"]))
+        if data["stage"] == "reduce":
+            level, group, first, last = (_int(data[k]) for k in ("level", "group", "first", "last"))
+            return ReduceStep(level, group, first, last, _request(data["request"]))
+        raise ValueError(f"bad step stage {data['stage']!r}")
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed step: {exc!r}") from None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from service.jobs.schemas import (
     JobTimings,
     ResultOut,
 )
-from service.models import Backend, Job, JobStatus, Result, utcnow
+from service.models import FINAL, Backend, Job, JobStatus, Result, utcnow
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -24,14 +24,14 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def _children(session: Session, job: Job) -> JobChildren | None:
-    if job.plan is None or job.plan.get("kind") != "map_reduce":
+    if job.plan is None or job.plan.kind != "map_reduce":
         return None
     counts = dict(
         session.execute(
             select(Job.status, func.count()).where(Job.parent_id == job.id).group_by(Job.status)
         ).all()
     )
-    total_planned = len(job.plan["map"]) + sum(len(lv["groups"]) for lv in job.plan["reduce"])
+    total_planned = len(job.plan.map) + sum(len(lv.groups) for lv in job.plan.reduce)
     return JobChildren(
         total=total_planned,
         succeeded=counts.get(JobStatus.succeeded, 0),
@@ -45,7 +45,7 @@ def to_out(session: Session, job: Job, *, admin: bool = False) -> JobOut:
     sees which role and model ran the job, not where the server is."""
     now = utcnow()
     backend = session.get(Backend, job.backend_id) if job.backend_id else None
-    final = job.status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+    final = job.status in FINAL
     error = None
     # A waiting job shows why its last attempt ended; a succeeded one shows no error.
     if job.status != JobStatus.succeeded and (job.error_reason or job.status == JobStatus.failed):
@@ -63,7 +63,7 @@ def to_out(session: Session, job: Job, *, admin: bool = False) -> JobOut:
         idempotency_key=job.idempotency_key,
         status=job.status,
         attempts=job.attempts,
-        plan=job.plan,
+        plan=None if job.plan is None else job.plan.to_json(),
         progress=job.progress,
         backend=None
         if backend is None

@@ -1,32 +1,31 @@
 """`longdoc route FILE`: the plan a job on FILE would get, with no server and no database.
 
 The document is parsed and counted here with the local tokenizer files
-(settings.tokenizers) and planned against the deployment described in settings
-(settings.deployment, by default the paper deployment).
+(settings.tokenizers) and planned by the service's own planner
+(`service.jobs.planner.plan_job`, page markers and the reduce prompt included) against
+the deployment described in settings (settings.deployment, by default the paper
+deployment) in place of the measured backends.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ingestion.capacity.chunking import PageChunker
-from ingestion.capacity.kv import KvConfig
 from ingestion.capacity.route_plan import Plan, Request, RouteRefused
-from ingestion.capacity.router import Backend, Job, plan_route
 from ingestion.documents.formats import detect_media_type_path
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import PageSpan, write_pages
-from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TEMPLATE_TOKENS, instruction_text
+from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TaskError, validate
 from ingestion.tokens.counting import TokenCounter, count_stream, estimate_tokens, load_counter
 from ingestion.types import IngestError, TokenCount
-from service.config import MODEL_ROLES, DeploymentReplica, Settings, get_settings
+from service.config import MODEL_ROLES, Settings, get_settings
+from service.jobs.planner import DocumentText, deployment_backends, plan_job
 
 GIB = 1 << 30
 
@@ -39,26 +38,6 @@ DEFAULT_TASK = Task("summarize")
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"longdoc route: {message}", err=True)
     return typer.Exit(code=code)
-
-
-def deployment_backends(deployment: Sequence[DeploymentReplica]) -> list[Backend]:
-    """Router backends for a deployment described in settings: one per replica."""
-    out: list[Backend] = []
-    for entry in deployment:
-        cfg = KvConfig(entry.block_size, entry.in_flight_tokens, entry.kv_dtype, entry.tp)
-        for _ in range(entry.replicas):
-            n = sum(b.role == entry.role for b in out)
-            out.append(
-                Backend(
-                    f"{entry.role}-{n}",
-                    entry.role,
-                    entry.model,
-                    entry.max_model_len,
-                    entry.kv_cache_bytes,
-                    kv=cfg,
-                )
-            )
-    return out
 
 
 def deployment_summary(settings: Settings) -> dict[str, object]:
@@ -102,9 +81,28 @@ def _read(path: Path, max_pages: int) -> tuple[str, str, list[tuple[PageSpan, st
     return media_type, text, [(s, text[s.char_start : s.char_end]) for s in spans]
 
 
+def _params(task: str, raw: str | None) -> dict[str, Any]:
+    # A dry run with no parameters budgets plausible ones; given ones are checked as
+    # the API checks a job's.
+    try:
+        return validate(task, DRY_RUN_PARAMS[task] if raw is None else json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--params is not JSON: {exc}") from None
+    except TaskError as exc:
+        raise _fail(f"--params: {exc.field}: {exc.reason}") from None
+
+
 def route(
     file: Annotated[Path, typer.Argument(help="The document (PDF, EPUB, DOCX, HTML, text...).")],
     task: Annotated[Task, typer.Option("--task", help="What the job will do.")] = DEFAULT_TASK,
+    params: Annotated[
+        str | None,
+        typer.Option(
+            "--params",
+            help="The job's params as JSON (as POST /v1/jobs takes them); by default "
+            "plausible ones for the task.",
+        ),
+    ] = None,
     max_output_tokens: Annotated[
         int, typer.Option("--max-output-tokens", help="Output budget per request.")
     ] = 4096,
@@ -112,6 +110,7 @@ def route(
 ) -> None:
     """Which model a job on FILE runs on, the KV it reserves, and why (no server needed)."""
     settings = get_settings()
+    task_params = _params(task, params)
     try:
         media_type, text, pages = _read(file, settings.max_pages)
     except IngestError as exc:
@@ -120,22 +119,19 @@ def route(
         raise _fail(f"{file}: cannot read it ({exc})") from None
     counters: dict[str, TokenCounter] = {}
     counts: dict[str, TokenCount] = {}
-    prompts: dict[str, int] = {}
-    # A dry run has no client parameters: it budgets the prompt of plausible ones.
-    instruction = instruction_text(task, DRY_RUN_PARAMS[task])
     for role in MODEL_ROLES:
         counter = _counter(role, settings.tokenizers.get(role))
         if counter is None:
             counts[role] = estimate_tokens(len(text))
-            prompts[role] = estimate_tokens(len(instruction)).count + TEMPLATE_TOKENS
         else:
             counters[role] = counter
             counts[role] = count_stream(counter, [text])
-            prompts[role] = counter.count(instruction) + TEMPLATE_TOKENS
-    job = Job(counts, prompts, max_output_tokens)
+    doc = DocumentText(counts, [span for span, _ in pages], lambda: pages)
     try:
         backends = deployment_backends(settings.deployment)
-        plan = plan_route(job, backends, PageChunker(pages, counters))
+        plan = plan_job(
+            doc, task, task_params, max_output_tokens, backends, counters, settings
+        ).plan
     except ValueError as exc:
         raise _fail(str(exc)) from None
     except RouteRefused as exc:
@@ -146,7 +142,7 @@ def route(
     deployment = deployment_summary(settings)
     if json_out:
         head = {"file": str(file), "media_type": media_type, "pages": len(pages), "task": task}
-        body = {**head, "deployment": deployment, "plan": plan.to_json()}
+        body = {**head, "params": task_params, "deployment": deployment, "plan": plan.to_json()}
         typer.echo(json.dumps(body, indent=2))
         return
     typer.echo(f"{file}: {media_type}, {len(pages):,} pages, task {task.value}")

@@ -21,7 +21,8 @@ from service.config import Settings
 from service.db import retry_conflicts, rows_changed, write_transaction
 from service.documents import get_owned as get_owned_document
 from service.jobs import quota, tree
-from service.jobs.planning import SplitDeferred, est_duration_s, plan_document_job
+from service.jobs.planner import SplitDeferred, est_duration_s
+from service.jobs.planning import plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 

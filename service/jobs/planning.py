@@ -1,5 +1,6 @@
-"""Plan a job: its document's token counts, its prompt's and the backends as measured,
-through the router (`ingestion.capacity.router.plan_route`).
+"""The planner's inputs as the service has them: the document's stored token counts
+and page map, the backends table as measured, a counter per role (the tokenizer file,
+else a server's /tokenize); `service.jobs.planner.plan_job` plans on them.
 
 Shared by the API (a job on a parsed document is planned when it is created, so the
 client sees its plan and a bad budget is a 422) and the worker (a job created before
@@ -10,23 +11,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingestion.capacity.chunking import PageChunker
 from ingestion.capacity.kv import KvConfig
-from ingestion.capacity.route_plan import Chunk, Plan, Request, RouteRefused
-from ingestion.capacity.router import Backend, Job, plan_route
+from ingestion.capacity.route_plan import RouteRefused
+from ingestion.capacity.router import Backend
 from ingestion.documents.textfile import PageSpan, read_pages, spans_from_json
-from ingestion.tasks.prompts import page_marker
-from ingestion.tasks.specs import TEMPLATE_TOKENS, instruction_text, reduce_instruction_text
-from ingestion.tokens.counting import TokenCounter, estimate_tokens, load_counter
+from ingestion.tokens.counting import TokenCounter, load_counter
 from ingestion.types import TokenCount
 from service.blobstore import BlobStore
 from service.config import Settings
+from service.jobs.planner import DocumentText, Planned, SplitDeferred, plan_job
 from service.models import Backend as BackendRow
 from service.models import Document, DocumentTokenCount, utcnow
 
@@ -35,15 +33,6 @@ from service.models import Document, DocumentTokenCount, utcnow
 _CPU_BLOCK_SIZE = 128
 _CPU_IN_FLIGHT = 2_048
 _GPU_IN_FLIGHT = 16_384
-# Between two pages the request has a blank line where the counted text has
-# PAGE_SEPARATOR; a token per page covers a merge that differs at the seam.
-_SEAM_TOKENS_PER_PAGE = 1
-
-
-@dataclass(frozen=True)
-class Planned:
-    plan: Plan
-    prompt_tokens: dict[str, int]
 
 
 def router_backends(rows: Sequence[BackendRow], settings: Settings) -> list[Backend]:
@@ -112,46 +101,9 @@ def role_counters(
             counter.close()
 
 
-def _page_overhead(counter: TokenCounter | None, spans: Sequence[PageSpan]) -> int:
-    pages = [s.number for s in spans if s.char_end > s.char_start]
-    markers = "".join(page_marker(n) for n in pages)
-    n = counter.count(markers) if counter is not None else estimate_tokens(len(markers)).count
-    return n + _SEAM_TOKENS_PER_PAGE * len(pages)
-
-
-class SplitDeferred(Exception):
-    """The plan needs the document split, and the caller asked not to split one this
-    large here (the API: counting the chunks of millions of tokens would hold the
-    request for seconds). The worker plans the job instead."""
-
-
 class TokenizeDeferred(SplitDeferred):
     """A role's server failed to count the prompt (its /tokenize), and the caller asked
     to leave the job for later (the API: it stays queued, and the worker plans it)."""
-
-
-class _LazyPages:
-    """Page texts for the chunker, read from the text file only if a split is needed."""
-
-    def __init__(
-        self,
-        path: Path,
-        spans: list[PageSpan],
-        counters: dict[str, TokenCounter],
-        max_split_bytes: int | None,
-    ) -> None:
-        self.path, self.spans, self.counters = path, spans, counters
-        self.max_split_bytes = max_split_bytes
-
-    def __call__(self, role: str, budget: int) -> Sequence[Chunk]:
-        if not self.spans:
-            return []
-        size = self.spans[-1].byte_end
-        if self.max_split_bytes is not None and size > self.max_split_bytes:
-            raise SplitDeferred(f"{size} bytes of text to split")
-        with self.path.open("rb") as f:
-            pages = list(read_pages(f, self.spans, self.spans[0].number, self.spans[-1].number))
-        return PageChunker(pages, self.counters)(role, budget)
 
 
 def _backend_rows(session: Session, settings: Settings) -> list[BackendRow]:
@@ -206,7 +158,6 @@ def _plan(
     max_split_bytes: int | None,
 ) -> Planned:
     rows = _backend_rows(session, settings)
-    backends = router_backends(rows, settings)
     spans = spans_from_json(doc.page_map or [])
     counts = {
         tc.role: TokenCount(tc.count, tc.exact, tc.tokenizer, tc.method, tc.model)
@@ -216,57 +167,21 @@ def _plan(
     }
     if not counts:
         raise RouteRefused("no_counts", "the document has no token counts")
-    texts = (instruction_text(task, params), reduce_instruction_text(task, params))
+    text_path = BlobStore(settings.blobs).path(doc.text_key or "")
+
+    def pages() -> list[tuple[PageSpan, str]]:
+        with text_path.open("rb") as f:
+            return list(read_pages(f, spans, spans[0].number, spans[-1].number))
+
+    text = DocumentText(counts, spans, pages)
     with role_counters(rows, settings) as counters:
-        prompts = {}
-        for role in counts:
-            counter = counters.get(role)
-            fixed = max(
-                counter.count(t) if counter is not None else estimate_tokens(len(t)).count
-                for t in texts
-            )
-            prompts[role] = fixed + TEMPLATE_TOKENS + _page_overhead(counter, spans)
-        text_path = BlobStore(settings.blobs).path(doc.text_key or "")
-        job = Job(counts, prompts, max_output_tokens)
-        pages = _LazyPages(text_path, spans, counters, max_split_bytes)
-        plan = plan_route(job, backends, pages)
-    for request in plan.requests():
-        check_time_limit(request, settings)
-    return Planned(plan, prompts)
-
-
-def est_duration_s(request: Request, settings: Settings) -> float:
-    """What the admission policy assumes the request holds its KV for."""
-    return (
-        request.input_tokens / settings.est_prefill_tokens_per_s
-        + request.output_tokens / settings.est_decode_tokens_per_s
-    )
-
-
-def worst_case_s(request: Request, settings: Settings) -> float:
-    """How long the request may take at the slowest speeds Longdoc serves: prefill at
-    `vllm_min_prefill_tokens_per_s` (what the first-token timeout allows for), decode
-    at `vllm_min_decode_tokens_per_s`."""
-    return (
-        request.input_tokens / settings.vllm_min_prefill_tokens_per_s
-        + request.output_tokens / settings.vllm_min_decode_tokens_per_s
-    )
-
-
-def check_time_limit(request: Request, settings: Settings) -> None:
-    """ValueError (a bad budget) when the request could not finish within the job's
-    soft time limit, after its task polled for admission as long as it may: the limit
-    would cut it, and a cut request is a `timeout`, never a result."""
-    limit = settings.job_soft_time_limit_s - settings.admission_wait_s
-    worst = worst_case_s(request, settings)
-    if worst <= limit:
-        return
-    raise ValueError(
-        f"a request of {request.input_tokens:,} prompt and {request.output_tokens:,} output "
-        f"tokens may take {worst:,.0f} s at the slowest speeds served "
-        f"(LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S={settings.vllm_min_prefill_tokens_per_s:g}, "
-        f"LONGDOC_VLLM_MIN_DECODE_TOKENS_PER_S={settings.vllm_min_decode_tokens_per_s:g}), "
-        f"over the job time limit of {limit:,.0f} s (LONGDOC_JOB_SOFT_TIME_LIMIT_S="
-        f"{settings.job_soft_time_limit_s} less LONGDOC_ADMISSION_WAIT_S="
-        f"{settings.admission_wait_s:g}); ask for fewer output tokens"
-    )
+        return plan_job(
+            text,
+            task,
+            params,
+            max_output_tokens,
+            router_backends(rows, settings),
+            counters,
+            settings,
+            max_split_bytes=max_split_bytes,
+        )

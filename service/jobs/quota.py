@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from service.config import Settings
-from service.jobs.tree import FINAL
-from service.models import Job, KvLease, Tenant
+from service.models import FINAL, Job, KvLease, Tenant
 
 
 def waiting_jobs(session: Session, tenant_id: uuid.UUID, besides: uuid.UUID | None = None) -> int:

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
-from ingestion.capacity.route_plan import Plan, Request
-from service.models import Job, JobStatus, KvLease, Result
-
-FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
-_NO_SYNC = {"synchronize_session": False}
+from ingestion.capacity.route_plan import Plan, ReduceStep, Step
+from service.db import NO_SYNC
+from service.models import FINAL, Job, JobStatus, KvLease, Result
 
 
 def _lock_where(session: Session, where: ColumnElement[bool]) -> list[uuid.UUID]:
@@ -56,7 +53,8 @@ def lock_tree(session: Session, job_id: uuid.UUID, *, whole: bool = False) -> No
     _lock_where(session, Job.parent_id == parent_id if whole else Job.id == job_id)
 
 
-def _waiting_child(parent: Job, key: str, step: dict[str, Any], req: Request, est: float) -> Job:
+def _waiting_child(parent: Job, key: str, step: Step, est: float) -> Job:
+    req = step.request
     return Job(
         id=uuid.uuid4(),
         tenant_id=parent.tenant_id,
@@ -68,7 +66,7 @@ def _waiting_child(parent: Job, key: str, step: dict[str, Any], req: Request, es
         max_output_tokens=req.output_tokens,
         idempotency_key=f"{parent.id}/{key}",
         status=JobStatus.waiting_for_capacity,
-        step={**step, "request": asdict(req)},
+        step=step,
         role=req.role,
         kv_bytes=req.kv_bytes,
         kv_blocks=req.kv_blocks,
@@ -82,7 +80,7 @@ def start(
     """Put a planned job to work: a single request waits for KV; a map-reduce job's
     map requests become waiting children. Returns the jobs whose tasks to send.
     `est[i]` is request i's expected duration (`Plan.requests()` order)."""
-    job.plan = plan.to_json()
+    job.plan = plan
     if plan.request is not None:
         req = plan.request
         job.role, job.kv_bytes, job.kv_blocks = req.role, req.kv_bytes, req.kv_blocks
@@ -96,12 +94,7 @@ def start(
         "reduce_done": 0,
         "reduce_total": sum(len(lv.groups) for lv in plan.reduce),
     }
-    children = [
-        _waiting_child(
-            job, f"map/{i}", {"stage": "map", "chunk": asdict(s.chunk)}, s.request, est[i]
-        )
-        for i, s in enumerate(plan.map)
-    ]
+    children = [_waiting_child(job, f"map/{i}", s, est[i]) for i, s in enumerate(plan.map)]
     for child in children:
         child.waiting_since = now
         session.add(child)
@@ -109,10 +102,8 @@ def start(
 
 
 def _stage_key(job: Job) -> tuple[int, int]:
-    step = job.step or {}
-    if step.get("stage") == "map":
-        return 0, int(step["chunk"]["index"])
-    return int(step["level"]), int(step["group"])
+    assert job.step is not None, "only a map-reduce job's requests have a place in it"
+    return job.step.key
 
 
 def children(session: Session, parent_id: uuid.UUID) -> list[Job]:
@@ -131,10 +122,10 @@ def fan_in(
     parent = session.get(Job, child.parent_id, with_for_update={"key_share": True})
     if parent is None or parent.status != JobStatus.running or parent.plan is None:
         return [], False
-    plan = Plan.from_json(parent.plan)
+    plan = parent.plan
     kids = children(session, parent.id)
     done = {_stage_key(k) for k in kids if k.status == JobStatus.succeeded}
-    level = 0 if (child.step or {}).get("stage") == "map" else int((child.step or {})["level"])
+    level = _stage_key(child)[0]
     progress = dict(parent.progress or {})
     progress["map_done" if level == 0 else "reduce_done"] = sum(
         1
@@ -153,16 +144,8 @@ def fan_in(
         ready = all((level, i) in done for i in range(group.first, group.last + 1))
         if key in existing or not ready:
             continue
-        step = {
-            "stage": "reduce",
-            "level": level + 1,
-            "group": g,
-            "first": group.first,
-            "last": group.last,
-        }
-        job = _waiting_child(
-            parent, f"reduce/{level + 1}/{g}", step, group.request, est_of(group.request)
-        )
+        step = ReduceStep(level + 1, g, group.first, group.last, group.request)
+        job = _waiting_child(parent, f"reduce/{level + 1}/{g}", step, est_of(group.request))
         job.waiting_since = now
         session.add(job)
         new.append(job.id)
@@ -223,14 +206,33 @@ def end_tree(
                 error_reason=reason,
             )
             .returning(Job.id),
-            execution_options=_NO_SYNC,
+            execution_options=NO_SYNC,
         )
     )
     if moved:
-        session.execute(
-            delete(KvLease).where(KvLease.job_id.in_(moved)), execution_options=_NO_SYNC
-        )
+        session.execute(delete(KvLease).where(KvLease.job_id.in_(moved)), execution_options=NO_SYNC)
     return moved
+
+
+def fail_parent(
+    session: Session, child_id: uuid.UUID, now: datetime, reason: str | None
+) -> list[uuid.UUID]:
+    """A request failed (for `reason`): its map-reduce job fails with it, and the job's
+    other requests end, their leases released. Whoever saw the failure calls this: the
+    run that failed it, the task that finds it failed by the ledger, the sweeper for
+    one no task saw. Returns the jobs moved (none: no parent, or it already ended)."""
+    row = session.execute(select(Job.parent_id, Job.step).where(Job.id == child_id)).one_or_none()
+    if row is None or row.parent_id is None:
+        return []
+    what = row.step.stage if row.step is not None else "request"
+    return end_tree(
+        session,
+        [row.parent_id],
+        JobStatus.failed,
+        now,
+        code=f"{what}_failed",
+        reason=f"a {what} request failed: {reason}",
+    )
 
 
 def group_pages(plan: Plan, level: int, group: int) -> tuple[int, int]:

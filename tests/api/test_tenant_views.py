@@ -41,6 +41,7 @@ from service.models import (
 )
 from service.security import lookup_prefix
 from tests.conftest import auth
+from tests.plans import single_plan
 from workers.ingest.tasks import run_ingest
 from workers.jobs import run as job_run
 from workers.jobs.tasks import _no_backend_for_too_long
@@ -202,13 +203,12 @@ def _admitted_job(sessions: Any, tenant: TenantKeys, url: str, attempts: int) ->
         store.path(doc.text_key).write_text(TEXT)
         n = len(TEXT.encode())
         doc.page_map = [[1, 0, len(TEXT), 0, n]]
-        request = {"role": role, "input_tokens": 20, "output_tokens": 8}
         job = _job(
             s,
             tenant.id,
             doc.id,
             status=JobStatus.waiting_for_capacity,
-            plan={"kind": "single", "request": request},
+            plan=single_plan(role, 20, 8),
             role=role,
             kv_bytes=1 << 20,
             kv_blocks=1,

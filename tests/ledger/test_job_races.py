@@ -29,6 +29,7 @@ from service.models import (
     utcnow,
 )
 from tests.ledger.gates import Gate, Monitor, Runner
+from tests.plans import single_plan
 from workers.jobs import tasks as jobs
 
 GEMMA = "google/gemma-3-270m"
@@ -144,11 +145,11 @@ def waiting_job(database: str, broker: object) -> Iterator[tuple[uuid.UUID, uuid
         backend = Backend(role=role, url=f"http://127.0.0.1:9/{role}", model="m",
                           kv_capacity_bytes=100, healthy=False)  # fmt: skip
         s.add(backend)
-        request = {"input_tokens": 10, "output_tokens": 4}
         job = Job(tenant_id=doc.tenant_id, document_id=doc.id, task="summarize",
                   max_output_tokens=4, idempotency_key=uuid.uuid4().hex,
                   status=JobStatus.waiting_for_capacity, role=role, kv_bytes=10, kv_blocks=1,
-                  plan={"kind": "single", "request": request}, waiting_since=utcnow())  # fmt: skip
+                  plan=single_plan(role, 10, 4, kv_bytes=10, model="m"),
+                  waiting_since=utcnow())  # fmt: skip
         s.add(job)
         s.commit()
         job_id, backend_id, doc_id = job.id, backend.id, doc.id

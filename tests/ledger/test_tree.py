@@ -1,13 +1,17 @@
 """The map-reduce join in the database (`service.jobs.tree`), on Postgres and SQLite:
 reduce requests appear exactly when their inputs are done, the last request finishes
-the parent with one result, and ending a tree releases every lease in it."""
+the parent with one result, a failed request fails its parent, and ending a tree
+releases every lease in it. Plans and steps are stored as their JSON and read typed."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import asdict
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import JSON, func, select, type_coerce, update
 
 from ingestion.capacity.route_plan import (
     Chunk,
@@ -16,7 +20,9 @@ from ingestion.capacity.route_plan import (
     Plan,
     ReduceGroup,
     ReduceLevel,
+    ReduceStep,
     Request,
+    step_from_json,
 )
 from service.jobs import tree
 from service.models import Job, JobStatus, KvLease, Result
@@ -73,11 +79,8 @@ def _kids(world: World, parent: uuid.UUID) -> dict[tuple[str, int, int], uuid.UU
     with world.sessions() as s:
         out = {}
         for k in tree.children(s, parent):
-            step = k.step or {}
-            if step["stage"] == "map":
-                out[("map", 0, step["chunk"]["index"])] = k.id
-            else:
-                out[("reduce", step["level"], step["group"])] = k.id
+            assert k.step is not None
+            out[(k.step.stage, *k.step.key)] = k.id
         return out
 
 
@@ -108,7 +111,8 @@ def test_reduce_requests_appear_when_their_inputs_are_done(world: World) -> None
     with world.sessions() as s:
         top = s.get(Job, kids[("reduce", 2, 0)])
         assert top is not None and top.step is not None
-        assert (top.step["first"], top.step["last"], top.kv_bytes) == (0, 1, 1070)
+        assert isinstance(top.step, ReduceStep)
+        assert (top.step.first, top.step.last, top.kv_bytes) == (0, 1, 1070)
         assert tree.group_pages(plan, 2, 0) == (1, 8) and tree.group_pages(plan, 1, 1) == (5, 8)
     assert _succeed(world, kids[("reduce", 2, 0)], "abcd") == ([], True)
     with world.sessions() as s:
@@ -163,3 +167,51 @@ def test_ending_a_tree_releases_its_leases(world: World) -> None:
         assert leases == 0
     with world.sessions() as s:  # ending it again moves nothing
         assert tree.end_tree(s, [parent_id], JobStatus.failed, T0) == []
+
+
+def _raw(s: Any, column: Any, job_id: uuid.UUID) -> Any:
+    # As plain JSON, past the typed column: what an older reader (or psql) sees.
+    return s.scalar(select(type_coerce(column, JSON)).where(Job.id == job_id))
+
+
+def test_plans_and_steps_are_stored_as_json_and_read_typed(world: World) -> None:
+    parent_id = _parent(world, JobStatus.queued)
+    plan = _plan(world.role)
+    with world.sessions() as s:
+        parent = s.get(Job, parent_id)
+        assert parent is not None
+        tree.start(s, parent, plan, T0, {i: 1.0 for i in range(7)})
+        s.commit()
+    with world.sessions() as s:
+        ids = {k.id: k.step for k in tree.children(s, parent_id)}
+        assert list(ids.values()) == list(plan.map)
+        assert _raw(s, Job.plan, parent_id) == json.loads(json.dumps(plan.to_json()))
+        for i, (kid, step) in enumerate(ids.items()):
+            raw = _raw(s, Job.step, kid)
+            assert raw["stage"] == "map" and raw["chunk"]["index"] == i
+            assert raw == json.loads(json.dumps(asdict(plan.map[i]) | {"stage": "map"}))
+            assert step == step_from_json(raw)
+        stored = s.get(Job, parent_id)
+        assert stored is not None and stored.plan == plan
+
+
+def test_a_failed_request_fails_its_job_and_ends_the_others(world: World) -> None:
+    parent_id = _parent(world, JobStatus.queued)
+    with world.sessions() as s:
+        parent = s.get(Job, parent_id)
+        assert parent is not None
+        kids = tree.start(s, parent, _plan(world.role), T0, {i: 1.0 for i in range(7)})
+        s.commit()
+    with world.sessions() as s:
+        s.execute(update(Job).where(Job.id == kids[1]).values(status=JobStatus.failed))
+        moved = tree.fail_parent(s, kids[1], T0, "the output was unusable")
+        s.commit()
+    assert set(moved) == {parent_id, kids[0], kids[2], kids[3]}
+    with world.sessions() as s:
+        parent = s.get(Job, parent_id)
+        assert parent is not None and parent.status == JobStatus.failed
+        assert parent.error_code == "map_failed"
+        assert parent.error_reason == "a map request failed: the output was unusable"
+        # Ended already: a second report (the sweeper after the run) moves nothing.
+        assert tree.fail_parent(s, kids[1], T0, "again") == []
+        assert tree.fail_parent(s, parent_id, T0, "no parent") == []

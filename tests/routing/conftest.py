@@ -75,8 +75,8 @@ def parsed() -> Callable[[str], tuple[bytes, Pages]]:
 @pytest.fixture
 def paper() -> list[Backend]:
     """The paper deployment as `longdoc route` sees it."""
-    from service.cli.route import deployment_backends
     from service.config import Settings
+    from service.jobs.planner import deployment_backends
 
     return deployment_backends(Settings().deployment)
 

@@ -116,6 +116,12 @@ def test_absurd_output_budgets_exit_2(budget: str) -> None:
     assert code == 2 and "max_output_tokens" in err
 
 
+def test_a_budget_over_the_service_limit_exits_2() -> None:
+    # Within the paper deployment's context, but the API would refuse the job (a 422).
+    code, _, err = route(str(corpus_path("pdf/r-intro.pdf")), "--max-output-tokens", "200000")
+    assert code == 2 and "above this service's limit of 131,072" in err
+
+
 def test_refusals_exit_1_with_the_reason(tmp_path: Path) -> None:
     # 40,000 characters and no line break: the text reader cuts it into pages at spaces,
     # and no page has a paragraph or line break left to cut at.
@@ -126,7 +132,11 @@ def test_refusals_exit_1_with_the_reason(tmp_path: Path) -> None:
     assert code == 1
     assert "refused (unsplittable): page 1 holds a line of" in err
     assert "rejected: gemma: " in err
+    # The prompt alone (instructions, and a marker for each of 113 pages) is over 600.
+    r_intro = str(corpus_path("pdf/r-intro.pdf"))
+    code, _, err = route(r_intro, "--max-output-tokens", "400", deployment=tiny)
+    assert code == 1 and "refused (unsplittable)" in err and "leaves -" in err
     # Chunks fit, but no request can combine two answers of 400 tokens.
-    code, _, err = route(str(corpus_path("pdf/r-intro.pdf")), "--max-output-tokens", "400",
-                         deployment=tiny)  # fmt: skip
+    small = [{**tiny[0], "max_model_len": 2_000}]
+    code, _, err = route(r_intro, "--max-output-tokens", "400", deployment=small)
     assert code == 1 and "refused (reduce_too_large)" in err

@@ -30,7 +30,7 @@ from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
-from service.jobs.planning import est_duration_s
+from service.jobs.planner import est_duration_s
 from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
 from service.periodic import heartbeat
 from workers.jobs import reasons as public_reasons
@@ -242,22 +242,8 @@ def _end(
             **values,
         )
         if ok and status == JobStatus.failed:
-            _fail_parent(session, a.job_id, now, reason)
+            tree.fail_parent(session, a.job_id, now, reason)
     return ok
-
-
-def _fail_parent(session: Session, job_id: uuid.UUID, now: datetime, reason: str) -> None:
-    job = session.get(Job, job_id)
-    if job is not None and job.parent_id is not None:
-        what = (job.step or {}).get("stage", "request")
-        tree.end_tree(
-            session,
-            [job.parent_id],
-            JobStatus.failed,
-            now,
-            code=f"{what}_failed",
-            reason=f"a {what} request failed: {reason}",
-        )
 
 
 def _server_failed(

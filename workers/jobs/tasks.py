@@ -29,7 +29,7 @@ from service.config import Settings, get_settings
 from service.db import get_sessionmaker, retry_conflicts, rows_changed, write_transaction
 from service.jobs import dispatch, tree
 from service.jobs.lifecycle import plan_and_start, still_unplanned
-from service.models import Backend, Document, DocumentStatus, Job, JobStatus, utcnow
+from service.models import FINAL, Backend, Document, DocumentStatus, Job, JobStatus, utcnow
 from service.queue import JOB_TASK, app
 from workers.jobs import reasons as public_reasons
 from workers.jobs import run as job_run
@@ -123,15 +123,7 @@ def _after_final(session: Session, job: Job) -> dict[str, Any]:
     # lease expired too often) takes its map-reduce job down with it.
     if job.status == JobStatus.failed and job.parent_id is not None:
         with write_transaction(session):
-            what = (job.step or {}).get("stage", "request")
-            tree.end_tree(
-                session,
-                [job.parent_id],
-                JobStatus.failed,
-                utcnow(),
-                code=f"{what}_failed",
-                reason=f"a {what} request failed: {job.error_reason}",
-            )
+            tree.fail_parent(session, job.id, utcnow(), job.error_reason)
     return {"status": job.status.value}
 
 
@@ -143,7 +135,7 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
             job = session.get(Job, job_id)
             if job is None:
                 return {"status": "deleted"}
-            if job.status in tree.FINAL:
+            if job.status in FINAL:
                 return _after_final(session, job)
             if job.status == JobStatus.queued:
                 early = _prepare(session, settings, job)
@@ -151,7 +143,7 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
                     return early
                 continue
             if job.status == JobStatus.running:
-                parent = job.step is None and (job.plan or {}).get("kind") == "map_reduce"
+                parent = job.plan is not None and job.plan.kind == "map_reduce"
                 if job.worker != worker or parent:
                     return {"status": "running", "skipped": True}
                 role = None

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingestion.capacity.route_plan import Plan
+from ingestion.capacity.route_plan import MapStep
 from ingestion.documents.textfile import PageSpan, spans_from_json
 from ingestion.tasks.output import TaskOutput, part_text
 from ingestion.tasks.prompts import Stage, build_messages, render_pages, render_parts
@@ -50,32 +50,32 @@ def _answer(task: str, result: Result) -> str:
 
 def build(session: Session, job: Job, doc: Document, text_path: Path) -> RequestText:
     spans = spans_from_json(doc.page_map or [])
-    step: dict[str, Any] | None = job.step
+    step = job.step
     if step is None:  # a single request: the whole document
-        assert job.plan is not None and job.plan["request"] is not None
-        req = job.plan["request"]
+        assert job.plan is not None and job.plan.request is not None
+        req = job.plan.request
         end = spans[-1].byte_end if spans else 0
         pages = (spans[0].number, spans[-1].number) if spans else (1, 1)
         text = render_pages(_read_range(text_path, spans, 0, end))
         stage: Stage = "single"
-    elif step["stage"] == "map":
-        req, chunk = step["request"], step["chunk"]
-        pages = (chunk["first_page"], chunk["last_page"])
-        text = render_pages(_read_range(text_path, spans, chunk["byte_start"], chunk["byte_end"]))
+    elif isinstance(step, MapStep):
+        req, chunk = step.request, step.chunk
+        pages = (chunk.first_page, chunk.last_page)
+        text = render_pages(_read_range(text_path, spans, chunk.byte_start, chunk.byte_end))
         stage = "map"
     else:
-        req = step["request"]
+        req = step.request
         parent = session.get(Job, job.parent_id)
         assert parent is not None and parent.plan is not None
-        plan = Plan.from_json(parent.plan)
-        level, first, last = step["level"], step["first"], step["last"]
-        pages = group_pages(plan, level, step["group"])
+        plan = parent.plan
+        level, first, last = step.level, step.first, step.last
+        pages = group_pages(plan, level, step.group)
         inputs = _inputs(session, parent.id, level - 1, first, last)
         parts = [(_label(group_pages(plan, level - 1, i)), _answer(job.task, r)) for i, r in inputs]
         text = render_parts(parts)
         stage = "reduce"
     messages = build_messages(job.task, job.params, stage, text)
-    return RequestText(stage, messages, pages, req["input_tokens"], req["output_tokens"])
+    return RequestText(stage, messages, pages, req.input_tokens, req.output_tokens)
 
 
 def _label(pages: tuple[int, int]) -> str:
@@ -88,9 +88,8 @@ def _inputs(
 ) -> list[tuple[int, Result]]:
     want = {}
     for kid in children(session, parent_id):
-        s = kid.step or {}
-        lv = 0 if s.get("stage") == "map" else int(s.get("level", -1))
-        idx = int(s["chunk"]["index"]) if lv == 0 else int(s.get("group", -1))
+        assert kid.step is not None, "a map-reduce job's children are its requests"
+        lv, idx = kid.step.key
         if lv == level and first <= idx <= last and kid.status == JobStatus.succeeded:
             want[kid.id] = idx
     results = session.scalars(select(Result).where(Result.job_id.in_(list(want))))

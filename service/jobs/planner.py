@@ -1,0 +1,192 @@
+"""The one planner: what a job on a parsed document runs as, from the document's token
+counts and page map, the task and its parameters, the backends and the settings.
+
+The API (a job on a parsed document is planned when it is created), the worker (a job
+created before its document was parsed is planned once it is) and `longdoc route` (a
+dry run, with no server and no database) all call `plan_job`, so the dry run shows
+the plan the service makes. Where the inputs come from is the callers' business:
+`service.jobs.planning` reads them from the database and the servers, the CLI from
+the file and the deployment in settings. Nothing here does I/O but `DocumentText.pages`,
+which the caller supplies and which is called only when the document must be split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ingestion.capacity.chunking import PageChunker
+from ingestion.capacity.kv import KvConfig
+from ingestion.capacity.route_plan import Chunk, Plan, Request
+from ingestion.capacity.router import Backend, Job, plan_route
+from ingestion.documents.textfile import PageSpan
+from ingestion.tasks.prompts import page_marker
+from ingestion.tasks.specs import TEMPLATE_TOKENS, instruction_text, reduce_instruction_text
+from ingestion.tokens.counting import TokenCounter, estimate_tokens
+from ingestion.types import TokenCount
+from service.config import DeploymentReplica, Settings
+
+# Between two pages the request has a blank line where the counted text has
+# PAGE_SEPARATOR; a token per page covers a merge that differs at the seam.
+SEAM_TOKENS_PER_PAGE = 1
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: Plan
+    prompt_tokens: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DocumentText:
+    """What the planner needs of a parsed document: its token count per role (as
+    ingest stored them), its page map, and its pages' text on demand (a split reads
+    them; most plans need none)."""
+
+    counts: Mapping[str, TokenCount]
+    spans: Sequence[PageSpan]
+    pages: Callable[[], Sequence[tuple[PageSpan, str]]]
+
+    @property
+    def text_bytes(self) -> int:
+        return self.spans[-1].byte_end if self.spans else 0
+
+
+class SplitDeferred(Exception):
+    """The plan needs the document split, and the caller asked not to split one this
+    large here (the API: counting the chunks of millions of tokens would hold the
+    request for seconds). The worker plans the job instead."""
+
+
+def _count(counter: TokenCounter | None, text: str) -> int:
+    return counter.count(text) if counter is not None else estimate_tokens(len(text)).count
+
+
+def page_overhead(counter: TokenCounter | None, spans: Sequence[PageSpan]) -> int:
+    """What a request adds to the counted text: a marker line per page with text, and
+    the seams between pages."""
+    pages = [s.number for s in spans if s.char_end > s.char_start]
+    markers = "".join(page_marker(n) for n in pages)
+    return _count(counter, markers) + SEAM_TOKENS_PER_PAGE * len(pages)
+
+
+def prompt_tokens(
+    task: str,
+    params: Mapping[str, object],
+    spans: Sequence[PageSpan],
+    counters: Mapping[str, TokenCounter],
+    roles: Sequence[str],
+) -> dict[str, int]:
+    """Per role, the tokens a request adds to its text: the larger of the map and the
+    reduce instructions (one budget bounds every request of the plan), the chat
+    template, and the page markers. A role with no counter is estimated."""
+    texts = (instruction_text(task, params), reduce_instruction_text(task, params))
+    out = {}
+    for role in roles:
+        counter = counters.get(role)
+        fixed = max(_count(counter, t) for t in texts)
+        out[role] = fixed + TEMPLATE_TOKENS + page_overhead(counter, spans)
+    return out
+
+
+class _Splitter:
+    """The document's chunker, reading its pages only if the router asks for a split."""
+
+    def __init__(
+        self, doc: DocumentText, counters: Mapping[str, TokenCounter], max_bytes: int | None
+    ) -> None:
+        self.doc, self.counters, self.max_bytes = doc, counters, max_bytes
+
+    def __call__(self, role: str, budget: int) -> Sequence[Chunk]:
+        if not self.doc.spans:
+            return []
+        size = self.doc.text_bytes
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise SplitDeferred(f"{size} bytes of text to split")
+        return PageChunker(self.doc.pages(), self.counters)(role, budget)
+
+
+def plan_job(
+    doc: DocumentText,
+    task: str,
+    params: Mapping[str, object],
+    max_output_tokens: int,
+    backends: Sequence[Backend],
+    counters: Mapping[str, TokenCounter],
+    settings: Settings,
+    *,
+    max_split_bytes: int | None = None,
+) -> Planned:
+    """Plan a job. ValueError: the budget is absurd or over the service's limit, or a
+    request could not finish within the job time limit; RouteRefused: the job cannot
+    run on these backends; SplitDeferred: it must be split and its text is over
+    `max_split_bytes`. A counter may raise what it raises (a server's /tokenize)."""
+    if max_output_tokens > settings.max_output_tokens:
+        raise ValueError(
+            f"max_output_tokens {max_output_tokens:,} is above this service's limit of "
+            f"{settings.max_output_tokens:,}"
+        )
+    prompts = prompt_tokens(task, params, doc.spans, counters, list(doc.counts))
+    job = Job(doc.counts, prompts, max_output_tokens)
+    plan = plan_route(job, backends, _Splitter(doc, counters, max_split_bytes))
+    for request in plan.requests():
+        check_time_limit(request, settings)
+    return Planned(plan, prompts)
+
+
+def deployment_backends(deployment: Sequence[DeploymentReplica]) -> list[Backend]:
+    """Router backends for a deployment described in settings: one per replica, named
+    `role-n`. What a dry run plans on in place of the measured backends table."""
+    out: list[Backend] = []
+    for entry in deployment:
+        cfg = KvConfig(entry.block_size, entry.in_flight_tokens, entry.kv_dtype, entry.tp)
+        for _ in range(entry.replicas):
+            n = sum(b.role == entry.role for b in out)
+            out.append(
+                Backend(
+                    f"{entry.role}-{n}",
+                    entry.role,
+                    entry.model,
+                    entry.max_model_len,
+                    entry.kv_cache_bytes,
+                    kv=cfg,
+                )
+            )
+    return out
+
+
+def est_duration_s(request: Request, settings: Settings) -> float:
+    """What the admission policy assumes the request holds its KV for."""
+    return (
+        request.input_tokens / settings.est_prefill_tokens_per_s
+        + request.output_tokens / settings.est_decode_tokens_per_s
+    )
+
+
+def worst_case_s(request: Request, settings: Settings) -> float:
+    """How long the request may take at the slowest speeds Longdoc serves: prefill at
+    `vllm_min_prefill_tokens_per_s` (what the first-token timeout allows for), decode
+    at `vllm_min_decode_tokens_per_s`."""
+    return (
+        request.input_tokens / settings.vllm_min_prefill_tokens_per_s
+        + request.output_tokens / settings.vllm_min_decode_tokens_per_s
+    )
+
+
+def check_time_limit(request: Request, settings: Settings) -> None:
+    """ValueError (a bad budget) when the request could not finish within the job's
+    soft time limit, after its task polled for admission as long as it may: the limit
+    would cut it, and a cut request is a `timeout`, never a result."""
+    limit = settings.job_soft_time_limit_s - settings.admission_wait_s
+    worst = worst_case_s(request, settings)
+    if worst <= limit:
+        return
+    raise ValueError(
+        f"a request of {request.input_tokens:,} prompt and {request.output_tokens:,} output "
+        f"tokens may take {worst:,.0f} s at the slowest speeds served "
+        f"(LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S={settings.vllm_min_prefill_tokens_per_s:g}, "
+        f"LONGDOC_VLLM_MIN_DECODE_TOKENS_PER_S={settings.vllm_min_decode_tokens_per_s:g}), "
+        f"over the job time limit of {limit:,.0f} s (LONGDOC_JOB_SOFT_TIME_LIMIT_S="
+        f"{settings.job_soft_time_limit_s} less LONGDOC_ADMISSION_WAIT_S="
+        f"{settings.admission_wait_s:g}); ask for fewer output tokens"
+    )
