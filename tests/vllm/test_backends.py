@@ -584,7 +584,8 @@ def test_cli_backends_probes_and_prints(
     assert (item["model"], item["kv_capacity_bytes"], item["healthy"]) == (SMOLLM2, cap, True)
     assert table.exit_code == 0, table.output
     line = next(x for x in table.stdout.splitlines() if smollm2_server.url in x)
-    assert "1.00G (measured)" in line and "2,048" in line and line.endswith("up")
+    # 1.00G for the bf16 server's 364 blocks, 0.99G for the fp32 one's 182.
+    assert f"{cap / GIB:.2f}G (measured)" in line and "2,048" in line and line.endswith("up")
 
 
 def test_refresher_thread(sessions: sessionmaker[Session], smollm2_server: VllmServer) -> None:
