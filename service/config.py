@@ -53,7 +53,12 @@ class BackendConfig(BaseModel):
         "--max-num-batched-tokens, x2 with async scheduling); bounds what sliding-window "
         "layers hold. Default: vLLM's, 16,384 on a GPU and 2,048 on the CPU (block size 128).",
     )
-    kv_dtype: Literal["bf16", "fp8"] = "bf16"
+    kv_dtype: Literal["fp32", "bf16", "fp8"] | None = Field(
+        default=None,
+        description="The server's KV dtype, when it cannot tell: its --kv-cache-dtype is "
+        "reported, but 'auto' (the model's dtype) is not; then it is found from the "
+        "server's blocks, or bf16.",
+    )
     # Sampling sent with every request to this server (C1 of issue 9): greedy decoding
     # makes a small model loop; a repetition penalty gives it real sentences.
     temperature: float = Field(default=0.0, ge=0, le=2)
@@ -86,7 +91,7 @@ class DeploymentReplica(BaseModel):
     kv_cache_bytes: int | None = Field(default=None, gt=0)
     replicas: int = Field(default=1, gt=0)
     tp: int = Field(default=1, gt=0)
-    kv_dtype: Literal["bf16", "fp8"] = "bf16"
+    kv_dtype: Literal["fp32", "bf16", "fp8"] = "bf16"
     block_size: int = Field(default=16, gt=0)
     in_flight_tokens: int = Field(default=16_384, gt=0)
 
@@ -263,6 +268,10 @@ class Settings(BaseSettings):
     embedded_vllm_kv_gib: int = Field(default=1, gt=0)
     # ~40 s on two cores; more on a loaded machine.
     embedded_vllm_ready_timeout_s: float = Field(default=300.0, gt=0)
+    # The weights' dtype of every vLLM CPU server Longdoc starts (the embedded one, the
+    # tests'): auto = bfloat16 on a CPU with bf16 instructions (avx512_bf16, amx_bf16),
+    # float32 elsewhere (service/backends/server.py: cpu_serving_dtype).
+    vllm_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:

@@ -271,6 +271,9 @@ class Backend(Base):
     # How kv_capacity_bytes was found: measured, derived, configured (null: unknown,
     # or a row written before 0003).
     capacity_source: Mapped[str | None] = mapped_column(String(16))
+    # The KV dtype the pool is stored in (fp32, bf16, fp8; null: not known, or a row
+    # written before 0008): what admission charges each token at.
+    kv_dtype: Mapped[str | None] = mapped_column(String(8))
     overrides: Mapped[dict[str, Any] | None]
     healthy: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -7,9 +7,11 @@ from typing import Literal
 
 __all__ = ["DTYPE_BYTES", "KvConfig", "KvDtype"]
 
-KvDtype = Literal["bf16", "fp8"]
-# fp8 (e4m3/e5m2, per-tensor scales) stores no per-token scale bytes.
-DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp8": 1}
+KvDtype = Literal["fp32", "bf16", "fp8"]
+# fp8 (e4m3/e5m2, per-tensor scales) stores no per-token scale bytes. fp32 is what
+# `--kv-cache-dtype auto` stores for a model served `--dtype float32`: vLLM on a CPU
+# without bf16 instructions, where bf16 is emulated and prefill ~30x slower.
+DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp8": 1}
 
 
 @dataclass(frozen=True)

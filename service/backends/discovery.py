@@ -30,7 +30,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ingestion.capacity.kv import KvConfig, KvDtype, kv_layout
+from ingestion.capacity.kv import KvConfig, KvDtype, KvLayout, kv_layout
+from ingestion.capacity.pool import num_blocks
 from ingestion.capacity.registry import UnknownModelError, get_model
 from service import ledger
 from service.api.backend_schemas import BackendOut
@@ -44,6 +45,9 @@ CapacitySource = Literal["measured", "derived", "configured", "unknown"]
 _SOURCES: tuple[CapacitySource, ...] = ("measured", "derived", "configured", "unknown")
 NOT_CONFIGURED = "not configured"
 _MAX_PARALLEL_PROBES = 8
+# What `--kv-cache-dtype auto` can store for the registry's models: their bf16, or
+# fp32 where a CPU server runs --dtype float32 (service/backends/server.py).
+_AUTO_DTYPES: tuple[KvDtype, ...] = ("bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Resolved:
     capacity_source: CapacitySource
     # field -> {"configured": ..., "measured": ...}, only where configuration won.
     overrides: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    kv_dtype: KvDtype | None = None
 
 
 def _pick(
@@ -67,26 +72,54 @@ def _pick(
     return configured
 
 
-def _kv_dtype(cache_dtype: str | None) -> KvDtype | None:
-    # vLLM's --kv-cache-dtype: "auto" is the model's dtype, bf16 for every registry model.
-    if cache_dtype in (None, "auto", "bfloat16"):
+def _layout(state: BackendState, cfg: BackendConfig, dtype: KvDtype) -> KvLayout | None:
+    model_id = cfg.model or state.model
+    if model_id is None or state.block_size is None:
+        return None
+    try:
+        spec = get_model(model_id)
+        return kv_layout(spec, KvConfig(block_size=state.block_size, tp=cfg.tp, kv_dtype=dtype))
+    except (UnknownModelError, ValueError):
+        return None
+
+
+def kv_dtype(state: BackendState, cfg: BackendConfig) -> KvDtype | None:
+    """The dtype the server stores its KV cache in; None when it is one Longdoc does not
+    account for (float16, int4, ...) or cannot tell (an "auto" pool of a model not in
+    the registry).
+
+    A set --kv-cache-dtype is reported. "auto" stores the model's dtype, which vLLM
+    does not report: bf16 for the registry's models on a GPU, fp32 for a CPU server
+    started with --dtype float32. Then the configured `kv_dtype` holds; else the one
+    whose registry block size cuts the reported pool into exactly the reported blocks
+    (vLLM's num_blocks = pool bytes // bytes per block; fp32 blocks are twice bf16's,
+    so at most one matches); else bf16."""
+    cache_dtype = state.cache_dtype
+    if cache_dtype == "bfloat16":
         return "bf16"
-    return "fp8" if cache_dtype.startswith("fp8") else None
+    if cache_dtype is not None and cache_dtype.startswith("fp8"):
+        return "fp8"
+    if cache_dtype not in (None, "auto"):
+        return None
+    if cfg.kv_dtype is not None:
+        return cfg.kv_dtype
+    layouts = {dtype: _layout(state, cfg, dtype) for dtype in _AUTO_DTYPES}
+    blocks, reported = state.num_blocks, state.kv_cache_bytes
+    if None in layouts.values():
+        return None
+    if blocks is not None and reported is not None:
+        for dtype, layout in layouts.items():
+            if layout is not None and num_blocks(layout, reported) == blocks:
+                return dtype
+    return "bf16"
 
 
 def bytes_per_block(state: BackendState, cfg: BackendConfig) -> int | None:
     """One block of the server's pool, from the registry; None when the served model
     (or the configured `model`) is not in it, or its dtype or layout is not known."""
-    model_id = cfg.model or state.model
-    dtype = _kv_dtype(state.cache_dtype)
-    if model_id is None or dtype is None or state.block_size is None:
-        return None
-    try:
-        spec = get_model(model_id)
-        layout = kv_layout(spec, KvConfig(block_size=state.block_size, tp=cfg.tp, kv_dtype=dtype))
-    except (UnknownModelError, ValueError):
-        return None
-    return layout.bytes_per_block
+    dtype = kv_dtype(state, cfg)
+    layout = None if dtype is None else _layout(state, cfg, dtype)
+    return None if layout is None else layout.bytes_per_block
 
 
 def usable_capacity(state: BackendState, cfg: BackendConfig) -> tuple[int | None, CapacitySource]:
@@ -118,7 +151,7 @@ def resolve(state: BackendState, cfg: BackendConfig) -> Resolved:
         source = "configured"
     elif kv is None:
         kv = measured
-    return Resolved(state, length, kv, source, overrides)
+    return Resolved(state, length, kv, source, overrides, kv_dtype(state, cfg))
 
 
 def capacity_source(row: Backend) -> CapacitySource:
@@ -222,6 +255,7 @@ def refresh(
             "num_blocks": state.num_blocks,
             "kv_capacity_bytes": res.kv_capacity_bytes,
             "kv_capacity_tokens": state.kv_cache_tokens,
+            "kv_dtype": res.kv_dtype,
             "capacity_source": None if res.capacity_source == "unknown" else res.capacity_source,
             "overrides": res.overrides or None,
             "healthy": True,

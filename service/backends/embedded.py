@@ -104,8 +104,9 @@ def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
         extra_args=STRUCTURED_OUTPUT_ARGS,
         log_path=log_path,
         scratch_parent=_scratch_parent(settings.data_dir),
+        dtype=settings.vllm_dtype,
     )
-    echo(f"starting vLLM (SmolLM2 135M, CPU) on {server.url}, log {log_path} ...")
+    echo(f"starting vLLM (SmolLM2 135M, CPU, {server.dtype}) on {server.url}, log {log_path} ...")
     server.start()
     try:
         waited = server.wait_ready(timeout=settings.embedded_vllm_ready_timeout_s)
@@ -114,7 +115,8 @@ def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
         raise
     echo(f"vLLM ready in {waited:.0f} s")
     # The default first-token budget assumes a GPU's prefill; this server may run on
-    # a CPU that emulates bf16 (~30 tokens/s on AVX2), shared by concurrent requests.
+    # a slow CPU (float32 without bf16 hardware; bf16 forced there ran ~30 tokens/s on
+    # AVX2), shared by concurrent requests.
     os.environ.setdefault(
         "LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S", str(CPU_MIN_PREFILL_TOKENS_PER_S)
     )

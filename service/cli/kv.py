@@ -23,7 +23,7 @@ def _fail(message: str) -> typer.Exit:
 def kv(
     model: Annotated[str, typer.Argument(help="Hugging Face id, e.g. google/gemma-4-31B-it.")],
     tokens: Annotated[int, typer.Option("--tokens", help="Request length L in tokens.")],
-    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="bf16 or fp8.")] = "bf16",
+    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="fp32, bf16 or fp8.")] = "bf16",
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size.")] = 1,
     block_size: Annotated[int, typer.Option("--block-size", help="vLLM --block-size.")] = 16,
     in_flight_tokens: Annotated[

