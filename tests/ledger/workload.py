@@ -15,7 +15,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ingestion.capacity.route_plan import (
@@ -68,8 +68,9 @@ def tree_plan(role: str, maps: list[int], fan_in: int, reduce_kv: int) -> Plan:
     )
 
 
-def start_tree(w: World, plan: Plan, now: datetime) -> uuid.UUID:
-    """A map-reduce job of `w`'s tenant, started on `plan`: its maps wait for KV."""
+def start_tree(w: World, plan: Plan, now: datetime, seq: int) -> uuid.UUID:
+    """A map-reduce job of `w`'s tenant, started on `plan`: its maps wait for KV, in
+    line at `seq` among `w`'s single jobs (numbered 1, 2, ...), not behind them all."""
     with w.sessions() as s:
         parent = Job(
             tenant_id=w.tenant_id,
@@ -82,6 +83,8 @@ def start_tree(w: World, plan: Plan, now: datetime) -> uuid.UUID:
         s.add(parent)
         s.flush()
         tree.start(s, parent, plan, now, {i: 10.0 for i, _ in enumerate(plan.requests())})
+        s.flush()
+        s.execute(update(Job).where(Job.parent_id == parent.id).values(seq=seq))
         s.commit()
         return parent.id
 
@@ -134,6 +137,26 @@ def cancel(s: Session, job_id: uuid.UUID) -> list[uuid.UUID]:
     job = s.get(Job, job_id)
     assert job is not None
     return lifecycle.cancel(s, job)
+
+
+def outcomes(w: World) -> list[str]:
+    """What the example got to do, for Hypothesis' statistics: how its trees ended,
+    how many reduces fan-in made, how many jobs were cancelled after an admission."""
+    with w.sessions() as s:
+        rows = s.execute(
+            select(Job.parent_id, Job.role, Job.status, Job.step, Job.admitted_at).where(
+                Job.tenant_id == w.tenant_id
+            )
+        ).all()
+    trees = {r.parent_id for r in rows if r.parent_id}
+    out = [f"tree {r.status.value}" for r in rows if r.role is None and r.parent_id is None]
+    out += ["a reduce made by fan-in" for r in rows if (r.step or {}).get("stage") == "reduce"]
+    out += [
+        f"{'a request' if r.parent_id in trees else 'a job'} cancelled after admission"
+        for r in rows
+        if r.status == JobStatus.cancelled and r.admitted_at is not None
+    ]
+    return sorted(set(out))
 
 
 def _step_key(step: dict[str, Any] | None) -> tuple[int, int]:
