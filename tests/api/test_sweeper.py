@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, select
@@ -19,7 +19,9 @@ from service.models import Document, DocumentStatus, Tenant, utcnow
 from workers.sweeper import sweep
 
 
-def _doc(session, tenant_id, status, **times):  # type: ignore[no-untyped-def]
+def _doc(
+    session: Session, tenant_id: uuid.UUID, status: DocumentStatus, **times: datetime
+) -> Document:
     doc = Document(
         tenant_id=tenant_id,
         sha256=uuid.uuid4().hex * 2,
