@@ -176,6 +176,7 @@ def drain(run: Run, survivors: list[dict[uuid.UUID, uuid.UUID]]) -> None:
             )
         ).all()
         assert s.scalar(select(func.count()).where(KvLease.backend_id.in_(run.caps))) == 0
+    assert run.broken == [], run.broken[:10]
     final = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
     assert {j.status for j in jobs if j.id not in run.trees} <= final
     # A request the ledger failed (too large, expired too often) has no worker to take
@@ -201,10 +202,10 @@ def run_workload(sessions: sessionmaker[Session], case: Any) -> None:
     with ThreadPoolExecutor(len(scripts)) as pool:
         start = threading.Barrier(len(scripts))
         survivors = list(pool.map(lambda sc: worker(run, start, sc), scripts))
+    assert run.broken == [], run.broken[:10]
     drain(run, survivors)
     for outcome in outcomes(w) + sorted(run.notes):
         event(outcome)
-    assert run.broken == [], run.broken[:10]
 
 
 HYPOTHESIS = {
