@@ -128,7 +128,7 @@ def fail(s: Session, job_id: uuid.UUID, lease_id: uuid.UUID, now: datetime) -> b
         )
         parent = s.scalar(select(Job.parent_id).where(Job.id == job_id))
         if failed and parent is not None:
-            tree.end_tree(s, [parent], JobStatus.failed, now, code="map_failed", reason="x")
+            tree.end_tree(s, [parent], JobStatus.failed, now, code="request_failed", reason="x")
     return failed
 
 
