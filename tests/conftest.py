@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +23,9 @@ import pytest
 import redis
 
 from tests.prereq import require
+
+# Re-exported: most tests take the one waiting helper from here.
+from tests.waiting import wait_for as wait_for
 
 PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LONGDOC_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -227,13 +229,3 @@ def settings_env(env: Mapping[str, str]) -> Iterator[None]:
             else:
                 os.environ[k] = v
         get_settings.cache_clear()
-
-
-def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")

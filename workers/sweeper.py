@@ -36,7 +36,15 @@ _REQUEUE_AFTER = timedelta(hours=1)
 _UNDISPATCHED_GRACE = timedelta(seconds=10)
 
 
-def sweep(session: Session, settings: Settings, dispatch: Callable[[str], None]) -> int:
+def sweep(
+    session: Session,
+    settings: Settings,
+    dispatch: Callable[[str], None],
+    *,
+    tenant_id: uuid.UUID | None = None,
+) -> int:
+    """Re-dispatch the documents that need it; with `tenant_id`, only that tenant's
+    (a test in a shared database sweeps its own rows, nobody else's)."""
     now = utcnow()
     stale = now - timedelta(seconds=settings.stale_after_s)
     silent = and_(
@@ -50,9 +58,10 @@ def sweep(session: Session, settings: Settings, dispatch: Callable[[str], None])
             Document.dispatched_at < now - _REQUEUE_AFTER,
         ),
     )
-    rows = session.execute(
-        select(Document.id, Document.dispatched_at).where(or_(silent, lost)).limit(500)
-    ).all()
+    due = select(Document.id, Document.dispatched_at).where(or_(silent, lost))
+    if tenant_id is not None:
+        due = due.where(Document.tenant_id == tenant_id)
+    rows = session.execute(due.limit(500)).all()
     sent = 0
     for doc_id, seen in rows:
         if _take(session, Document, doc_id, seen):

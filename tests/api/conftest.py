@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import uvicorn
+
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,7 @@ def live_server(database: str, broker: Any) -> Iterator[tuple[str, int]]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start within 20 s"
+    wait_for(lambda: server.started, timeout=20, interval=0.05, what="uvicorn to start")
     yield "127.0.0.1", port
     server.should_exit = True
     thread.join(timeout=10)

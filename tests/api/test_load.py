@@ -10,7 +10,6 @@ with a 503 and Retry-After — never a 500.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from bench.load_support import api_process, burst, seed_documents
 from service.config import get_settings
 from tests.conftest import _new_key
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -119,14 +119,13 @@ def test_no_connection_in_time_is_503_not_500(seeded: str, log: Path) -> None:
 
 def _wait_for_lock_waiter(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     with psycopg.connect(_pg_url(), autocommit=True) as watcher:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def blocked() -> bool:
             row = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND datname = current_database() AND pid <> %s",
                 (conn.info.backend_pid,),
             ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError("the first request never blocked on the lock")
+            return bool(row and row[0])
+
+        wait_for(blocked, timeout=60, interval=0.05, what="the first request to block on the lock")

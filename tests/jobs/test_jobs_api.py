@@ -13,11 +13,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from ingestion.tasks.repetition import find_loop
 from service.db import get_sessionmaker
 from service.models import Job, KvLease, Result
+from service.queue import app
 from tests.conftest import auth, wait_for
 from tests.jobs.conftest import (
     LONG_PDF,
@@ -273,12 +274,29 @@ def test_cancel_a_running_job(client: Client, api_key: str, deployment: Deployme
     t0 = time.monotonic()
     wait_for(lambda: running_requests(deployment.scout.url) == 0, timeout=15, interval=0.2)
     assert time.monotonic() - t0 < 15
-    time.sleep(2)
+    # Whatever the worker's task would still write, it has written once it has ended.
+    tasks = _task_ids(uuid.UUID(job["id"]))
+    assert tasks, "the job was never sent to a worker"
+    wait_for(lambda: _active(tasks) is False, timeout=60, what=f"the job's tasks {tasks} to end")
     j = client.get(f"/v1/jobs/{job['id']}", headers=auth(api_key)).json()
     assert j["status"] == "cancelled" and _rows(Result, job_id=uuid.UUID(job["id"])) == 0
     again = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(api_key))
     assert again.json()["status"] == "cancelled"
     assert client.get(f"/v1/jobs/{job['id']}/result", headers=auth(api_key)).status_code == 409
+
+
+def _task_ids(job_id: uuid.UUID) -> set[str]:
+    with get_sessionmaker()() as s:
+        where = or_(Job.id == job_id, Job.parent_id == job_id)
+        return {t for t in s.scalars(select(Job.task_id).where(where)) if t}
+
+
+def _active(task_ids: set[str]) -> bool | None:
+    """Whether a worker still runs one of these tasks; None when no worker answered."""
+    replies = app.control.inspect(timeout=2).active()
+    if not replies:
+        return None
+    return any(t["id"] in task_ids for tasks in replies.values() for t in tasks)
 
 
 def test_list_filters_by_status(client: Client, api_key: str, small: str) -> None:

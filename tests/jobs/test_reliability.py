@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,7 +84,7 @@ def worker(logs: Path, worker_env: dict[str, str]) -> Iterator[list[subprocess.P
         stop_worker(p)
 
 
-def test_redis_restart_mid_run(client: Client, api_key: str, worker: list[Any]) -> None:
+def test_redis_restart_mid_run(client: Client, api_key: str, worker: list[Any], logs: Path) -> None:
     doc = upload(client, api_key, SMALL_PDF)
     ids = [_job(client, api_key, doc, 48, f"Give {n} keywords of this page.") for n in (2, 3, 4, 5)]
     wait_for(lambda: any(_generating(client, api_key, i) for i in ids), timeout=120, interval=0.2)
@@ -93,7 +92,12 @@ def test_redis_restart_mid_run(client: Client, api_key: str, worker: list[Any]) 
     subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], check=False)
     wait_for(lambda: subprocess.run(["redis-cli", "-p", "6379", "ping"],
                                     capture_output=True).returncode != 0, timeout=10)  # fmt: skip
-    time.sleep(2)
+    # Back only once the worker has seen it go: the test is of its reconnecting.
+    wait_for(
+        lambda: "Connection to broker lost" in (logs / "worker-1.log").read_text(errors="replace"),
+        timeout=60,
+        what="the worker to notice the broker is gone",
+    )
     subprocess.run(["bash", str(REPO / "scripts" / "start-services.sh")], check=True)
     for job_id in ids:
         done = wait_job(client, api_key, job_id, timeout=240)

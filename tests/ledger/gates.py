@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from tests.waiting import wait_for
 
 WAIT_S = 60.0  # generous: a loaded machine is slow, a stuck one never gets there
 
@@ -78,11 +79,7 @@ class Monitor:
         return row is not None and row[0] == "Lock"
 
     def until(self, what: Callable[[], bool], why: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not what():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {WAIT_S} s: {why}")
-            time.sleep(0.02)
+        wait_for(what, timeout=WAIT_S, interval=0.02, what=why)
 
     def close(self) -> None:
         self.conn.close()

@@ -20,6 +20,7 @@ import pytest
 
 from service.backends.server import VllmServer
 from tests.prereq import require
+from tests.waiting import wait_for
 
 CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 VLLM_PYTHON = CACHE / "vllm-venv" / "bin" / "python"
@@ -48,10 +49,13 @@ def assert_stops_cleanly(server: VllmServer) -> None:
     t0 = time.monotonic()
     server.stop()
     assert time.monotonic() - t0 < 30
-    deadline = time.monotonic() + 5  # let init reap the engine core
-    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [p for p in pids if Path(f"/proc/{p}").exists()] == []
+    # init reaps the engine core a moment after the server has stopped
+    wait_for(
+        lambda: not any(Path(f"/proc/{p}").exists() for p in pids),
+        timeout=5,
+        interval=0.1,
+        what=f"processes {pids} to end",
+    )
     assert not scratch.exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/health", timeout=2)

@@ -28,6 +28,7 @@ from service.config import Settings
 from tests.conftest import corpus_file
 from tests.netrelay import Forwarder
 from tests.vllm.conftest import MAX_MODEL_LEN, SMOLLM2
+from tests.waiting import wait_for
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 COUNTING = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]
@@ -58,22 +59,27 @@ def metric(server: VllmServer, name: str, **labels: str) -> float:
 def wait_idle(server: VllmServer, timeout: float = 5.0) -> float:
     """Seconds until the server runs no request; fails after `timeout`."""
     t0 = time.monotonic()
-    while metric(server, "vllm:num_requests_running") != 0:
-        assert time.monotonic() - t0 < timeout, "server still running a request"
-        time.sleep(0.05)
+
+    def idle() -> bool:
+        return metric(server, "vllm:num_requests_running") == 0
+
+    wait_for(idle, timeout, 0.05, "the server to run no request")
     return time.monotonic() - t0
 
 
-def finished(server: VllmServer, settle_s: float = 0.5) -> float:
+def finished(server: VllmServer, at_least: float = 0.0) -> float:
     """Requests the server saw to their end (stop or length: an aborted one is not counted
-    there). Read once the count has been still for `settle_s`: it is recorded just after
-    the response."""
-    now = metric(server, "vllm:request_success_total")
-    while True:
-        time.sleep(settle_s)
-        now, before = metric(server, "vllm:request_success_total"), now
-        if now == before:
-            return now
+    there), read once it runs none and the count has reached `at_least`: the count is
+    recorded just after the response, with the running gauge's drop."""
+    wait_idle(server)
+    counts: list[float] = []
+
+    def reached() -> bool:
+        counts.append(metric(server, "vllm:request_success_total"))
+        return counts[-1] >= at_least
+
+    wait_for(reached, timeout=5, interval=0.05, what=f"{at_least:.0f} finished requests")
+    return counts[-1]
 
 
 def test_chat_streams_a_real_completion(smollm2_server: VllmServer) -> None:
@@ -197,7 +203,7 @@ def test_server_dying_mid_stream_is_retried_with_a_new_id(
     assert progress[-1] == 24
     # The cut-off attempt was aborted, not left running: one request finished, not two.
     wait_idle(smollm2_server)
-    assert finished(smollm2_server) == finished_before + 1
+    assert finished(smollm2_server, finished_before + 1) == finished_before + 1
 
 
 def test_cancel_aborts_the_request_on_the_server(smollm2_server: VllmServer) -> None:
@@ -230,7 +236,7 @@ def test_cancel_aborts_the_request_on_the_server(smollm2_server: VllmServer) -> 
         client.chat(
             model=SMOLLM2, messages=QUESTION, max_tokens=1, prompt_tokens=40, request_id="one"
         )
-    assert finished(smollm2_server) == finished_before + 1
+    assert finished(smollm2_server, finished_before + 1) == finished_before + 1
 
 
 def test_cancel_before_the_first_token(smollm2_server: VllmServer, relay: Forwarder) -> None:
