@@ -25,6 +25,7 @@ from ingestion.capacity.route_plan import (
     Plan,
     ReduceGroup,
     ReduceLevel,
+    ReduceStep,
     Request,
 )
 from service import ledger
@@ -128,7 +129,7 @@ def fail(s: Session, job_id: uuid.UUID, lease_id: uuid.UUID, now: datetime) -> b
         )
         parent = s.scalar(select(Job.parent_id).where(Job.id == job_id))
         if failed and parent is not None:
-            tree.end_tree(s, [parent], JobStatus.failed, now, code="request_failed", reason="x")
+            tree.fail_parent(s, job_id, now, "the test failed it")
     return failed
 
 
@@ -150,7 +151,7 @@ def outcomes(w: World) -> list[str]:
         ).all()
     trees = {r.parent_id for r in rows if r.parent_id}
     out = [f"tree {r.status.value}" for r in rows if r.role is None and r.parent_id is None]
-    out += ["a reduce made by fan-in" for r in rows if (r.step or {}).get("stage") == "reduce"]
+    out += ["a reduce made by fan-in" for r in rows if isinstance(r.step, ReduceStep)]
     out += [
         f"{'a request' if r.parent_id in trees else 'a job'} cancelled after admission"
         for r in rows
@@ -159,11 +160,9 @@ def outcomes(w: World) -> list[str]:
     return sorted(set(out))
 
 
-def _step_key(step: dict[str, Any] | None) -> tuple[int, int]:
-    step = step or {}
-    if step.get("stage") == "map":
-        return 0, int(step["chunk"]["index"])
-    return int(step["level"]), int(step["group"])
+def _step_key(step: MapStep | ReduceStep | None) -> tuple[int, int]:
+    assert step is not None, "a request of a tree has a step"
+    return step.key
 
 
 def violations(w: World, caps: dict[uuid.UUID, int]) -> list[str]:
@@ -230,8 +229,9 @@ def _tree_violations(parent_id: uuid.UUID, state: JobStatus, children: list[Any]
     for (level, _), c in by_key.items():
         if level == 0:
             continue
-        for i in range(c.step["first"], c.step["last"] + 1):
+        assert isinstance(c.step, ReduceStep)
+        for i in range(c.step.first, c.step.last + 1):
             source = by_key.get((level - 1, i))
             if source is None or source.status != JobStatus.succeeded:
-                out.append(f"tree {parent_id}: reduce {(level, c.step['group'])} before input {i}")
+                out.append(f"tree {parent_id}: reduce {(level, c.step.group)} before input {i}")
     return out
