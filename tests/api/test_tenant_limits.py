@@ -12,11 +12,11 @@ import pytest
 from fastapi import HTTPException
 from sqlalchemy import func, select, text
 
-from service.api.deps import create_key
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.jobs import lifecycle
 from service.jobs.schemas import JobCreate
+from service.keys import create_key
 from service.models import Document, Job, Tenant
 from tests.conftest import auth, wait_for
 
@@ -63,8 +63,8 @@ def test_over_the_queued_limit_is_429_with_retry_after_and_no_row(
     over = job(client, key, doc, "three")
     assert over.status_code == 429
     assert over.headers["Retry-After"] == str(get_settings().tenant_retry_after_s)
-    detail = over.json()["detail"]
-    assert detail["code"] == "too_many_queued_jobs" and f"limit is {LIMIT}" in detail["reason"]
+    error = over.json()["error"]
+    assert error["code"] == "too_many_queued_jobs" and f"limit is {LIMIT}" in error["reason"]
     assert jobs_of(tenant_id) == LIMIT
 
     # The same request again still gets its job; another tenant is not affected.
