@@ -9,11 +9,11 @@ import uuid
 from typing import Any
 
 import pytest
-from fastapi import HTTPException
 from sqlalchemy import func, select, text
 
 from service.config import get_settings
 from service.db import get_sessionmaker
+from service.errors import QuotaExceeded
 from service.jobs import lifecycle
 from service.jobs.schemas import JobCreate
 from service.keys import create_key
@@ -106,8 +106,8 @@ def test_two_creations_at_the_limit_count_each_other(
         with sessions() as s:
             try:
                 outcomes.append(lifecycle.create(s, settings, tenant_id, body)[1])
-            except HTTPException as exc:
-                outcomes.append(exc.status_code)
+            except QuotaExceeded as exc:
+                outcomes.append(exc.code)
 
     with sessions() as gate:
         gate.execute(
@@ -129,5 +129,5 @@ def test_two_creations_at_the_limit_count_each_other(
         gate.commit()
     for t in threads:
         t.join(timeout=60)
-    assert sorted(outcomes, key=str) == sorted([True, 429], key=str)
+    assert sorted(outcomes, key=str) == sorted([True, "too_many_queued_jobs"], key=str)
     assert jobs_of(tenant_id) == LIMIT
