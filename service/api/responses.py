@@ -27,7 +27,7 @@ class ErrorInfo(FieldIssue):
 
     code: str = Field(description="Stable: branch on this, not on `reason`.")
     errors: list[FieldIssue] | None = Field(
-        default=None, description="Every validation issue, when there are several kinds."
+        default=None, description="Every issue, when the request has more than one."
     )
 
 
