@@ -60,9 +60,9 @@ def stack_env(stack: str, scratch: Path) -> Iterator[dict[str, str]]:
 def prepare(env: dict[str, str]) -> str:
     """Migrate, and create a key; in this process, with the stack's settings."""
     os.environ.update(env)
-    from service.api.deps import create_key
     from service.config import get_settings
     from service.db import get_engine, get_sessionmaker
+    from service.keys import create_key
     from service.migrate import upgrade
 
     for cached in (get_settings, get_engine, get_sessionmaker):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import stamina
-from fastapi import Depends
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,11 +55,6 @@ def get_sessionmaker() -> sessionmaker[Session]:
 def get_db() -> Iterator[Session]:
     with get_sessionmaker()() as session:
         yield session
-
-
-# Closed when the handler returns, not after the response is sent: its connection goes
-# back to the pool at once instead of waiting on a slow client.
-SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 def release(session: Session) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
-from fastapi import HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -13,32 +14,43 @@ from sqlalchemy.orm import Session, selectinload
 from ingestion.documents.formats import SUPPORTED_MEDIA_TYPES, detect_media_type_path
 from ingestion.documents.textfile import PageSpan, parse_page_range, read_pages, spans_from_json
 from ingestion.types import IngestError
-from service.api import schemas
-from service.api.deps import owned
-from service.api.upload import ReceivedFile
 from service.blobstore import BlobStore, fsync_file
 from service.db import write_transaction
+from service.errors import Conflict, DomainError, Invalid, Unsupported
 from service.jobs import tree
 from service.models import FINAL, Document, DocumentStatus, Job, JobStatus, utcnow
+from service.tenancy import owned
 
 log = logging.getLogger(__name__)
 # The first key of the advisory locks on originals (`lock_blob`): "blob" in ASCII.
 BLOB_LOCKS = 0x626C6F62
 
 
-def _refuse(err: IngestError) -> HTTPException:
+@dataclass(frozen=True)
+class ReceivedFile:
+    """An upload received whole into the blob store's temp area, not yet a document."""
+
+    tmp_path: Path
+    sha256: str
+    size: int
+    filename: str
+    head: bytes
+
+
+@dataclass(frozen=True)
+class TextRange:
+    """Pages `first`..`last` of a parsed document's text, each with its span."""
+
+    page_count: int
+    first: int
+    last: int
+    pages: list[tuple[PageSpan, str]]
+
+
+def _refuse(err: IngestError) -> DomainError:
     if err.code == "unsupported_type":
-        return HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            detail={
-                "code": err.code,
-                "reason": err.reason,
-                "supported": sorted(SUPPORTED_MEDIA_TYPES),
-            },
-        )
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT, detail={"code": err.code, "reason": err.reason}
-    )
+        return Unsupported(err.code, err.reason, supported=sorted(SUPPORTED_MEDIA_TYPES))
+    return Invalid(err.code, err.reason)
 
 
 def register_upload(
@@ -120,77 +132,27 @@ def list_owned(
     return list(rows), total
 
 
-def to_out(doc: Document) -> schemas.DocumentOut:
-    return schemas.DocumentOut(
-        id=doc.id,
-        status=doc.status,
-        filename=doc.filename,
-        media_type=doc.media_type,
-        size_bytes=doc.size_bytes,
-        sha256=doc.sha256,
-        page_count=doc.page_count,
-        progress=schemas.ProgressOut(pages_done=doc.pages_done, page_count=doc.page_count),
-        title=doc.title,
-        author=doc.author,
-        language=doc.language,
-        text_chars=doc.text_chars,
-        warnings=[schemas.PageWarnings(**w) for w in doc.warnings or []],
-        error=(
-            schemas.ErrorOut(code=doc.error_code or "error", reason=doc.error_reason or "")
-            if doc.status == DocumentStatus.failed
-            else None
-        ),
-        token_counts={
-            tc.role: schemas.TokenCountOut(
-                count=tc.count,
-                exact=tc.exact,
-                tokenizer=tc.tokenizer,
-                method=tc.method,
-                model=tc.model,
-            )
-            for tc in doc.token_counts
-        },
-        attempts=doc.attempts,
-        created_at=doc.created_at,
-        parsed_at=doc.parsed_at,
-    )
-
-
-def read_text(
-    doc: Document, store: BlobStore, pages: str | None, max_pages: int
-) -> schemas.DocumentText:
+def read_text(doc: Document, store: BlobStore, pages: str | None, max_pages: int) -> TextRange:
     if doc.status != DocumentStatus.parsed or doc.text_key is None or doc.page_map is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail=f"document is {doc.status.value}; text exists once it is parsed",
+        raise Conflict(
+            "not_parsed", f"document is {doc.status.value}; text exists once it is parsed"
         )
     spans = spans_from_json(doc.page_map)
     if not spans:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="document has no pages")
+        raise Conflict("no_pages", "document has no pages")
     try:
         first, last = parse_page_range(pages or f"1-{len(spans)}", len(spans))
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        raise Invalid("bad_range", str(exc), field="pages") from None
     if last - first + 1 > max_pages:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"at most {max_pages} pages per request; ask for a range with ?pages=A-B",
+        raise Invalid(
+            "range_too_long",
+            f"at most {max_pages} pages per request; ask for a range with ?pages=A-B",
+            field="pages",
         )
     with store.path(doc.text_key).open("rb") as f:
-        out = [_page_out(span, text) for span, text in read_pages(f, spans, first, last)]
-    return schemas.DocumentText(
-        document_id=doc.id, page_count=len(spans), first_page=first, last_page=last, pages=out
-    )
-
-
-def _page_out(span: PageSpan, text: str) -> schemas.PageOut:
-    return schemas.PageOut(
-        number=span.number,
-        char_start=span.char_start,
-        char_end=span.char_end,
-        warnings=list(span.warnings),
-        text=text,
-    )
+        out = list(read_pages(f, spans, first, last))
+    return TextRange(page_count=len(spans), first=first, last=last, pages=out)
 
 
 def delete(session: Session, store: BlobStore, doc: Document, *, cancel_jobs: bool) -> list[str]:
@@ -240,15 +202,12 @@ def delete(session: Session, store: BlobStore, doc: Document, *, cancel_jobs: bo
     return task_ids
 
 
-def _in_use(job_ids: list[str]) -> HTTPException:
-    return HTTPException(
-        status.HTTP_409_CONFLICT,
-        detail={
-            "code": "document_in_use",
-            "reason": f"{len(job_ids)} job(s) on this document have not finished; cancel "
-            "them first, or delete with ?cancel_jobs=true to cancel them with it",
-            "job_ids": job_ids,
-        },
+def _in_use(job_ids: list[str]) -> Conflict:
+    return Conflict(
+        "document_in_use",
+        f"{len(job_ids)} job(s) on this document have not finished; cancel "
+        "them first, or delete with ?cancel_jobs=true to cancel them with it",
+        job_ids=job_ids,
     )
 
 

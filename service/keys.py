@@ -1,4 +1,4 @@
-"""API keys as operators manage them: list and revoke (`create_key` is in service.api.deps).
+"""API keys: create, authenticate, list and revoke.
 
 A key is named by its id or its prefix, the characters after `ld_` that `keys list`
 shows; the secret itself is never stored, so never shown.
@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from service import security
 from service.models import ApiKey, Tenant, utcnow
+from service.tenancy import Principal
+
+# Writing last_used_at on every request would serialize reads on SQLite; a minute is enough.
+_TOUCH_EVERY = timedelta(minutes=1)
 
 
 class KeyNotFound(LookupError):
@@ -31,6 +35,38 @@ class KeyInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+def create_key(
+    session: Session, tenant_name: str, key_name: str | None = None, *, admin: bool = False
+) -> str:
+    """Create the tenant if needed and a new key for it; returns the key (shown once)."""
+    tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+    if tenant is None:
+        tenant = Tenant(name=tenant_name)
+        session.add(tenant)
+        session.flush()
+    key, prefix, digest = security.new_key()
+    session.add(
+        ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=digest, name=key_name, admin=admin)
+    )
+    session.commit()
+    return key
+
+
+def authenticate(session: Session, key: str) -> Principal | None:
+    """Whom `key` names, or None for a malformed, unknown or revoked key. Read on every
+    request (no cache), so a revoked key is refused at once. Leaves the transaction
+    open (it may have touched `last_used_at`): the caller ends it."""
+    if not security.well_formed(key):
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == security.lookup_prefix(key)))
+    if row is None or row.revoked_at is not None or not security.key_matches(key, row.key_hash):
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
+        row.last_used_at = now
+    return Principal(row.tenant_id, row.admin)
 
 
 def list_keys(session: Session, tenant: str | None = None) -> list[KeyInfo]:

@@ -184,8 +184,8 @@ def client(database: str, broker: redis.Redis) -> Iterator[object]:
 
 
 def _new_key(tenant: str, admin: bool = False) -> str:
-    from service.api.deps import create_key
     from service.db import get_sessionmaker
+    from service.keys import create_key
 
     with get_sessionmaker()() as session:
         return create_key(session, tenant, admin=admin)

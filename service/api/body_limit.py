@@ -12,8 +12,9 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.problems import error_response
 
 _SCOPE_KEY = "longdoc.max_body_bytes"
 
@@ -21,6 +22,8 @@ _SCOPE_KEY = "longdoc.max_body_bytes"
 class BodyTooLarge(HTTPException):
     # An HTTPException, so that FastAPI's body reader passes it on as it is (it turns
     # any other error while reading into a 400).
+    code = "body_too_large"
+
     def __init__(self, limit: int) -> None:
         super().__init__(
             413, detail=f"request body over the limit of {limit} bytes for this route; not read"
@@ -74,4 +77,5 @@ class BodyLimitMiddleware:
             # Raised where no exception handler saw it (outside a route): answer here.
             if started:
                 raise
-            await JSONResponse({"detail": exc.detail}, status_code=413)(scope, receive, send)
+            answer = error_response(413, exc.code, exc.detail)
+            await answer(scope, receive, send)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from fastapi import HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.jobs.schemas import (
+from service.api.job_schemas import (
     JobBackend,
     JobChildren,
     JobError,
@@ -16,6 +16,7 @@ from service.jobs.schemas import (
     JobTimings,
     ResultOut,
 )
+from service.errors import Conflict
 from service.models import FINAL, Backend, Job, JobStatus, Result, utcnow
 
 
@@ -92,14 +93,14 @@ def to_out(session: Session, job: Job, *, admin: bool = False) -> JobOut:
 def result_out(session: Session, job: Job, *, admin: bool = False) -> ResultOut:
     result = session.scalar(select(Result).where(Result.job_id == job.id))
     if job.status != JobStatus.succeeded or result is None:
-        detail: dict[str, object] = {
-            "code": "not_ready" if job.status not in ("failed", "cancelled") else job.status.value,
-            "status": job.status.value,
-            "reason": job.error_reason or f"the job is {job.status.value}",
-        }
+        extra: dict[str, Any] = {"status": job.status.value}
         if job.raw_output is not None:
-            detail["raw_output"] = job.raw_output
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=detail)
+            extra["raw_output"] = job.raw_output
+        raise Conflict(
+            "not_ready" if job.status not in ("failed", "cancelled") else job.status.value,
+            job.error_reason or f"the job is {job.status.value}",
+            **extra,
+        )
     return ResultOut(
         job_id=job.id,
         text=result.text,

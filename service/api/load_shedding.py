@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.problems import error_response
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,10 @@ _UNGATED = frozenset({"/healthz", "/readyz"})
 
 
 def overloaded(reason: str, retry_after_s: int) -> JSONResponse:
-    return JSONResponse(
-        {"detail": f"the API is overloaded: {reason}; retry after {retry_after_s} s"},
-        status_code=503,
+    return error_response(
+        503,
+        "overloaded",
+        f"the API is overloaded: {reason}; retry after {retry_after_s} s",
         headers={"Retry-After": str(retry_after_s)},
     )
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import body_limit, load_shedding
+from service.api import body_limit, load_shedding, problems
 from service.api.routers import backends, documents, health, jobs
 from service.config import get_settings
 
@@ -27,6 +27,7 @@ def create_app() -> FastAPI:
         license_info={"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
         lifespan=_lifespan,
     )
+    problems.install(app)
     app.add_middleware(body_limit.BodyLimitMiddleware, limit=settings.max_json_body_bytes)
     # Added last, so outermost: a refused request costs no body read.
     load_shedding.install(app, settings)

@@ -1,9 +1,11 @@
-"""The error answers the API gives, declared in its OpenAPI document so that a client
-(and schemathesis) can rely on their shape.
+"""The one error body the API gives, declared in its OpenAPI document so that a client
+(and schemathesis) can rely on its shape.
 
-Every refusal is `{"detail": ...}`: a sentence, an object with a `code` to branch on
-and the `reason` in words (plus fields such as `supported` or `errors`), or, for a
-request that does not match the declared parameters, FastAPI's list of issues.
+Every 4xx and 5xx is `{"error": {"code": ..., "reason": ..., "field": ...}}`: a
+stable `code` to branch on, the `reason` in words, and for input that is refused the
+`field` it is about (a dotted path such as `body.max_output_tokens` or
+`query.offset`). Some refusals add keys of their own beside them (`supported`,
+`job_ids`, `status`, `raw_output`, and `errors` listing every validation issue).
 """
 
 from __future__ import annotations
@@ -13,23 +15,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ErrorDetail(BaseModel):
+class FieldIssue(BaseModel):
+    code: str = Field(description="What is wrong, e.g. `missing` or `greater_than_equal`.")
+    reason: str
+    field: str | None = Field(default=None, description="Dotted path of the input at fault.")
+
+
+class ErrorInfo(FieldIssue):
+    # Room for the keys some refusals add (listed in the module docstring).
     model_config = ConfigDict(extra="allow")
 
-    code: str
-    reason: str | None = Field(default=None, description="Absent when `errors` lists them.")
+    code: str = Field(description="Stable: branch on this, not on `reason`.")
+    errors: list[FieldIssue] | None = Field(
+        default=None, description="Every issue, when the request has more than one."
+    )
 
 
-class ValidationIssue(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class Problem(BaseModel):
-    detail: str | ErrorDetail | list[ValidationIssue]
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
 
 
 _DESCRIPTIONS = {
@@ -60,7 +63,7 @@ def errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         entry: dict[str, Any] = {
-            "model": Problem,
+            "model": ErrorResponse,
             "description": described.get(f"e{code}", _DESCRIPTIONS[code]),
         }
         if code in _HEADERS:

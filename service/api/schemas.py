@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.jobs.schemas import JobOut
+from service.api.job_schemas import JobOut
 from service.models import DocumentStatus
 
 # A list's offset: the database takes a 64-bit one, and past it answered 500; no real

@@ -12,30 +12,21 @@ import hashlib
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
-from pathlib import Path
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import body_limit
 from service.blobstore import BlobStore
+from service.documents import ReceivedFile
+from service.errors import BadRequest, Invalid, TooLarge, Unsupported
 
 FIELD = "file"
 # Multipart framing around the file (boundaries, part headers) is small; this bound
 # lets us refuse an honest Content-Length before reading a byte.
 _FRAMING_ALLOWANCE = 64 * 1024
 _HEAD_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class ReceivedFile:
-    tmp_path: Path
-    sha256: str
-    size: int
-    filename: str
-    head: bytes
 
 
 class _TooLarge(Exception):
@@ -112,10 +103,9 @@ class _FileSink:
         self.complete = True
 
 
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE,
-        detail=f"upload exceeds the limit of {limit} bytes; nothing was stored",
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(
+        "upload_too_large", f"upload exceeds the limit of {limit} bytes; nothing was stored"
     )
 
 
@@ -123,9 +113,9 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
     ctype, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            detail=f"send multipart/form-data with the document in a field named {FIELD!r}",
+        raise Unsupported(
+            "not_multipart",
+            f"send multipart/form-data with the document in a field named {FIELD!r}",
         )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _FRAMING_ALLOWANCE:
@@ -150,25 +140,21 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
         tmp.unlink(missing_ok=True)
         if isinstance(exc, StarletteHTTPException):
             raise
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, detail=f"malformed multipart body: {exc}"
-        ) from None
+        raise BadRequest("malformed_body", f"malformed multipart body: {exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # cancelled mid-body: nothing of it stays
         raise
     if not sink.complete:
         # python-multipart's finalize() does not check this itself.
         tmp.unlink(missing_ok=True)
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail="malformed multipart body: it ends before its closing boundary "
+        raise BadRequest(
+            "truncated_body",
+            "malformed multipart body: it ends before its closing boundary "
             "(truncated upload?); nothing was stored",
         )
     if not sink.found:
         tmp.unlink(missing_ok=True)
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"no form field named {FIELD!r}"
-        )
+        raise Invalid("missing_file", f"no form field named {FIELD!r}", field=f"body.{FIELD}")
     return ReceivedFile(
         tmp_path=tmp,
         sha256=sink.digest.hexdigest(),

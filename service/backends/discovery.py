@@ -3,7 +3,7 @@
 `probe` (service/backends/probe.py) asks one server (`GET /v1/models`, `GET /metrics`);
 `resolve` applies the configured overrides; `refresh` writes every configured
 backend's row, which the worker does on an interval (`workers/schedule.py`).
-Readers (`describe`, the API, the CLI) only read the rows.
+Readers (the API's `backend_views.describe`, the CLI) only read the rows.
 
 Capacity is never guessed: a server whose /metrics is missing or malformed has
 unknown KV capacity, which a configured `kv_cache_bytes` may stand in for; without
@@ -33,8 +33,6 @@ from sqlalchemy.orm import Session
 from ingestion.capacity.kv import KvConfig, KvDtype, KvLayout, kv_layout
 from ingestion.capacity.pool import num_blocks
 from ingestion.capacity.registry import UnknownModelError, get_model
-from service import ledger
-from service.api.backend_schemas import BackendOut
 from service.backends.probe import BackendState, normalize_url, probe
 from service.config import BackendConfig, Settings
 from service.models import Backend
@@ -281,37 +279,3 @@ def refresh(
     session.expire_all()
 
 
-# --- reading ------------------------------------------------------------------------------
-
-
-def describe(session: Session, now: datetime) -> list[BackendOut]:
-    # The ledger's own accounting, so the API shows exactly what admission sees.
-    leased = {c.backend_id: c.leased_bytes for c in ledger.capacity(session, now)}
-    out = []
-    for row in session.scalars(select(Backend).order_by(Backend.role, Backend.url)):
-        held = leased.get(row.id, 0)
-        cap = row.kv_capacity_bytes
-        out.append(
-            BackendOut(
-                id=row.id,
-                role=row.role,
-                url=row.url,
-                model=row.model,
-                max_model_len=row.max_model_len,
-                block_size=row.block_size,
-                kv_capacity_bytes=cap,
-                kv_capacity_blocks=row.num_blocks,
-                kv_capacity_tokens=row.kv_capacity_tokens,
-                capacity_source=capacity_source(row),
-                leased_bytes=held,
-                # Negative when an override lowered capacity below what is leased.
-                free_bytes=None if cap is None else cap - held,
-                healthy=row.healthy,
-                usable=usable(row),
-                last_error=row.last_error,
-                last_seen_at=row.last_seen_at,
-                checked_at=row.updated_at,
-                overrides=row.overrides or {},
-            )
-        )
-    return out

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from typer.core import TyperGroup
 
 from service.cli.backends import backends as backends_command
+from service.cli.common import prepare
 from service.cli.keys import keys
 from service.cli.kv import kv as kv_command
 from service.cli.route import route as route_command
@@ -84,16 +85,6 @@ def _root(data_dir: DataDir = None) -> None:
     """Applied by the option's callback, here and after every command name."""
 
 
-def prepare() -> None:
-    """The data directory and the schema, before a command uses the database."""
-    from service.migrate import upgrade
-
-    settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.blobs.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
-
-
 @cli.command()
 def migrate() -> None:
     """Create or upgrade the schema (alembic upgrade head)."""
@@ -134,10 +125,10 @@ def serve(
     a vLLM CPU server on SmolLM2 135M when `make vllm` has built it."""
     import uvicorn
 
-    from service.api.deps import create_key
     from service.backends import embedded as embedded_vllm
     from service.backends.server import VllmServerError
     from service.db import get_sessionmaker
+    from service.keys import create_key
     from service.models import Tenant
 
     prepare()

@@ -32,7 +32,8 @@ def backends(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Probe the configured backends (LONGDOC_BACKENDS) once and show what they report."""
-    from service.backends.discovery import describe, refresh
+    from service.api.backend_views import describe
+    from service.backends.discovery import refresh
     from service.db import get_sessionmaker
     from service.migrate import upgrade
     from service.models import utcnow

@@ -25,9 +25,9 @@ def keys_create(
     ] = False,
 ) -> None:
     """Create an API key for TENANT and print it. It is not shown again."""
-    from service.api.deps import create_key
-    from service.cli.app import prepare
+    from service.cli.common import prepare
     from service.db import get_sessionmaker
+    from service.keys import create_key
 
     prepare()
     with get_sessionmaker()() as session:
@@ -41,7 +41,7 @@ def keys_list(
 ) -> None:
     """Every key: id, tenant, prefix, name, admin, created, last used, revoked. The
     secrets are not stored, so not shown."""
-    from service.cli.app import prepare
+    from service.cli.common import prepare
     from service.db import get_sessionmaker
     from service.keys import list_keys
 
@@ -68,7 +68,7 @@ def keys_revoke(
     key: Annotated[str, typer.Argument(help="The key's id or prefix (from `keys list`).")],
 ) -> None:
     """Revoke a key: every request with it is refused (401) from now on."""
-    from service.cli.app import prepare
+    from service.cli.common import prepare
     from service.db import get_sessionmaker
     from service.keys import KeyNotFound, revoke_key
 

@@ -56,8 +56,8 @@ def _detail(resp: httpx.Response) -> str:
         body = resp.json()
     except ValueError:
         return resp.text[:500]
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    if isinstance(detail, dict) and "reason" in detail:  # Longdoc's {code, reason, ...}
+    detail = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(detail, dict) and "reason" in detail:  # Longdoc's {"error": {code, reason}}
         return f"{detail.get('code', 'error')}: {detail['reason']}"
     return json.dumps(detail)
 

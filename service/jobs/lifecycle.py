@@ -9,25 +9,24 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import HTTPException, status
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingestion.capacity.route_plan import RouteRefused
 from ingestion.tasks.specs import TaskError, validate
-from service.api.deps import owned
 from service.config import Settings
 from service.db import retry_conflicts, rows_changed, write_transaction
 from service.documents import get_owned as get_owned_document
+from service.errors import Conflict, Invalid, QuotaExceeded
 from service.jobs import quota, tree
 from service.jobs.planner import SplitDeferred, est_duration_s
 from service.jobs.planning import plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
+from service.tenancy import owned
 
 log = logging.getLogger(__name__)
-_422 = status.HTTP_422_UNPROCESSABLE_CONTENT
 # Without a client key, asking again for what failed or was cancelled is a retry.
 _RETRIED = (JobStatus.failed, JobStatus.cancelled)
 
@@ -47,22 +46,23 @@ def _same_request(job: Job, doc_id: uuid.UUID, task: str, params: Any, max_out: 
     )
 
 
+def task_field(name: str) -> str:
+    """A task error's field as a path in the job request: a parameter's name is under
+    `params`."""
+    return name if name in ("task", "params") else f"params.{name}"
+
+
 def validated(body: JobCreate, settings: Settings) -> dict[str, Any]:
     try:
         params = validate(body.task, body.params)
     except TaskError as err:
-        raise HTTPException(
-            _422, detail={"code": "bad_params", "field": err.field, "reason": err.reason}
-        ) from None
+        raise Invalid("bad_params", err.reason, field=task_field(err.field)) from None
     if body.max_output_tokens > settings.max_output_tokens:
-        raise HTTPException(
-            _422,
-            detail={
-                "code": "bad_budget",
-                "reason": f"max_output_tokens "
-                f"{body.max_output_tokens:,} is above this service's limit of "
-                f"{settings.max_output_tokens:,}",
-            },
+        raise Invalid(
+            "bad_budget",
+            f"max_output_tokens {body.max_output_tokens:,} is above this service's limit of "
+            f"{settings.max_output_tokens:,}",
+            field="max_output_tokens",
         )
     return params
 
@@ -120,9 +120,9 @@ def still_unplanned(session: Session, job: Job) -> bool:
 def create(
     session: Session, settings: Settings, tenant_id: uuid.UUID, body: JobCreate
 ) -> tuple[Job, bool, list[uuid.UUID]]:
-    """(job, created, jobs whose tasks to send). Raises HTTPException for bad input,
-    and 429 when the tenant has its limit of jobs waiting (a repeated request still
-    gets its existing job)."""
+    """(job, created, jobs whose tasks to send). Raises Invalid for bad input,
+    NotFound, Conflict, and QuotaExceeded when the tenant has its limit of jobs
+    waiting (a repeated request still gets its existing job)."""
     params = validated(body, settings)
     doc = get_owned_document(session, tenant_id, body.document_id)
     key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
@@ -130,12 +130,9 @@ def create(
     if existing is not None:
         return _existing(existing, doc.id, body, params), False, []
     if doc.status == DocumentStatus.failed:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail={
-                "code": "document_failed",
-                "reason": f"the document failed to parse: {doc.error_code}: {doc.error_reason}",
-            },
+        raise Conflict(
+            "document_failed",
+            f"the document failed to parse: {doc.error_code}: {doc.error_reason}",
         )
     quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
     now = utcnow()
@@ -172,10 +169,10 @@ def create(
             log.info("job %s: planned by the worker (%s)", job.id, exc)
         except ValueError as exc:
             session.rollback()
-            raise HTTPException(_422, detail={"code": "bad_budget", "reason": str(exc)}) from None
+            raise Invalid("bad_budget", str(exc), field="max_output_tokens") from None
     try:
         quota.check_room(session, settings, tenant_id, new_job=job.id)  # locked: exact
-    except HTTPException:
+    except QuotaExceeded:
         session.rollback()
         raise
     try:
@@ -202,7 +199,7 @@ def _lost_race(
     winner = _by_key(session, tenant_id, key)
     if winner is None:
         get_owned_document(session, tenant_id, doc_id)  # 404 if deleted meanwhile
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="the request conflicted; retry it")
+        raise Conflict("conflict", "the request conflicted; retry it")
     return _existing(winner, doc_id, body, params), False, []
 
 
@@ -229,12 +226,9 @@ def _by_key(session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
 
 def _existing(job: Job, doc_id: uuid.UUID, body: JobCreate, params: dict[str, Any]) -> Job:
     if not _same_request(job, doc_id, body.task, params, body.max_output_tokens):
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail={
-                "code": "idempotency_key_reused",
-                "reason": f"this idempotency key was used for a different request (job {job.id})",
-            },
+        raise Conflict(
+            "idempotency_key_reused",
+            f"this idempotency key was used for a different request (job {job.id})",
         )
     return job
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from service.config import Settings
+from service.errors import QuotaExceeded
 from service.models import FINAL, Job, KvLease, Tenant
 
 
@@ -41,7 +41,7 @@ def waiting_jobs(session: Session, tenant_id: uuid.UUID, besides: uuid.UUID | No
 def check_room(
     session: Session, settings: Settings, tenant_id: uuid.UUID, *, new_job: uuid.UUID | None = None
 ) -> None:
-    """Raise 429 (with Retry-After) if the tenant already has its limit of jobs
+    """Raise QuotaExceeded (a 429 with Retry-After) if the tenant already has its limit of jobs
     waiting. With `new_job` (the job about to be committed, not counted) the
     tenant's row is locked first, so that concurrent creations count one another:
     the lock is held until the caller's commit. FOR NO KEY UPDATE does not block
@@ -52,14 +52,11 @@ def check_room(
     n = waiting_jobs(session, tenant_id, new_job)
     limit = settings.tenant_max_queued_jobs
     if n >= limit:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail={
-                "code": "too_many_queued_jobs",
-                "reason": f"this tenant already has {n:,} jobs waiting to run, the limit is "
-                f"{limit:,}: retry once some have started",
-            },
-            headers={"Retry-After": str(settings.tenant_retry_after_s)},
+        raise QuotaExceeded(
+            "too_many_queued_jobs",
+            f"this tenant already has {n:,} jobs waiting to run, the limit is "
+            f"{limit:,}: retry once some have started",
+            retry_after_s=settings.tenant_retry_after_s,
         )
 
 

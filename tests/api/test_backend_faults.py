@@ -226,13 +226,13 @@ def test_a_budget_that_cannot_finish_in_time_is_422(
             json={"document_id": doc, "task": "summarize", "max_output_tokens": 200},
         )
         assert r.status_code == 422, r.text
-        detail = r.json()["detail"]
-        assert detail["code"] == "bad_budget"
+        error = r.json()["error"]
+        assert error["code"] == "bad_budget"
         for named in (
             "LONGDOC_JOB_SOFT_TIME_LIMIT_S=100",
             "LONGDOC_VLLM_MIN_DECODE_TOKENS_PER_S=1",
             "over the job time limit of 90 s",
         ):
-            assert named in detail["reason"], detail["reason"]
+            assert named in error["reason"], error["reason"]
         fits = _job(client, api_key, doc, 50)  # 50 s of decode at worst: it fits
         _cancel(client, api_key, fits["id"])

@@ -77,7 +77,7 @@ def test_zero_byte_file_is_refused(client: Any, api_key: str, tmp_path: Path) ->
     empty.write_bytes(b"")
     resp = upload(client, api_key, empty)
     assert resp.status_code == 422
-    assert resp.json()["detail"]["code"] == "empty"
+    assert resp.json()["error"]["code"] == "empty"
 
 
 def test_image_only_pdf_parses_with_warning(client: Any, api_key: str) -> None:
@@ -94,9 +94,9 @@ def test_odt_is_415_with_list(client: Any, api_key: str) -> None:
     # PyMuPDF opens an ODT as one blank page; Longdoc refuses it instead.
     resp = upload(client, api_key, corpus_file("odt/live-manual.en.odt"))
     assert resp.status_code == 415, resp.text
-    detail = resp.json()["detail"]
-    assert "application/pdf" in detail["supported"]
-    assert detail["reason"]
+    error = resp.json()["error"]
+    assert error["code"] == "unsupported_type" and "application/pdf" in error["supported"]
+    assert error["reason"]
 
 
 def test_pdf_header_on_junk_fails_with_reason(client: Any, api_key: str) -> None:

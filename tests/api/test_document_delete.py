@@ -84,9 +84,9 @@ def test_delete_with_live_jobs_is_refused_or_cancels_them(client: Any, api_key: 
 
     refused = client.delete(url, headers=auth(api_key))
     assert refused.status_code == 409, refused.text
-    detail = refused.json()["detail"]
+    error = refused.json()["error"]
     # The ids a client knows: the parent it created, not its internal requests.
-    assert detail["code"] == "document_in_use" and detail["job_ids"] == [str(parent)]
+    assert error["code"] == "document_in_use" and error["job_ids"] == [str(parent)]
     assert client.get(url, headers=auth(api_key)).status_code == 200
     assert _leases(child) == 1
     with get_sessionmaker()() as s:

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from sqlalchemy import delete, func, select
 
-from service.api.deps import create_key
 from service.db import get_sessionmaker
+from service.keys import create_key
 from service.models import Backend, Document, DocumentStatus, Job, JobStatus, utcnow
 from tests.conftest import auth, corpus_file, wait_for
 

@@ -47,9 +47,9 @@ def test_a_schema_that_expands_exponentially_is_422(
     before = _jobs()
     r = _extract(client, api_key, doc, chain(40, keyword))
     assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    assert detail["code"] == "bad_params" and detail["field"] == "schema"
-    assert f"the limit is {SCHEMA_EXPANSION:,}" in detail["reason"]
+    error = r.json()["error"]
+    assert error["code"] == "bad_params" and error["field"] == "params.schema"
+    assert f"the limit is {SCHEMA_EXPANSION:,}" in error["reason"]
     assert _jobs() == before
 
 
@@ -68,8 +68,8 @@ def test_a_schema_whose_check_would_not_be_linear_is_422(
     before = _jobs()
     r = _extract(client, api_key, doc, schema)
     assert r.status_code == 422, r.text
-    assert r.json()["detail"]["field"] == "schema"
-    assert reason in r.json()["detail"]["reason"]
+    assert r.json()["error"]["field"] == "params.schema"
+    assert reason in r.json()["error"]["reason"]
     assert _jobs() == before
 
 

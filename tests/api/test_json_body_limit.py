@@ -69,7 +69,8 @@ def test_over_the_limit_in_process(client: Any, api_key: str, document_id: str) 
         content=_job_body(document_id, LIMIT + 1),
     )
     assert resp.status_code == 413, resp.text
-    assert f"limit of {LIMIT} bytes" in resp.json()["detail"]
+    error = resp.json()["error"]
+    assert error["code"] == "body_too_large" and f"limit of {LIMIT} bytes" in error["reason"]
     assert stored() == before
 
 

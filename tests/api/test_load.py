@@ -113,7 +113,7 @@ def test_no_connection_in_time_is_503_not_500(seeded: str, log: Path) -> None:
         holder.join(timeout=120)
     assert second.status_code == 503, second.text
     assert second.headers["retry-after"].isdigit()
-    assert "database connection" in second.json()["detail"]
+    assert "database connection" in second.json()["error"]["reason"]
     assert first["resp"].status_code == 200
 
 

@@ -9,14 +9,14 @@ import uuid
 from typing import Any
 
 import pytest
-from fastapi import HTTPException
 from sqlalchemy import func, select, text
 
-from service.api.deps import create_key
 from service.config import get_settings
 from service.db import get_sessionmaker
+from service.errors import QuotaExceeded
 from service.jobs import lifecycle
 from service.jobs.schemas import JobCreate
+from service.keys import create_key
 from service.models import Document, Job, Tenant
 from tests.conftest import auth, wait_for
 
@@ -63,8 +63,8 @@ def test_over_the_queued_limit_is_429_with_retry_after_and_no_row(
     over = job(client, key, doc, "three")
     assert over.status_code == 429
     assert over.headers["Retry-After"] == str(get_settings().tenant_retry_after_s)
-    detail = over.json()["detail"]
-    assert detail["code"] == "too_many_queued_jobs" and f"limit is {LIMIT}" in detail["reason"]
+    error = over.json()["error"]
+    assert error["code"] == "too_many_queued_jobs" and f"limit is {LIMIT}" in error["reason"]
     assert jobs_of(tenant_id) == LIMIT
 
     # The same request again still gets its job; another tenant is not affected.
@@ -106,8 +106,8 @@ def test_two_creations_at_the_limit_count_each_other(
         with sessions() as s:
             try:
                 outcomes.append(lifecycle.create(s, settings, tenant_id, body)[1])
-            except HTTPException as exc:
-                outcomes.append(exc.status_code)
+            except QuotaExceeded as exc:
+                outcomes.append(exc.code)
 
     with sessions() as gate:
         gate.execute(
@@ -129,5 +129,5 @@ def test_two_creations_at_the_limit_count_each_other(
         gate.commit()
     for t in threads:
         t.join(timeout=60)
-    assert sorted(outcomes, key=str) == sorted([True, 429], key=str)
+    assert sorted(outcomes, key=str) == sorted([True, "too_many_queued_jobs"], key=str)
     assert jobs_of(tenant_id) == LIMIT

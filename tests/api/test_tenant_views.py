@@ -23,10 +23,10 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from service import ledger
-from service.api.deps import create_key
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import get_sessionmaker
+from service.keys import create_key
 from service.models import (
     ApiKey,
     Backend,

@@ -50,7 +50,7 @@ def test_truncated_body_is_refused_in_process(client: Any, api_key: str, cut: st
         content=body,
     )
     assert resp.status_code == 400, resp.text
-    assert "closing boundary" in resp.json()["detail"]
+    assert "closing boundary" in resp.json()["error"]["reason"]
     assert stored() == before
     assert not sha_stored(hashlib.sha256(_prefix(body)).hexdigest())
 

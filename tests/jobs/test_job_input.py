@@ -51,8 +51,8 @@ def test_bad_task_or_params_is_422(
     before = _jobs()
     r = client.post("/v1/jobs", headers=auth(api_key), json={"document_id": doc, **body})
     assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    assert detail["code"] == "bad_params" and field in (detail["field"] + detail["reason"])
+    error = r.json()["error"]
+    assert error["code"] == "bad_params" and field in (error["field"] + error["reason"])
     assert _jobs() == before
 
 
@@ -74,8 +74,9 @@ def test_budget_beyond_every_context_is_422(client: Client, api_key: str, doc: s
         json={"document_id": doc, "task": "summarize", "max_output_tokens": 9000},
     )
     assert r.status_code == 422, r.text
-    assert r.json()["detail"]["code"] == "bad_budget"
-    assert "8,192" in r.json()["detail"]["reason"]
+    error = r.json()["error"]
+    assert error["code"] == "bad_budget" and error["field"] == "max_output_tokens"
+    assert "8,192" in error["reason"]
 
 
 def test_other_tenants_document_is_404(client: Client, other_key: str, doc: str) -> None:
@@ -128,7 +129,7 @@ def test_failed_document_is_409(client: Client, api_key: str, deployment: Deploy
     r = client.post(
         "/v1/jobs", headers=auth(api_key), json={"document_id": doc_id, "task": "summarize"}
     )
-    assert r.status_code == 409 and r.json()["detail"]["code"] == "document_failed"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "document_failed"
 
 
 def test_upload_with_a_bad_task_stores_nothing(client: Client, api_key: str) -> None:

@@ -102,7 +102,7 @@ def test_same_request_returns_the_same_job(client: Client, api_key: str, small: 
     a, b = _post(client, api_key, keyed), _post(client, api_key, keyed)
     assert a.status_code == 202 and b.status_code == 200 and a.json()["id"] == b.json()["id"]
     other = _post(client, api_key, {**keyed, "params": {"instruction": "Something else."}})
-    assert other.status_code == 409 and other.json()["detail"]["code"] == "idempotency_key_reused"
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
     wait_job(client, api_key, a.json()["id"])
 
 
@@ -333,7 +333,7 @@ def test_output_that_misses_the_schema_fails_with_the_raw_output(
     assert "3 times" in done["error"]["reason"]
     assert json.loads(done["error"]["raw_output"]) == {"ok": "yes"}
     r = client.get(f"/v1/jobs/{job['id']}/result", headers=auth(api_key))
-    assert r.status_code == 409 and r.json()["detail"]["raw_output"] == done["error"]["raw_output"]
+    assert r.status_code == 409 and r.json()["error"]["raw_output"] == done["error"]["raw_output"]
     assert _rows(Result, job_id=uuid.UUID(job["id"])) == 0
     assert _rows(KvLease, job_id=uuid.UUID(job["id"])) == 0
 

@@ -10,12 +10,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fastapi import HTTPException
 from sqlalchemy import func, select
 
 from service import documents, ledger
-from service.api.upload import ReceivedFile
 from service.blobstore import BlobStore
+from service.documents import ReceivedFile
+from service.errors import Conflict
 from service.models import Document, Job, JobStatus, KvLease
 from tests.ledger.conftest import World, at
 
@@ -31,10 +31,10 @@ def test_delete_refuses_then_cancels_a_leased_job(world: World, tmp_path: Path) 
     with world.sessions() as s:
         doc = s.get(Document, world.doc)
         assert doc is not None
-        with pytest.raises(HTTPException) as refused:
+        with pytest.raises(Conflict) as refused:
             documents.delete(s, store, doc, cancel_jobs=False)
-        assert refused.value.status_code == 409
-        assert refused.value.detail["job_ids"] == [str(job)]  # type: ignore[index]
+        assert refused.value.code == "document_in_use"
+        assert refused.value.extra["job_ids"] == [str(job)]
     with world.sessions() as s:
         assert s.get(Document, world.doc) is not None
         assert s.scalar(select(func.count()).where(KvLease.job_id == job)) == 1

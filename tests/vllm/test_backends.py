@@ -27,12 +27,12 @@ from typer.testing import CliRunner
 
 from ingestion.capacity.kv import KvConfig, kv_layout
 from ingestion.capacity.registry import get_model
+from service.api.backend_views import describe
 from service.api.routers.backends import router
 from service.backends.discovery import (
     NOT_CONFIGURED,
     BackendState,
     capacity_source,
-    describe,
     probe,
     refresh,
     resolve,

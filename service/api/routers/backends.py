@@ -10,10 +10,9 @@ from service.api.backend_schemas import (
     TenantBackendList,
     TenantBackendOut,
 )
-from service.api.deps import PrincipalDep
+from service.api.backend_views import describe
+from service.api.deps import PrincipalDep, SessionDep
 from service.api.responses import V1
-from service.backends.discovery import describe
-from service.db import SessionDep
 from service.models import utcnow
 
 router = APIRouter(prefix="/v1/backends", tags=["backends"], responses=V1)

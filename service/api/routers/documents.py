@@ -7,19 +7,21 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from service import documents
+from service.api import document_views, schemas
 from service.api import job_views as views
-from service.api import schemas
-from service.api.deps import TenantDep
+from service.api.deps import SessionDep, TenantDep
+from service.api.problems import issues
 from service.api.responses import V1, errors
 from service.api.upload import receive_file
 from service.blobstore import BlobStore
 from service.config import get_settings
-from service.db import SessionDep, release
+from service.db import release
+from service.errors import Invalid
 from service.jobs import lifecycle, quota
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
@@ -88,7 +90,7 @@ async def upload_document(
             quota.check_room_before_upload, session, settings, tenant, idempotency_key
         )
     elif params is not None:
-        raise HTTPException(422, detail={"code": "bad_params", "reason": "params without task"})
+        raise Invalid("bad_params", "params without task", field="query.params")
     store = BlobStore(settings.blobs)
     received = await receive_file(request, store, settings.max_upload_bytes)
     doc, created = await run_in_threadpool(
@@ -104,7 +106,7 @@ async def upload_document(
     else:
         response.status_code = status.HTTP_200_OK
     # In a thread: to_out loads the token counts, which must not block the event loop.
-    shown = await run_in_threadpool(documents.to_out, doc)
+    shown = await run_in_threadpool(document_views.to_out, doc)
     out = schemas.UploadOut(**shown.model_dump())
     if job_body is not None:
         job_body.document_id = doc.id
@@ -121,9 +123,7 @@ def _job_body(task: str, params: str | None, max_output_tokens: int, key: str | 
     try:
         parsed = json.loads(params) if params is not None else {}
     except json.JSONDecodeError as exc:
-        raise HTTPException(
-            422, detail={"code": "bad_params", "reason": f"params is not JSON: {exc}"}
-        ) from None
+        raise Invalid("bad_params", f"params is not JSON: {exc}", field="query.params") from None
     try:
         return JobCreate(
             document_id=uuid.UUID(int=0),  # replaced once the upload has its document
@@ -133,8 +133,10 @@ def _job_body(task: str, params: str | None, max_output_tokens: int, key: str | 
             idempotency_key=key,
         )
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False)
-        raise HTTPException(422, detail={"code": "bad_params", "errors": errors}) from None
+        # Every field here came in the query string, under its own name.
+        found = issues(exc.errors(include_url=False, include_context=False), ["query"])
+        first = found[0]
+        raise Invalid("bad_params", first["reason"], field=first["field"], errors=found) from None
 
 
 @router.get("", response_model=schemas.DocumentList, responses=errors(422))
@@ -146,7 +148,7 @@ def list_documents(
     state: Annotated[DocumentStatus | None, Query(alias="status")] = None,
 ) -> schemas.DocumentList:
     rows, total = documents.list_owned(session, tenant, limit, offset, state)
-    items = [documents.to_out(d) for d in rows]
+    items = [document_views.to_out(d) for d in rows]
     return schemas.DocumentList(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -154,7 +156,7 @@ def list_documents(
 def get_document(
     document_id: uuid.UUID, session: SessionDep, tenant: TenantDep
 ) -> schemas.DocumentOut:
-    return documents.to_out(documents.get_owned(session, tenant, document_id))
+    return document_views.to_out(documents.get_owned(session, tenant, document_id))
 
 
 @router.get(
@@ -178,7 +180,8 @@ def get_text(
     doc = documents.get_owned(session, tenant, document_id)
     release(session)  # the text is read from the blob store, not the database
     store = BlobStore(settings.blobs)
-    return documents.read_text(doc, store, pages, settings.max_text_pages_per_request)
+    text = documents.read_text(doc, store, pages, settings.max_text_pages_per_request)
+    return document_views.text_out(doc, text)
 
 
 @router.delete(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Response
 from sqlalchemy import text
 
 from service.api import schemas
-from service.db import SessionDep, release
+from service.api.deps import SessionDep
+from service.api.problems import error_response
+from service.api.responses import ErrorResponse
+from service.db import release
 from service.queue import app as celery_app
 
 router = APIRouter(tags=["health"])
@@ -18,8 +21,12 @@ def healthz() -> schemas.Health:
     return schemas.Health(status="ok")
 
 
-@router.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
-def readyz(session: SessionDep, response: Response) -> schemas.Health:
+@router.get(
+    "/readyz",
+    response_model=schemas.Health,
+    responses={503: {"model": ErrorResponse, "description": "Not ready: `checks` says why"}},
+)
+def readyz(session: SessionDep) -> schemas.Health | Response:
     """Ready when the database and the broker both answer."""
     checks: dict[str, str] = {}
     try:
@@ -34,7 +41,7 @@ def readyz(session: SessionDep, response: Response) -> schemas.Health:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"error: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
-    if not ok:
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return schemas.Health(status="ok" if ok else "unavailable", checks=checks)
+    failing = [f"{name}: {state}" for name, state in checks.items() if state != "ok"]
+    if failing:
+        return error_response(503, "not_ready", "; ".join(failing), checks=checks)
+    return schemas.Health(status="ok", checks=checks)

@@ -9,14 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from service.api import job_views as views
-from service.api.deps import PrincipalDep, TenantDep
+from service.api.deps import PrincipalDep, SessionDep, TenantDep
+from service.api.job_schemas import JobList, JobOut, ResultOut
 from service.api.responses import V1, errors
 from service.api.schemas import Offset
 from service.config import get_settings
-from service.db import SessionDep
 from service.jobs import lifecycle
 from service.jobs.dispatch import send
-from service.jobs.schemas import JobCreate, JobList, JobOut, ResultOut
+from service.jobs.schemas import JobCreate
 from service.models import Job, JobStatus
 from service.queue import revoke
 

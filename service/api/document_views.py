@@ -1,0 +1,63 @@
+"""Documents and their text as the API shows them."""
+
+from __future__ import annotations
+
+from service.api import schemas
+from service.documents import TextRange
+from service.models import Document, DocumentStatus
+
+
+def to_out(doc: Document) -> schemas.DocumentOut:
+    return schemas.DocumentOut(
+        id=doc.id,
+        status=doc.status,
+        filename=doc.filename,
+        media_type=doc.media_type,
+        size_bytes=doc.size_bytes,
+        sha256=doc.sha256,
+        page_count=doc.page_count,
+        progress=schemas.ProgressOut(pages_done=doc.pages_done, page_count=doc.page_count),
+        title=doc.title,
+        author=doc.author,
+        language=doc.language,
+        text_chars=doc.text_chars,
+        warnings=[schemas.PageWarnings(**w) for w in doc.warnings or []],
+        error=(
+            schemas.ErrorOut(code=doc.error_code or "error", reason=doc.error_reason or "")
+            if doc.status == DocumentStatus.failed
+            else None
+        ),
+        token_counts={
+            tc.role: schemas.TokenCountOut(
+                count=tc.count,
+                exact=tc.exact,
+                tokenizer=tc.tokenizer,
+                method=tc.method,
+                model=tc.model,
+            )
+            for tc in doc.token_counts
+        },
+        attempts=doc.attempts,
+        created_at=doc.created_at,
+        parsed_at=doc.parsed_at,
+    )
+
+
+def text_out(doc: Document, text: TextRange) -> schemas.DocumentText:
+    pages = [
+        schemas.PageOut(
+            number=span.number,
+            char_start=span.char_start,
+            char_end=span.char_end,
+            warnings=list(span.warnings),
+            text=page,
+        )
+        for span, page in text.pages
+    ]
+    return schemas.DocumentText(
+        document_id=doc.id,
+        page_count=text.page_count,
+        first_page=text.first,
+        last_page=text.last,
+        pages=pages,
+    )

@@ -1,0 +1,84 @@
+"""Response bodies of /v1/jobs, apart from the logic that fills them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.models import JobStatus
+
+
+class JobError(BaseModel):
+    code: str
+    reason: str
+    raw_output: str | None = Field(
+        default=None, description="The model's last output, when it was unusable."
+    )
+
+
+class JobBackend(BaseModel):
+    id: uuid.UUID
+    role: str
+    url: str | None = Field(description="Shown to admin keys only; null for tenants.")
+    model: str | None
+
+
+class JobTimings(BaseModel):
+    created_at: datetime
+    admitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    queued_s: float | None = Field(description="From creation until it first started running.")
+    kv_wait_s: float | None = Field(description="Time spent waiting for KV-cache room.")
+    prefill_s: float | None = Field(description="Time to the first output token.")
+    total_s: float | None = Field(description="From creation to the end (or until now).")
+
+
+class JobChildren(BaseModel):
+    """The requests of a map-reduce job, each a job of its own."""
+
+    total: int
+    succeeded: int
+    running: int
+    failed: int
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    document_id: uuid.UUID | None = Field(description="Null once the document is deleted.")
+    task: str
+    params: dict[str, Any]
+    max_output_tokens: int
+    idempotency_key: str
+    status: JobStatus
+    attempts: int
+    plan: dict[str, Any] | None = Field(description="The routing plan; null until planned.")
+    progress: dict[str, Any] | None
+    backend: JobBackend | None
+    error: JobError | None
+    timings: JobTimings
+    children: JobChildren | None
+    result_url: str | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ResultOut(BaseModel):
+    job_id: uuid.UUID
+    text: str | None
+    data: dict[str, Any] | None
+    warnings: list[str]
+    model: str | None
+    backend_url: str | None = Field(description="Shown to admin keys only; null for tenants.")
+    request_id: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime

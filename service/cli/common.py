@@ -1,0 +1,16 @@
+"""What several commands share; its own module so that they need not import the app
+that registers them."""
+
+from __future__ import annotations
+
+from service.config import get_settings
+
+
+def prepare() -> None:
+    """The data directory and the schema, before a command uses the database."""
+    from service.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.blobs.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
