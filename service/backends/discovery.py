@@ -277,5 +277,3 @@ def refresh(
     )
     session.commit()
     session.expire_all()
-
-

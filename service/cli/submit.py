@@ -17,8 +17,10 @@ import httpx
 import typer
 
 from service.config import get_settings
+from service.models import FINAL
 
-_FINAL = ("succeeded", "failed", "cancelled")
+# Statuses arrive as JSON strings; JobStatus is a StrEnum, so they compare equal.
+_FINAL = FINAL
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ingestion.capacity.route_plan import RouteRefused
 from ingestion.tasks.specs import TaskError, validate
 from service.config import Settings
-from service.db import retry_conflicts, rows_changed, write_transaction
+from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
 from service.documents import get_owned as get_owned_document
 from service.errors import Conflict, Invalid, QuotaExceeded
 from service.jobs import quota, tree
@@ -215,7 +215,7 @@ def _reusable(session: Session, tenant_id: uuid.UUID, key: str, *, automatic: bo
         return existing
     free = update(Job).where(Job.id == existing.id, Job.idempotency_key == key)
     free = free.values(idempotency_key=f"{key}@{existing.id}")
-    if rows_changed(session.execute(free, execution_options={"synchronize_session": False})):
+    if rows_changed(session.execute(free, execution_options=NO_SYNC)):
         return None
     return _by_key(session, tenant_id, key)  # the other retry's job, committed
 
