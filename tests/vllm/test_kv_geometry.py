@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,14 +201,17 @@ class Refusal:
 
 
 class Starts:
-    """This module's servers, started ahead of the tests that read them (tests/vllm/starts.py:
-    two at a time where there are two cores and the memory), each stopped as soon as it
-    has been read. A test waits only for its own server."""
+    """This module's servers, each started ahead of the test that reads it: when a test
+    asks for its server, the next test's starts too (tests/vllm/starts.py runs them side
+    by side where there are two cores and the memory). Each is stopped as soon as it has
+    been read; a test waits only for its own."""
 
     def __init__(self, workdir: Path, vllm_cache: Path) -> None:
         self.workdir = workdir
         self.vllm_cache = vllm_cache
         self.pool = StartPool()
+        self.order: list[str] = []
+        self.jobs: dict[str, tuple[int, Callable[[str], Any]]] = {}
 
     def server(
         self, name: str, model: Model, max_model_len: int, args: list[str], lean: bool, core: str
@@ -230,23 +233,36 @@ class Starts:
             env=env,
         )
 
-    def submit_read(self, serve: Serve) -> None:
+    def plan_read(self, serve: Serve) -> None:
         # Measured peak RSS with 1 GiB of KV: 2.5-3.3 GiB lean; with 3 GiB: 4.4-5.5 lean,
         # 7.5 plain (a worker process more).
         need = serve.model.kv_gib * GIB + (5 if serve.lean else 9) * GIB // 2
-        self.pool.submit(serve.id, need, lambda core: self._read(serve, core))
+        self._plan(serve.id, need, lambda core: self._read(serve, core))
+
+    def plan_refusal(self, model: Model) -> None:
+        need = model.kv_gib * GIB + 5 * GIB // 2
+        self._plan(f"{model.name}-refused", need, lambda core: self._refuse(model, core))
 
     def reading(self, serve: Serve) -> tuple[Reading, str]:
-        result: tuple[Reading, str] = self.pool.result(serve.id)
+        result: tuple[Reading, str] = self._get(serve.id)
         return result
-
-    def submit_refusal(self, model: Model) -> None:
-        need = model.kv_gib * GIB + 5 * GIB // 2
-        self.pool.submit(f"{model.name}-refused", need, lambda core: self._refuse(model, core))
 
     def refusal(self, model: Model) -> Refusal:
-        result: Refusal = self.pool.result(f"{model.name}-refused")
+        result: Refusal = self._get(f"{model.name}-refused")
         return result
+
+    def _plan(self, key: str, need: int, job: Callable[[str], Any]) -> None:
+        if key not in self.jobs:
+            self.order.append(key)
+            self.jobs[key] = (need, job)
+
+    def _get(self, key: str) -> Any:
+        # Only from here on: were the module's tests interleaved with others' (the module
+        # fixture set up again), what already ran is not started again.
+        at = self.order.index(key)
+        for ahead in self.order[at : at + 2]:
+            self.pool.submit(ahead, *self.jobs[ahead])
+        return self.pool.result(key)
 
     def _read(self, serve: Serve, core: str) -> tuple[Reading, str]:
         t0 = time.monotonic()
@@ -287,35 +303,21 @@ class Starts:
         return Refusal(_log(server), returncode, accepted, time.monotonic() - t0)
 
 
-def _wanted(request: pytest.FixtureRequest) -> tuple[list[Serve], list[Model]]:
-    """The servers the selected tests of this module read, in the order they run."""
-    serves: list[Serve] = []
-    refusals: list[Model] = []
+@pytest.fixture(scope="module")
+def starts(request: pytest.FixtureRequest, workdir: Path, vllm_cache: Path) -> Iterator[Starts]:
+    """Plans the servers the selected tests of this module read, in the order they run."""
+    ahead = Starts(workdir, vllm_cache)
     for item in request.session.items:
         if not isinstance(item, pytest.Function) or item.module is not request.module:
             continue
         params = item.callspec.params if hasattr(item, "callspec") else {}
-        if item.originalname == "test_lean_start_reports_the_same":
-            serves.append(CONTROL)
-        elif isinstance(serve := params.get("serve"), Serve):
-            serves.append(serve)
-        elif item.originalname.startswith("test_refusal") and isinstance(
-            model := params.get("model"), Model
-        ):
-            refusals.append(model)
-    return serves, refusals
-
-
-@pytest.fixture(scope="module")
-def starts(request: pytest.FixtureRequest, workdir: Path, vllm_cache: Path) -> Iterator[Starts]:
-    ahead = Starts(workdir, vllm_cache)
-    serves, refusals = _wanted(request)
-    for serve in serves:
-        if _present(serve.model):
-            ahead.submit_read(serve)
-    for model in refusals:
-        if _present(model):
-            ahead.submit_refusal(model)
+        control = item.originalname == "test_lean_start_reports_the_same"
+        serve: object = CONTROL if control else params.get("serve")
+        model = params.get("model") if item.originalname.startswith("test_refusal") else None
+        if isinstance(serve, Serve) and _present(serve.model):
+            ahead.plan_read(serve)
+        elif isinstance(model, Model) and _present(model):
+            ahead.plan_refusal(model)
     yield ahead
     ahead.pool.close()
 
