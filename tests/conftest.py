@@ -70,7 +70,7 @@ _VLLM = frozenset(  # real vLLM servers
     {
         "tests.vllm.conftest.smollm2_server",
         "tests.jobs.conftest.deployment",
-        "tests.vllm.test_kv_geometry.server_for",
+        "tests.vllm.test_kv_geometry.starts",
     }
 )
 

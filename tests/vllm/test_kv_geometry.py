@@ -16,7 +16,9 @@ from the registry), and the real small models Gemma 3 270M (sliding + full) and 
 the served model has the registry's layers, so a comparison is never against a model
 that is not the one predicted for.
 
-Servers start "lean" (see LEAN_ARGS): no tokenizer, no engine worker process, one
+Servers are started ahead of the tests that read them, two at a time on a machine with
+two cores and the memory for both (tests/vllm/starts.py); a test waits for its own.
+They start "lean" (see LEAN_ARGS): no tokenizer, no engine worker process, one
 sequence, and a model-inspection cache shared between servers, which takes a start from
 ~50 s to ~20 s. test_lean_start_reports_the_same serves one model with vLLM's defaults
 to show those flags change nothing the arithmetic predicts.
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -48,6 +50,7 @@ from service.backends.server import KV_DTYPE, VllmServer, VllmServerError
 from service.config import BackendConfig
 from tests.prereq import require
 from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm
+from tests.vllm.starts import StartPool
 
 GIB = 1 << 30
 START_TIMEOUT = 240.0
@@ -148,7 +151,10 @@ def _two_lengths(model: Model) -> list[Serve]:
     ]
 
 
-SERVES = [serve for model in ALL_MODELS for serve in _two_lengths(model)]
+# Every model at its first length, then every model at its second: servers start two at
+# a time, and two starts of one model class side by side would both miss the
+# model-inspection cache (see vllm_cache) that the first of them fills.
+SERVES = [serve for i in (0, 1) for serve in (_two_lengths(model)[i] for model in ALL_MODELS)]
 # Served in float32 (cpu_serving_dtype's pick without bf16 hardware): vLLM reports
 # cache_dtype "auto" as for bf16, and a pool of blocks twice as big. A real sliding +
 # full model, and E2B's KV sharing and two head dims.
@@ -187,47 +193,156 @@ def vllm_cache(workdir: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def server_for(workdir: Path, vllm_cache: Path) -> Iterator[Any]:
-    """A factory of stopped-on-teardown servers; at most one runs at a time."""
-    started: list[VllmServer] = []
+def _present(model: Model) -> bool:
+    """What need_vllm checks, without skipping: the tests themselves skip, saying why."""
+    venv = (VLLM_PYTHON.parent.parent / ".longdoc-vllm").is_file()
+    return venv and (MODELS / model.folder / "SOURCE.json").is_file()
 
-    def make(
+
+def _whole_context(model: Model) -> int:
+    """The whole context the served model accepts (vLLM refuses longer for another reason)."""
+    config = json.loads((MODELS / model.folder / "config.json").read_text())
+    return int(config["max_position_embeddings"])
+
+
+@dataclass(frozen=True)
+class Refusal:
+    log: str
+    returncode: int | None
+    """None: still running after START_TIMEOUT (it was stopped then)."""
+    accepted: bool
+    """A capacity line was logged: vLLM took the length (the server was stopped then)."""
+    seconds: float
+
+
+class Starts:
+    """This module's servers, each started ahead of the test that reads it: when a test
+    asks for its server, the next test's starts too (tests/vllm/starts.py runs them side
+    by side where there are two cores and the memory). Each is stopped as soon as it has
+    been read; a test waits only for its own."""
+
+    def __init__(self, workdir: Path, vllm_cache: Path) -> None:
+        self.workdir = workdir
+        self.vllm_cache = vllm_cache
+        self.pool = StartPool()
+        self.order: list[str] = []
+        self.jobs: dict[str, tuple[int, Callable[[str], Any]]] = {}
+
+    def server(
+        self,
         name: str,
         model: Model,
         max_model_len: int,
         args: list[str],
         lean: bool,
+        core: str,
         dtype: str = "bfloat16",
     ) -> VllmServer:
-        for s in started:
-            s.stop()
-        model_dir = need_vllm(model.folder)
-        env = {**LEAN_ENV, "VLLM_CACHE_ROOT": str(vllm_cache)} if lean else {}
+        env = {**LEAN_ENV, "VLLM_CACHE_ROOT": str(self.vllm_cache)} if lean else {}
         # VllmServer appends to its log: an old capacity line must not be read as new.
-        log_path = workdir / f"{name}.log"
+        log_path = self.workdir / f"{name}.log"
         log_path.unlink(missing_ok=True)
-        server = VllmServer(
+        return VllmServer(
             python=VLLM_PYTHON,
-            model_dir=model_dir,
+            model_dir=MODELS / model.folder,
             served_model_name=model.name,
             max_model_len=max_model_len,
             kv_cache_gib=model.kv_gib,
-            # vLLM binds core 0 by default, where the session's SmolLM2 server runs.
-            cpu_cores="1",
+            cpu_cores=core,
             extra_args=args,
             log_path=log_path,
-            scratch_parent=workdir,
+            scratch_parent=self.workdir,
             env=env,
             dtype=dtype,
         )
-        started.append(server)
-        server.start()
-        return server
 
-    yield make
-    for s in started:
-        s.stop()
+    def plan_read(self, serve: Serve) -> None:
+        # Measured peak RSS with 1 GiB of KV: 2.5-3.3 GiB lean; with 3 GiB: 4.4-5.5 lean,
+        # 7.5 plain (a worker process more).
+        need = serve.model.kv_gib * GIB + (5 if serve.lean else 9) * GIB // 2
+        self._plan(serve.id, need, lambda core: self._read(serve, core))
+
+    def plan_refusal(self, model: Model) -> None:
+        need = model.kv_gib * GIB + 5 * GIB // 2
+        self._plan(f"{model.name}-refused", need, lambda core: self._refuse(model, core))
+
+    def reading(self, serve: Serve) -> tuple[Reading, str]:
+        result: tuple[Reading, str] = self._get(serve.id)
+        return result
+
+    def refusal(self, model: Model) -> Refusal:
+        result: Refusal = self._get(f"{model.name}-refused")
+        return result
+
+    def _plan(self, key: str, need: int, job: Callable[[str], Any]) -> None:
+        if key not in self.jobs:
+            self.order.append(key)
+            self.jobs[key] = (need, job)
+
+    def _get(self, key: str) -> Any:
+        # Only from here on: were the module's tests interleaved with others' (the module
+        # fixture set up again), what already ran is not started again.
+        at = self.order.index(key)
+        for ahead in self.order[at : at + 2]:
+            self.pool.submit(ahead, *self.jobs[ahead])
+        return self.pool.result(key)
+
+    def _read(self, serve: Serve, core: str) -> tuple[Reading, str]:
+        t0 = time.monotonic()
+        server = self.server(
+            serve.id, serve.model, serve.max_model_len, serve.args(), serve.lean, core, serve.dtype
+        )
+        server.start()
+        try:
+            reading = read_at_start(server)
+        finally:
+            server.stop()
+        note = (
+            f"{serve.id}: capacity logged {reading.seconds_to_log:.1f}s, ready "
+            f"{reading.seconds_to_ready:.1f}s, stopped {time.monotonic() - t0:.1f}s after "
+            f"start, peak RSS {reading.peak_rss / GIB:.2f} GiB, core {core}"
+        )
+        return reading, note
+
+    def _refuse(self, model: Model, core: str) -> Refusal:
+        asked = _whole_context(model)
+        t0 = time.monotonic()
+        server = self.server(
+            f"{model.name}-L{asked}-refused", model, asked, list(LEAN_ARGS), True, core
+        )
+        server.start()
+        assert server.proc is not None
+        accepted = False
+        try:
+            while server.proc.poll() is None and time.monotonic() - t0 < START_TIMEOUT:
+                # A capacity line means vLLM accepted the length: no need to wait for more.
+                if parse_kv_capacity_log(_log(server)) is not None:
+                    accepted = True
+                    break
+                time.sleep(0.25)
+            returncode = server.proc.poll()
+        finally:
+            server.stop()
+        return Refusal(_log(server), returncode, accepted, time.monotonic() - t0)
+
+
+@pytest.fixture(scope="module")
+def starts(request: pytest.FixtureRequest, workdir: Path, vllm_cache: Path) -> Iterator[Starts]:
+    """Plans the servers the selected tests of this module read, in the order they run."""
+    ahead = Starts(workdir, vllm_cache)
+    for item in request.session.items:
+        if not isinstance(item, pytest.Function) or item.module is not request.module:
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        control = item.originalname == "test_lean_start_reports_the_same"
+        serve: object = CONTROL if control else params.get("serve")
+        model = params.get("model") if item.originalname.startswith("test_refusal") else None
+        if isinstance(serve, Serve) and _present(serve.model):
+            ahead.plan_read(serve)
+        elif isinstance(model, Model) and _present(model):
+            ahead.plan_refusal(model)
+    yield ahead
+    ahead.pool.close()
 
 
 def _log(server: VllmServer) -> str:
@@ -315,20 +430,10 @@ def predicted(serve: Serve) -> dict[str, Any]:
     }
 
 
-def serve_and_read(server_for: Any, serve: Serve) -> Reading:
-    t0 = time.monotonic()
-    server = server_for(
-        serve.id, serve.model, serve.max_model_len, serve.args(), serve.lean, serve.dtype
-    )
-    try:
-        reading = read_at_start(server)
-    finally:
-        server.stop()
-    print(
-        f"\n{serve.id}: capacity logged {reading.seconds_to_log:.1f}s, ready "
-        f"{reading.seconds_to_ready:.1f}s, stopped {time.monotonic() - t0:.1f}s after start, "
-        f"peak RSS {reading.peak_rss / GIB:.2f} GiB"
-    )
+def serve_and_read(starts: Starts, serve: Serve) -> Reading:
+    need_vllm(serve.model.folder)
+    reading, note = starts.reading(serve)
+    print(f"\n{note}")
     return reading
 
 
@@ -411,8 +516,8 @@ def test_served_layers_reads_kv_sharing_and_overrides() -> None:
 
 
 @pytest.mark.parametrize("serve", SERVES + FP32_SERVES, ids=lambda s: s.id)
-def test_pool_equals_prediction(server_for: Any, serve: Serve) -> None:
-    reading = serve_and_read(server_for, serve)
+def test_pool_equals_prediction(starts: Starts, serve: Serve) -> None:
+    reading = serve_and_read(starts, serve)
     got = reported(reading)
     print(f"{serve.id}: {got}")
     assert got == predicted(serve)
@@ -432,10 +537,10 @@ def test_pool_equals_prediction(server_for: Any, serve: Serve) -> None:
     assert kv_dtype(state, cfg) == KV_DTYPE[serve.dtype]
 
 
-def test_lean_start_reports_the_same(server_for: Any) -> None:
+def test_lean_start_reports_the_same(starts: Starts) -> None:
     """vLLM's defaults (tokenizer, worker process, 128 sequences, its own cache root)
     report exactly what the lean flags do and what Longdoc predicts."""
-    reading = serve_and_read(server_for, CONTROL)
+    reading = serve_and_read(starts, CONTROL)
     got = reported(reading)
     print(f"{CONTROL.id}: {got}")
     assert got == predicted(CONTROL)
@@ -455,28 +560,22 @@ def _gib(n: int) -> str:
 
 
 @pytest.mark.parametrize("model", OVERFLOWS, ids=lambda m: m.name)
-def test_refusal_names_longdocs_max_model_len(server_for: Any, model: Model) -> None:
-    model_dir = need_vllm(model.folder)
-    # The whole context the served model accepts (vLLM refuses longer for another reason).
-    asked = json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
+def test_refusal_names_longdocs_max_model_len(starts: Starts, model: Model) -> None:
+    need_vllm(model.folder)
+    asked = _whole_context(model)
     layout = kv_layout(model.spec, KvConfig.cpu())
     pool = model.pool_bytes()
     assert not fits(layout, asked, pool), f"test setup: {model.name} fits {asked} tokens"
 
-    t0 = time.monotonic()
-    server = server_for(f"{model.name}-L{asked}-refused", model, asked, list(LEAN_ARGS), True)
-    assert server.proc is not None
-    while server.proc.poll() is None:
-        # A capacity line means vLLM accepted the length: no need to wait for more.
-        assert parse_kv_capacity_log(_log(server)) is None, (
-            f"vLLM accepted max_model_len {asked}, which Longdoc says does not fit"
-        )
-        assert time.monotonic() - t0 < START_TIMEOUT, server.log_tail()
-        time.sleep(0.25)
-    text = _log(server)
-    print(f"\n{model.name}-L{asked}: refused after {time.monotonic() - t0:.1f}s")
+    refusal = starts.refusal(model)
+    assert not refusal.accepted, (
+        f"vLLM accepted max_model_len {asked}, which Longdoc says does not fit"
+    )
+    assert refusal.returncode is not None, refusal.log[-4000:]
+    text = refusal.log
+    print(f"\n{model.name}-L{asked}: refused after {refusal.seconds:.1f}s")
     found = _REFUSAL.search(text)
-    assert found, f"no KV refusal in the log (exit {server.proc.returncode}):\n{server.log_tail()}"
+    assert found, f"no KV refusal in the log (exit {refusal.returncode}):\n{text[-4000:]}"
     length, needed, available, estimate = found.groups()
     got = {
         "asked": int(length),
