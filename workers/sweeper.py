@@ -72,13 +72,19 @@ def sweep(
     return sent
 
 
-def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str, int], object]) -> int:
+def sweep_jobs(
+    session: Session,
+    settings: Settings,
+    dispatch: Callable[[str, int], object],
+    tenant_id: uuid.UUID | None = None,
+) -> int:
     """Reap expired leases (their jobs wait again), then send a task for each job
     that waits with no live poller, or is queued on a document that is now ready,
-    at its tenant's priority (`service.jobs.dispatch.priorities`)."""
+    at its tenant's priority (`service.jobs.dispatch.priorities`). With `tenant_id`,
+    only that tenant's jobs are failed or sent (a test's own); leases expire for all."""
     now = utcnow()
     ledger.expire(session, now, max_attempts=settings.max_job_attempts)
-    _fail_broken_parents(session, now)
+    _fail_broken_parents(session, now, tenant_id)
     stale = now - timedelta(seconds=settings.stale_after_s)
     old = now - timedelta(seconds=settings.job_redispatch_after_s)
     unpolled = and_(
@@ -89,12 +95,15 @@ def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str, in
         Document.status.in_([DocumentStatus.parsed, DocumentStatus.failed])
     )
     unplanned = and_(Job.status == JobStatus.queued, Job.document_id.in_(ready))
-    rows = session.execute(
+    due = (
         select(Job.id, Job.dispatched_at)
         .where(or_(unpolled, unplanned))
         .where(or_(Job.dispatched_at.is_(None), Job.dispatched_at < old))
         .limit(500)
-    ).all()
+    )
+    if tenant_id is not None:
+        due = due.where(Job.tenant_id == tenant_id)
+    rows = session.execute(due).all()
     taken = [job_id for job_id, seen in rows if _take(session, Job, job_id, seen)]
     priority = priorities(session, taken)
     session.commit()
@@ -106,15 +115,19 @@ def sweep_jobs(session: Session, settings: Settings, dispatch: Callable[[str, in
     return sent
 
 
-def _fail_broken_parents(session: Session, now: Any) -> None:
+def _fail_broken_parents(session: Session, now: Any, tenant_id: uuid.UUID | None) -> None:
     """A request the ledger failed (too large, lease expired too often) had no task to
     take its map-reduce job down; do it here."""
     child = aliased(Job)
-    rows = session.execute(
+    broken = (
         select(child.id, child.error_reason)
+        .select_from(Job)
         .join(child, child.parent_id == Job.id)
         .where(Job.status == JobStatus.running, child.status == JobStatus.failed)
-    ).all()
+    )
+    if tenant_id is not None:
+        broken = broken.where(Job.tenant_id == tenant_id)
+    rows = session.execute(broken).all()
     for child_id, reason in rows:
         _fail_parent(session, child_id, now, reason)
 
@@ -145,10 +158,27 @@ def sweep_all(
     dispatch_job: Callable[[str, int], object] | None = None,
 ) -> None:
     """One round of the sweeper (documents, jobs, temp files), each in its own
-    session; `workers/schedule.py` runs it every `sweep_interval_s`."""
-    with sessions() as session:
-        sweep(session, settings, dispatch)
-    if dispatch_job is not None:
+    session; `workers/schedule.py` runs it every `sweep_interval_s`. A part that fails
+    does not keep the others from running: the first failure is raised after them all,
+    for the scheduler's error policy to log."""
+
+    def documents() -> None:
         with sessions() as session:
-            sweep_jobs(session, settings, dispatch_job)
-    BlobStore(settings.blobs).sweep_temp(settings.temp_upload_max_age_s)
+            sweep(session, settings, dispatch)
+
+    def jobs() -> None:
+        if dispatch_job is not None:
+            with sessions() as session:
+                sweep_jobs(session, settings, dispatch_job)
+
+    def temp_files() -> None:
+        BlobStore(settings.blobs).sweep_temp(settings.temp_upload_max_age_s)
+
+    failure: Exception | None = None
+    for part in (documents, jobs, temp_files):
+        try:
+            part()
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
