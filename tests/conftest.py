@@ -30,6 +30,13 @@ _DATA_DIR = Path(tempfile.mkdtemp(prefix="longdoc-test-"))
 # Removed however the run ends, also when no test asked for the database.
 atexit.register(shutil.rmtree, _DATA_DIR, True)
 
+
+def _cache_dir() -> Path:
+    from service.config import Settings  # after the environment above is fixed
+
+    return Settings().cache_dir
+
+
 os.environ.update(
     LONGDOC_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0].replace(
         "postgresql://", "postgresql+psycopg://"
@@ -46,7 +53,9 @@ os.environ.update(
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "longdoc" / "corpus"))
+# Built assets (tokenizers, vLLM, the corpus): where the service looks for them.
+CACHE = _cache_dir()
+CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
 
 
 def corpus_file(rel: str) -> Path:

@@ -29,7 +29,7 @@ import pytest
 from ingestion.tasks.repetition import find_loop
 from service.backends import embedded as embedded_vllm
 from service.config import Settings
-from tests.conftest import REPO, corpus_file, wait_for
+from tests.conftest import CACHE, REPO, corpus_file, wait_for
 
 LONGDOC = [sys.executable, "-m", "service.cli.app"]
 # One page, ~3,700 characters: with the prompt and 64 output tokens well inside the
@@ -46,9 +46,7 @@ def _free_port() -> int:
 
 def _embedded_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGDOC_")}
-    env["LONGDOC_CACHE_DIR"] = os.environ.get(
-        "LONGDOC_CACHE_DIR", str(Path.home() / ".cache" / "longdoc")
-    )
+    env["LONGDOC_CACHE_DIR"] = str(CACHE)
     return env
 
 
@@ -141,7 +139,7 @@ def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
 def test_serve_with_embedded_vllm_then_submit(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if embedded_vllm.vllm_parts() is None:
+    if embedded_vllm.vllm_parts(CACHE) is None:
         pytest.skip("vLLM venv or SmolLM2 model missing: run `make vllm`")
     pdf = corpus_file(SMALL_PDF)
     # Short, so that vLLM's scratch (its sockets) goes under it, as on a real machine.
@@ -245,10 +243,8 @@ def test_submit_missing_file_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
 
 
-def test_no_vllm_parts_says_so_and_starts_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LONGDOC_CACHE_DIR", str(tmp_path))
+def test_no_vllm_parts_says_so_and_starts_nothing(tmp_path: Path) -> None:
     said: list[str] = []
-    assert embedded_vllm.start(Settings(data_dir=tmp_path), said.append) is None
+    settings = Settings(data_dir=tmp_path, cache_dir=tmp_path)
+    assert embedded_vllm.start(settings, said.append) is None
     assert said == [embedded_vllm.MISSING]

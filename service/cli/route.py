@@ -26,7 +26,8 @@ from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TEMPLATE_TOKENS, instruction_text
 from ingestion.tokens.counting import TokenCounter, count_stream, estimate_tokens, load_counter
 from ingestion.types import IngestError, TokenCount
-from service.config import MODEL_ROLES, DeploymentReplica, Settings, get_settings
+from service.cli.options import settings_of
+from service.config import MODEL_ROLES, DeploymentReplica, Settings
 
 GIB = 1 << 30
 
@@ -103,6 +104,7 @@ def _read(path: Path, max_pages: int) -> tuple[str, str, list[tuple[PageSpan, st
 
 
 def route(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The document (PDF, EPUB, DOCX, HTML, text...).")],
     task: Annotated[Task, typer.Option("--task", help="What the job will do.")] = DEFAULT_TASK,
     max_output_tokens: Annotated[
@@ -111,7 +113,7 @@ def route(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Which model a job on FILE runs on, the KV it reserves, and why (no server needed)."""
-    settings = get_settings()
+    settings = settings_of(ctx)
     try:
         media_type, text, pages = _read(file, settings.max_pages)
     except IngestError as exc:

@@ -1,19 +1,18 @@
 """Fixtures for the ingestion tests: the real-document corpus.
 
 The corpus is built by /work/shared/corpus/fetch-corpus.sh; its location comes
-from LONGDOC_CORPUS_DIR (default /root/.cache/longdoc/corpus). Tests that need
+from LONGDOC_CORPUS_DIR (default: the cache directory's corpus/). Tests that need
 it are skipped, with the reason, when it is missing.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-CORPUS_DIR = Path(os.environ.get("LONGDOC_CORPUS_DIR", "/root/.cache/longdoc/corpus"))
+from tests.conftest import CORPUS as CORPUS_DIR
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ingestion.tokens.counting import TokenCounter, load_counter
+from tests.conftest import CACHE as _CACHE
 
-_CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 GEMMA_PATH = Path(
     os.environ.get("LONGDOC_TOKENIZER_GEMMA", _CACHE / "tokenizers" / "gemma" / "tokenizer.json")
 )
