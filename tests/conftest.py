@@ -15,13 +15,17 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LONGDOC_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -181,23 +185,23 @@ def auth(key: str) -> dict[str, str]:
 
 
 @contextmanager
-def settings_env(env: Mapping[str, str]) -> Iterator[None]:
-    """These LONGDOC_ settings in this process for the block (settings are cached per
-    process: the cache is cleared on the way in and out), the old values after."""
+def api_settings(settings: Settings) -> Iterator[Settings]:
+    """`settings` for the in-process API (the `client` fixture's app) for the block, by
+    FastAPI's dependency override; the environment and `get_settings()` stay as they
+    are. Code a test calls itself (a task's function, the ledger) is handed `settings`;
+    a worker process gets them as its environment (`as_environment`)."""
+    from service.api.main import app
     from service.config import get_settings
 
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
+    before = app.dependency_overrides.get(get_settings)
+    app.dependency_overrides[get_settings] = lambda: settings
     try:
-        yield
+        yield settings
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+        if before is None:
+            app.dependency_overrides.pop(get_settings, None)
+        else:
+            app.dependency_overrides[get_settings] = before
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25):  # type: ignore[no-untyped-def]

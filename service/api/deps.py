@@ -18,8 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import security
+from service.config import Settings, get_settings
 from service.db import SessionDep, release
 from service.models import ApiKey, Document, Job, Tenant, utcnow
+
+# The API's settings, as a dependency: the process's own, or those a test hands the app
+# (app.dependency_overrides[get_settings]) without touching the environment.
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `longdoc keys create`.")
 # Writing last_used_at on every request would serialize reads on SQLite; a minute is enough.

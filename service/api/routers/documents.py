@@ -14,11 +14,10 @@ from pydantic import ValidationError
 from service import documents
 from service.api import job_views as views
 from service.api import schemas
-from service.api.deps import TenantDep
+from service.api.deps import SettingsDep, TenantDep
 from service.api.responses import V1, errors
 from service.api.upload import receive_file
 from service.blobstore import BlobStore
-from service.config import get_settings
 from service.db import SessionDep, release
 from service.jobs import lifecycle, quota
 from service.jobs.dispatch import send
@@ -71,6 +70,7 @@ async def upload_document(
     response: Response,
     session: SessionDep,
     tenant: TenantDep,
+    settings: SettingsDep,
     task: Annotated[str | None, Query(description="Also run this task on it.")] = None,
     params: Annotated[str | None, Query(description="The task's params, as JSON.")] = None,
     max_output_tokens: Annotated[int, Query(gt=0)] = 1024,
@@ -78,7 +78,6 @@ async def upload_document(
 ) -> schemas.UploadOut:
     """Upload a document (multipart field `file`); parsing and token counting follow.
     With `task`, a job on it is created in the same call (the `job` field)."""
-    settings = get_settings()
     job_body = None
     if task is not None:
         # Checked before the upload is read: a bad task costs the client no transfer.
@@ -172,9 +171,9 @@ def get_text(
     document_id: uuid.UUID,
     session: SessionDep,
     tenant: TenantDep,
+    settings: SettingsDep,
     pages: Annotated[str | None, Query(description="e.g. 3-7, 5 or 10-", max_length=40)] = None,
 ) -> schemas.DocumentText:
-    settings = get_settings()
     doc = documents.get_owned(session, tenant, document_id)
     release(session)  # the text is read from the blob store, not the database
     store = BlobStore(settings.blobs)
@@ -192,6 +191,7 @@ def delete_document(
     document_id: uuid.UUID,
     session: SessionDep,
     tenant: TenantDep,
+    settings: SettingsDep,
     cancel_jobs: Annotated[
         bool, Query(description="Cancel the document's unfinished jobs, then delete it.")
     ] = False,
@@ -199,4 +199,4 @@ def delete_document(
     """Delete a document, its text, and its upload unless another document shares the
     bytes. Its jobs and results stay, with `document_id` null."""
     doc = documents.get_owned(session, tenant, document_id)
-    revoke(documents.delete(session, BlobStore(get_settings().blobs), doc, cancel_jobs=cancel_jobs))
+    revoke(documents.delete(session, BlobStore(settings.blobs), doc, cancel_jobs=cancel_jobs))
