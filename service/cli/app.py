@@ -150,8 +150,10 @@ def serve(
             typer.echo(f"(also in {key_file}, where `longdoc submit` finds it)\n")
     typer.echo(f"database: {settings.database_url}\nbroker:   {settings.broker_url}")
     # Before vLLM starts (~40 s): a SIGTERM meanwhile must still reach the `finally`,
-    # which stops what serve started; SystemExit runs it.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # which stops what serve started; SystemExit runs it. Ctrl-C too, without a
+    # traceback (the API and the worker, in serve's process group, get it as well).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     server = None
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -178,8 +180,9 @@ def serve(
         name = "the API" if ended is children[0] else "the worker"
         typer.echo(f"{name} exited with status {ended.returncode}; stopping", err=True)
     finally:
-        # A second SIGTERM must not cut the stopping short (and leave vLLM running).
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A second signal must not cut the stopping short (and leave vLLM running).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         # The API first: no new work while the worker finishes what it holds.
         for child in children:
             _stop_child(child)
