@@ -25,7 +25,7 @@ import httpx
 
 from service.backends.server import VllmServer, cpu_has_bf16
 
-CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
+CACHE = Settings().cache_dir  # LONGDOC_CACHE_DIR, as the service reads it
 CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
 PROMPT_FILE = CORPUS / "text" / "debian-policy.txt"
 

@@ -31,9 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from service.config import Settings  # noqa: E402
 from tests.ingestion.hostile_docx import big_body, empty_paragraphs, write_docx  # noqa: E402
 
-CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
+CACHE = Settings().cache_dir  # LONGDOC_CACHE_DIR, as the service reads it
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 _HWM = "VmHWM:"
 

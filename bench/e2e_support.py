@@ -28,8 +28,9 @@ from ingestion.tasks.prompts import build_messages, render_pages, response_forma
 from ingestion.tasks.specs import validate
 from service.backends import metrics as vllm_metrics
 from service.backends.server import STRUCTURED_OUTPUT_ARGS, VllmServer, _group_pids, free_port
+from service.config import Settings
 
-CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
+CACHE = Settings().cache_dir  # LONGDOC_CACHE_DIR, as the service reads it
 CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
 SERVED = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the registry id: Longdoc derives KV from it
 ROLE = "gemma"  # tried first by the router; `longdoc serve` puts SmolLM2 here too

@@ -30,7 +30,7 @@ from bench.sim.metrics import _job_wait
 from bench.sim.policies import Longdoc
 from bench.sim.workload import Workload, WorkloadParams, generate
 from ingestion.capacity.admission import Policy
-from service.config import get_settings
+from service.config import Settings
 from service.jobs.planner import deployment_backends
 
 TENANTS = ("batch", "small")
@@ -47,7 +47,7 @@ def two_tenants(wl: Workload, small: int) -> Workload:
 
 
 def run(jobs: int, small: int, seed: int) -> dict[str, Any]:
-    settings = get_settings()
+    settings = Settings()
     backends = deployment_backends(list(settings.deployment))
     models = _models(backends)
     replicas = {role: sum(b.role == role for b in backends) for role in models}

@@ -32,8 +32,9 @@ from tokenizers import Tokenizer
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import write_pages
 from ingestion.tokens.counting import count_stream, load_counter
+from service.config import Settings
 
-CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
+CACHE = Settings().cache_dir  # LONGDOC_CACHE_DIR, as the service reads it
 TOKENIZERS = {
     "gemma": CACHE / "tokenizers" / "gemma" / "tokenizer.json",
     "scout": CACHE / "tokenizers" / "scout" / "tokenizer.model",

@@ -59,21 +59,16 @@ def stack_env(stack: str, scratch: Path) -> Iterator[dict[str, str]]:
 
 def prepare(env: dict[str, str]) -> str:
     """Migrate, and create a key; in this process, with the stack's settings."""
-    os.environ.update(env)
-    from service.config import get_settings
-    from service.db import get_engine, get_sessionmaker
+    from service.config import Settings
+    from service.db import sessions_for
     from service.keys import create_key
     from service.migrate import upgrade
 
-    for cached in (get_settings, get_engine, get_sessionmaker):
-        cached.cache_clear()
-    settings = get_settings()
+    settings = Settings(**{k.removeprefix("LONGDOC_").lower(): v for k, v in env.items()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
-    with get_sessionmaker()() as session:
-        key = create_key(session, f"load-{uuid.uuid4().hex[:6]}")
-    get_engine().dispose()
-    return key
+    with sessions_for(settings) as sessions, sessions() as session:
+        return create_key(session, f"load-{uuid.uuid4().hex[:6]}")
 
 
 def row(name: str, b: Burst) -> list[str]:

@@ -101,7 +101,7 @@ from bench.sim.policies import Fifo, Longdoc, RoundRobin, ShortestFirst
 from bench.sim.workload import Workload, WorkloadParams, generate
 from ingestion.capacity.admission import Policy
 from ingestion.capacity.router import Backend
-from service.config import DeploymentReplica, get_settings
+from service.config import DeploymentReplica, Settings
 from service.jobs.planner import deployment_backends
 
 POLICIES = ("longdoc", "fifo", "round_robin", "shortest_first")
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load=args.load,
             max_output_tokens=args.max_output_tokens,
         )
-        deployment = with_replicas(list(get_settings().deployment), args.replicas)
+        deployment = with_replicas(list(Settings().deployment), args.replicas)
     except ValueError as exc:
         ap.error(str(exc))
     policies = args.policy or list(POLICIES)

@@ -7,10 +7,11 @@ and ``LONGDOC_BROKER_URL`` (Redis).
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,18 +19,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MODEL_ROLES = ("gemma", "scout")
 
 
-def cache_dir() -> Path:
-    """Where built assets (tokenizers, corpus, vLLM venv) live, outside any clone."""
-    return Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
-
-
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME", str(Path.home() / ".local" / "share"))
     return Path(base) / "longdoc"
 
 
-def _default_tokenizers() -> dict[str, Path]:
-    root = cache_dir() / "tokenizers"
+def _default_tokenizers(fields: dict[str, Any]) -> dict[str, Path]:
+    root = Path(fields["cache_dir"]) / "tokenizers"
     return {"gemma": root / "gemma" / "tokenizer.json", "scout": root / "scout" / "tokenizer.model"}
 
 
@@ -147,6 +143,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LONGDOC_", extra="ignore")
 
     data_dir: Path = Field(default_factory=_default_data_dir)
+    # Built assets (tokenizer files, the vLLM venv and its models, the test corpus),
+    # outside any clone; the scripts that build them read the same LONGDOC_CACHE_DIR.
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "longdoc")
     database_url: str = ""
     broker_url: str = ""
     blob_dir: Path | None = None
@@ -163,6 +162,7 @@ class Settings(BaseSettings):
 
     # Tokenizer file per model role; a role without a usable file falls back to
     # the backend's /tokenize, then to an estimate marked exact=false.
+    # (Declared after cache_dir: the default is built from it.)
     tokenizers: dict[str, Path] = Field(default_factory=_default_tokenizers)
     backends: list[BackendConfig] = Field(default_factory=list)
     # The deployment `longdoc route` plans against without a server (see above).
@@ -315,6 +315,19 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+def as_environment(settings: Settings) -> dict[str, str]:
+    """`settings` as LONGDOC_ variables, for a child process (the worker and the API that
+    `longdoc serve` starts): from these it builds the same Settings. Every field is
+    written, so none falls back to whatever the parent's own environment said."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        env[f"LONGDOC_{name.upper()}"] = text
+    return env
+
+
 @lru_cache
 def get_settings() -> Settings:
+    """The settings of a server process (the API, a worker), from its environment, read
+    once. Commands and code that are handed a Settings use that one instead."""
     return Settings()

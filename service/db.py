@@ -12,18 +12,21 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 
 
-def make_engine(url: str) -> Engine:
-    settings = get_settings()
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    """An engine on `url`, its pool sized by `settings` (a server's); without them,
+    SQLAlchemy's defaults (a migration, a test's own database)."""
     # Sized in Settings from the threads that use it; a short timeout, as a request that
     # waits for a connection is refused (503), not left queueing.
-    pool: dict[str, Any] = {
-        "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_max_overflow,
-        "pool_timeout": settings.db_pool_timeout_s,
-    }
+    pool: dict[str, Any] = {}
+    if settings is not None:
+        pool = {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout_s,
+        }
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
@@ -44,12 +47,24 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache
 def get_engine() -> Engine:
-    return make_engine(get_settings().database_url)
+    """The engine of a server process (its own settings); commands use sessions_for."""
+    settings = get_settings()
+    return make_engine(settings.database_url, settings)
 
 
 @lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def sessions_for(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on `settings`' database for one command; its engine is disposed after."""
+    engine = make_engine(settings.database_url, settings)
+    try:
+        yield sessionmaker(engine, expire_on_commit=False)
+    finally:
+        engine.dispose()
 
 
 def get_db() -> Iterator[Session]:

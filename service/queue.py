@@ -49,11 +49,27 @@ def _poll_sqlite_broker_often() -> None:
     kombu_sqla.Transport.polling_interval = 0.1
 
 
-def make_celery(settings: Settings) -> Celery:
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration `settings` make: the broker, and the tasks' limits."""
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
         _poll_sqlite_broker_often()
-    app = Celery("longdoc", broker=settings.broker_url)
-    app.conf.update(
+    # The task decorators (workers/) name no time limits: Celery sets these on each task
+    # class when the app is finalized (a worker at start), from this configuration, so
+    # importing a task module reads no settings. Celery's hard limit stays below the
+    # broker's visibility timeout (checked in Settings).
+    limits = {
+        INGEST_TASK: {
+            "soft_time_limit": settings.ingest_soft_time_limit_s,
+            "time_limit": settings.ingest_time_limit_s,
+        },
+        JOB_TASK: {
+            "soft_time_limit": settings.job_soft_time_limit_s,
+            "time_limit": settings.job_time_limit_s,
+        },
+    }
+    return dict(
+        broker_url=settings.broker_url,
+        task_annotations=limits,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -67,10 +83,19 @@ def make_celery(settings: Settings) -> Celery:
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
     )
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("longdoc")
+    app.conf.update(celery_config(settings))
     return app
 
 
-app = make_celery(get_settings())
+# The process's own app (the API's, a worker's, the sweeper's). Configured from the
+# process's settings when first used, not when this module is imported: importing it
+# (`longdoc worker` does, for QUEUES) reads no settings.
+app = Celery("longdoc")
+app.add_defaults(lambda: celery_config(get_settings()))
 
 
 def dispatch_ingest(document_id: str) -> None:

@@ -14,9 +14,10 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -27,12 +28,22 @@ from tests.prereq import require
 # Re-exported: most tests take the one waiting helper from here.
 from tests.waiting import wait_for as wait_for
 
+if TYPE_CHECKING:
+    from service.config import Settings
+
 PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LONGDOC_TEST_REDIS", "redis://127.0.0.1:6379/15")
 _DB_NAME = f"longdoc_test_{uuid.uuid4().hex[:10]}"
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="longdoc-test-"))
 # Removed however the run ends, also when no test asked for the database.
 atexit.register(shutil.rmtree, _DATA_DIR, True)
+
+
+def _cache_dir() -> Path:
+    from service.config import Settings  # after the environment above is fixed
+
+    return Settings().cache_dir
+
 
 os.environ.update(
     LONGDOC_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0].replace(
@@ -50,7 +61,9 @@ os.environ.update(
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "longdoc" / "corpus"))
+# Built assets (tokenizers, vLLM, the corpus): where the service looks for them.
+CACHE = _cache_dir()
+CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
 
 
 def corpus_file(rel: str) -> Path:
@@ -212,20 +225,20 @@ def auth(key: str) -> dict[str, str]:
 
 
 @contextmanager
-def settings_env(env: Mapping[str, str]) -> Iterator[None]:
-    """These LONGDOC_ settings in this process for the block (settings are cached per
-    process: the cache is cleared on the way in and out), the old values after."""
+def api_settings(settings: Settings) -> Iterator[Settings]:
+    """`settings` for the in-process API (the `client` fixture's app) for the block, by
+    FastAPI's dependency override; the environment and `get_settings()` stay as they
+    are. Code a test calls itself (a task's function, the ledger) is handed `settings`;
+    a worker process gets them as its environment (`as_environment`)."""
+    from service.api.main import app
     from service.config import get_settings
 
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
+    before = app.dependency_overrides.get(get_settings)
+    app.dependency_overrides[get_settings] = lambda: settings
     try:
-        yield
+        yield settings
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+        if before is None:
+            app.dependency_overrides.pop(get_settings, None)
+        else:
+            app.dependency_overrides[get_settings] = before

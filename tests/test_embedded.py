@@ -29,7 +29,7 @@ import pytest
 from ingestion.tasks.repetition import find_loop
 from service.backends import embedded as embedded_vllm
 from service.config import Settings
-from tests.conftest import REPO, corpus_file, wait_for
+from tests.conftest import CACHE, REPO, corpus_file, wait_for
 from tests.prereq import require
 
 LONGDOC = [sys.executable, "-m", "service.cli.app"]
@@ -47,9 +47,7 @@ def _free_port() -> int:
 
 def _embedded_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGDOC_")}
-    env["LONGDOC_CACHE_DIR"] = os.environ.get(
-        "LONGDOC_CACHE_DIR", str(Path.home() / ".cache" / "longdoc")
-    )
+    env["LONGDOC_CACHE_DIR"] = str(CACHE)
     return env
 
 
@@ -145,7 +143,8 @@ def test_serve_with_embedded_vllm_then_submit(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     require(
-        embedded_vllm.vllm_parts() is not None, "vLLM venv or SmolLM2 model missing: run make vllm"
+        embedded_vllm.vllm_parts(CACHE) is not None,
+        "vLLM venv or SmolLM2 model missing: run make vllm",
     )
     pdf = corpus_file(SMALL_PDF)
     # Short, so that vLLM's scratch (its sockets) goes under it, as on a real machine.
@@ -249,10 +248,8 @@ def test_submit_missing_file_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
 
 
-def test_no_vllm_parts_says_so_and_starts_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LONGDOC_CACHE_DIR", str(tmp_path))
+def test_no_vllm_parts_says_so_and_starts_nothing(tmp_path: Path) -> None:
     said: list[str] = []
-    assert embedded_vllm.start(Settings(data_dir=tmp_path), said.append) is None
+    settings = Settings(data_dir=tmp_path, cache_dir=tmp_path)
+    assert embedded_vllm.start(settings, said.append) is None
     assert said == [embedded_vllm.MISSING]

@@ -7,10 +7,10 @@ import socket
 from typing import Any
 
 
-def durable_task(name: str, soft_limit_s: int, hard_limit_s: int) -> dict[str, Any]:
+def durable_task(name: str) -> dict[str, Any]:
     """Options of every Longdoc task: acknowledged after it ran, handed back if its
-    worker process dies, limited below the broker's visibility timeout (checked in
-    settings), retried while the database is away."""
+    worker process dies, retried while the database is away. Its time limits come from
+    the app's configuration (`service.queue.celery_config`), set when a worker starts."""
     from sqlalchemy.exc import OperationalError
 
     return {
@@ -18,8 +18,6 @@ def durable_task(name: str, soft_limit_s: int, hard_limit_s: int) -> dict[str, A
         "bind": True,
         "acks_late": True,
         "reject_on_worker_lost": True,
-        "soft_time_limit": soft_limit_s,
-        "time_limit": hard_limit_s,
         "autoretry_for": (OperationalError,),
         "retry_backoff": True,
         "max_retries": 5,

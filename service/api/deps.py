@@ -15,6 +15,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from service.config import Settings, get_settings
 from service.db import get_db, release
 from service.errors import Unauthenticated
 from service.keys import authenticate
@@ -23,6 +24,10 @@ from service.tenancy import Principal
 # Closed when the handler returns, not after the response is sent: its connection goes
 # back to the pool at once instead of waiting on a slow client.
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+# The API's settings, as a dependency: the process's own, or those a test hands the app
+# (app.dependency_overrides[get_settings]) without touching the environment.
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `longdoc keys create`.")
 

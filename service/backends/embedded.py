@@ -3,24 +3,24 @@
 With nothing configured, `longdoc serve` should end the README's first command with a
 real summary of a real document, so it serves the small SmolLM2 135M model that
 scripts/build-vllm.sh (`make vllm`) converts, on the CPU, from vLLM's own venv. The
-server is handed to the API and the worker the way any backend is: through
-LONGDOC_BACKENDS in the environment, which the worker child inherits.
+server is handed to the API and the worker the way any backend is: `serving()` gives
+the Settings with it as the only backend, which `serve` passes to the processes it
+starts (as their LONGDOC_BACKENDS).
 
 SmolLM2's vocabulary is neither Gemma's nor Llama 4's, so the role it stands in for
 must not be counted with that role's tokenizer file: the role's entry is dropped from
-LONGDOC_TOKENIZERS, and token counts for it come from the server's /tokenize.
+the tokenizers, and token counts for it come from the server's /tokenize.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from service.backends.server import STRUCTURED_OUTPUT_ARGS, VllmServer
-from service.config import Settings, cache_dir, get_settings
+from service.config import BackendConfig, Settings
 
 # The registry id (ingestion/capacity/models.toml): served under this name, the worker finds the
 # model's KV geometry in the registry and derives capacity from the server's blocks.
@@ -57,11 +57,11 @@ class _ServerDyingWithParent(VllmServer):
         return [argv[0], "-c", _LAUNCHER, str(os.getpid()), *argv[2:]]
 
 
-def vllm_parts() -> tuple[Path, Path] | None:
-    """(python, model folder) of the built vLLM venv and SmolLM2, or None if either is
-    missing or half-built (the same markers as tests/vllm/conftest.py)."""
-    venv = cache_dir() / "vllm-venv"
-    model = cache_dir() / "models" / MODEL_FOLDER
+def vllm_parts(cache_dir: Path) -> tuple[Path, Path] | None:
+    """(python, model folder) of the vLLM venv and SmolLM2 built under `cache_dir`, or
+    None if either is missing or half-built (the same markers as tests/vllm/conftest.py)."""
+    venv = cache_dir / "vllm-venv"
+    model = cache_dir / "models" / MODEL_FOLDER
     python = venv / "bin" / "python"
     if not (python.is_file() and (venv / ".longdoc-vllm").is_file()):
         return None
@@ -84,12 +84,13 @@ SAMPLING = {"temperature": 0.0, "repetition_penalty": 1.1}
 
 
 def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
-    """Start the server and wait until it answers; then point LONGDOC_BACKENDS at it.
+    """Start the server and wait until it answers (`serving()` then gives the settings
+    that use it).
 
     Returns None (having said why) when the vLLM parts are not built. If the server
     does not come up (VllmServerError, with the log tail) or the wait is interrupted
     (SIGTERM, Ctrl-C), it is stopped before the exception goes on."""
-    parts = vllm_parts()
+    parts = vllm_parts(settings.cache_dir)
     if parts is None:
         echo(MISSING)
         return None
@@ -114,22 +115,21 @@ def start(settings: Settings, echo: Callable[[str], None]) -> VllmServer | None:
         server.stop()
         raise
     echo(f"vLLM ready in {waited:.0f} s")
-    # The default first-token budget assumes a GPU's prefill; this server may run on
-    # a slow CPU (float32 without bf16 hardware; bf16 forced there ran ~30 tokens/s on
-    # AVX2), shared by concurrent requests.
-    os.environ.setdefault(
-        "LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S", str(CPU_MIN_PREFILL_TOKENS_PER_S)
-    )
-    use_backend(server.url, settings)
     return server
 
 
-def use_backend(url: str, settings: Settings) -> None:
-    """Make `url` the only backend, for this process and the worker it starts."""
-    os.environ["LONGDOC_BACKENDS"] = json.dumps([{"role": ROLE, "url": url, **SAMPLING}])
-    tokenizers = {role: str(path) for role, path in settings.tokenizers.items() if role != ROLE}
-    os.environ["LONGDOC_TOKENIZERS"] = json.dumps(tokenizers)
-    get_settings.cache_clear()
+def serving(settings: Settings, url: str) -> Settings:
+    """`settings` with the embedded server at `url` as the only backend."""
+    update: dict[str, object] = {
+        "backends": [BackendConfig.model_validate({"role": ROLE, "url": url, **SAMPLING})],
+        "tokenizers": {role: path for role, path in settings.tokenizers.items() if role != ROLE},
+    }
+    # The default first-token budget assumes a GPU's prefill; this server may run on
+    # a CPU that emulates bf16 (~30 tokens/s on AVX2), shared by concurrent requests.
+    # An operator's own value stays.
+    if "vllm_min_prefill_tokens_per_s" not in settings.model_fields_set:
+        update["vllm_min_prefill_tokens_per_s"] = float(CPU_MIN_PREFILL_TOKENS_PER_S)
+    return settings.model_copy(update=update)
 
 
 def stop(server: VllmServer | None, echo: Callable[[str], None]) -> None:

@@ -2,6 +2,8 @@
 
 Every command takes `--data-dir` (or LONGDOC_DATA_DIR), before or after its name, so
 `longdoc keys create` reaches the same embedded database that `longdoc serve` started.
+A command runs with the Settings its options build (service.cli.options) and starts
+the worker and the API with them, as their environment.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from service.cli.backends import backends as backends_command
 from service.cli.common import prepare
 from service.cli.keys import keys
 from service.cli.kv import kv as kv_command
+from service.cli.options import DataDir, settings_of
 from service.cli.route import route as route_command
 from service.cli.submit import submit as submit_command
-from service.config import get_settings
+from service.config import Settings, as_environment
 
 
 def _share(params: list[Any], commands: Iterable[Any]) -> None:
@@ -62,34 +65,23 @@ cli.command("backends")(backends_command)
 cli.command("submit")(submit_command)
 
 
-def _use_data_dir(data_dir: Path | None) -> Path | None:
-    if data_dir is not None:
-        os.environ["LONGDOC_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
-    get_settings.cache_clear()
-    return data_dir
-
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="LONGDOC_DATA_DIR",
-        help="Where the embedded DB, blobs and api-key live.",
-        callback=_use_data_dir,
-    ),
-]
-
-
 @cli.callback()
 def _root(data_dir: DataDir = None) -> None:
     """Applied by the option's callback, here and after every command name."""
 
 
+def child_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with `settings` over it: a worker or API started with
+    it builds the same Settings as this command."""
+    return {**os.environ, **as_environment(settings)}
+
+
 @cli.command()
-def migrate() -> None:
+def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the schema (alembic upgrade head)."""
-    prepare()
-    typer.echo(f"schema at head: {get_settings().database_url}")
+    settings = settings_of(ctx)
+    prepare(settings)
+    typer.echo(f"schema at head: {settings.database_url}")
 
 
 def _worker_argv(concurrency: int) -> list[str]:
@@ -101,18 +93,28 @@ def _worker_argv(concurrency: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _api_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "service.api.main:app",
+        "--host", host, "--port", str(port), "--log-level", "info",
+    ]  # fmt: skip
+
+
 @cli.command()
 def worker(
+    ctx: typer.Context,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
 ) -> None:
     """Run a Celery worker for the ingest and jobs queues."""
-    prepare()
-    argv = _worker_argv(concurrency or get_settings().worker_concurrency)
-    os.execv(argv[0], argv)
+    settings = settings_of(ctx)
+    prepare(settings)
+    argv = _worker_argv(concurrency or settings.worker_concurrency)
+    os.execve(argv[0], argv, child_environment(settings))
 
 
 @cli.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
@@ -123,17 +125,15 @@ def serve(
 ) -> None:
     """Run the API and a worker. With no configuration: SQLite + a serverless broker, and
     a vLLM CPU server on SmolLM2 135M when `make vllm` has built it."""
-    import uvicorn
-
     from service.backends import embedded as embedded_vllm
     from service.backends.server import VllmServerError
-    from service.db import get_sessionmaker
+    from service.db import sessions_for
     from service.keys import create_key
     from service.models import Tenant
 
-    prepare()
-    settings = get_settings()
-    with get_sessionmaker()() as session:
+    settings = settings_of(ctx)
+    prepare(settings)
+    with sessions_for(settings) as sessions, sessions() as session:
         if not session.scalar(select(func.count()).select_from(Tenant)):
             # Whoever starts the service is its operator: the first key is an admin's.
             key = create_key(session, "default", "first start", admin=True)
@@ -141,11 +141,13 @@ def serve(
             typer.secho(f"\nAPI key for tenant 'default' (shown once):\n\n  {key}\n", bold=True)
             typer.echo(f"(also in {key_file}, where `longdoc submit` finds it)\n")
     typer.echo(f"database: {settings.database_url}\nbroker:   {settings.broker_url}")
-    # Before vLLM starts (~40 s): a SIGTERM meanwhile must still reach the `finally`.
-    # uvicorn re-raises SIGTERM after its own shutdown; SystemExit runs the `finally` too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Before vLLM starts (~40 s): a SIGTERM meanwhile must still reach the `finally`,
+    # which stops what serve started; SystemExit runs it. Ctrl-C too, without a
+    # traceback (the API and the worker, in serve's process group, get it as well).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     server = None
-    child = None
+    children: list[subprocess.Popen[bytes]] = []
     try:
         if settings.backends:
             typer.echo("backends: " + ", ".join(f"{b.role} {b.url}" for b in settings.backends))
@@ -155,24 +157,59 @@ def serve(
             except VllmServerError as exc:
                 typer.secho(f"{exc}\n(`longdoc serve --no-vllm` runs without it)", err=True)
                 raise typer.Exit(1) from None
+            if server is not None:
+                settings = embedded_vllm.serving(settings, server.url)
         else:
             typer.echo("no backends: documents are parsed but jobs wait for a backend")
-        settings = get_settings()  # the embedded server changed the backends
+        # The API and the worker are processes of their own that get these settings
+        # as their environment (the embedded server's among them).
+        env = child_environment(settings)
+        children.append(_start_child(_api_argv(host, port), env))
         if not no_worker:
-            child = subprocess.Popen(
-                _worker_argv(concurrency or settings.worker_concurrency),
-                preexec_fn=_die_with_parent,
-            )
-        uvicorn.run("service.api.main:app", host=host, port=port, log_level="info")
+            argv = _worker_argv(concurrency or settings.worker_concurrency)
+            children.append(_start_child(argv, env))
+        ended = _wait_for_one(children)
+        name = "the API" if ended is children[0] else "the worker"
+        typer.echo(f"{name} exited with status {ended.returncode}; stopping", err=True)
     finally:
-        if child is not None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        # A second signal must not cut the stopping short (and leave vLLM running).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        # The API first: no new work while the worker finishes what it holds.
+        for child in children:
+            _stop_child(child)
         # After the worker: it may still be finishing a request on this server.
         embedded_vllm.stop(server, typer.echo)
+    raise typer.Exit(ended.returncode or 1)
+
+
+def _start_child(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # In serve's process group (a Ctrl-C reaches it too), unlike vLLM's own session.
+    return subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+
+
+def _wait_for_one(children: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Block until one of `children` exits (a SIGTERM to serve interrupts it). Waits on
+    serve's own process group, so vLLM (a session of its own) is not among what ends
+    the wait; anything else there is reaped and the wait goes on."""
+    while True:
+        info = os.waitid(os.P_PGID, os.getpgid(0), os.WEXITED | os.WNOWAIT)
+        for child in children:
+            if child.poll() is not None:
+                return child
+        if info is not None:
+            os.waitpid(info.si_pid, 0)
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def write_key_file(data_dir: Path, key: str) -> Path:
@@ -186,7 +223,7 @@ def write_key_file(data_dir: Path, key: str) -> Path:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the worker if `serve` itself is killed outright."""
+    """Ask Linux to SIGTERM the API or the worker if `serve` itself is killed outright."""
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from service.api.backend_schemas import BackendList, BackendOut
-from service.config import get_settings
+from service.cli.options import settings_of
 
 _GIB = 1 << 30
 
@@ -29,19 +29,20 @@ def _line(b: BackendOut) -> str:
 
 
 def backends(
+    ctx: typer.Context,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Probe the configured backends (LONGDOC_BACKENDS) once and show what they report."""
     from service.api.backend_views import describe
     from service.backends.discovery import refresh
-    from service.db import get_sessionmaker
+    from service.db import sessions_for
     from service.migrate import upgrade
     from service.models import utcnow
 
-    settings = get_settings()
+    settings = settings_of(ctx)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
-    with get_sessionmaker()() as session:
+    with sessions_for(settings) as sessions, sessions() as session:
         refresh(session, settings, utcnow())
         listing = BackendList(items=describe(session, utcnow()))
     if json_out:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from service.cli.options import settings_of
+
 keys = typer.Typer(no_args_is_help=True, help="API keys.")
 
 
@@ -18,6 +20,7 @@ def _when(value: datetime | None) -> str:
 
 @keys.command("create")
 def keys_create(
+    ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
     admin: Annotated[
@@ -26,27 +29,30 @@ def keys_create(
 ) -> None:
     """Create an API key for TENANT and print it. It is not shown again."""
     from service.cli.common import prepare
-    from service.db import get_sessionmaker
+    from service.db import sessions_for
     from service.keys import create_key
 
-    prepare()
-    with get_sessionmaker()() as session:
+    settings = settings_of(ctx)
+    prepare(settings)
+    with sessions_for(settings) as sessions, sessions() as session:
         typer.echo(create_key(session, tenant, name, admin=admin))
 
 
 @keys.command("list")
 def keys_list(
+    ctx: typer.Context,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every key: id, tenant, prefix, name, admin, created, last used, revoked. The
     secrets are not stored, so not shown."""
     from service.cli.common import prepare
-    from service.db import get_sessionmaker
+    from service.db import sessions_for
     from service.keys import list_keys
 
-    prepare()
-    with get_sessionmaker()() as session:
+    settings = settings_of(ctx)
+    prepare(settings)
+    with sessions_for(settings) as sessions, sessions() as session:
         rows = list_keys(session, tenant)
     if json_out:
         typer.echo(json.dumps([asdict(k) for k in rows], default=str, indent=2))
@@ -65,15 +71,17 @@ def keys_list(
 
 @keys.command("revoke")
 def keys_revoke(
+    ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="The key's id or prefix (from `keys list`).")],
 ) -> None:
     """Revoke a key: every request with it is refused (401) from now on."""
     from service.cli.common import prepare
-    from service.db import get_sessionmaker
+    from service.db import sessions_for
     from service.keys import KeyNotFound, revoke_key
 
-    prepare()
-    with get_sessionmaker()() as session:
+    settings = settings_of(ctx)
+    prepare(settings)
+    with sessions_for(settings) as sessions, sessions() as session:
         try:
             info, newly = revoke_key(session, key)
         except KeyNotFound as exc:

@@ -24,7 +24,8 @@ from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TaskError, validate
 from ingestion.tokens.counting import TokenCounter, count_stream, estimate_tokens, load_counter
 from ingestion.types import IngestError, TokenCount
-from service.config import MODEL_ROLES, Settings, get_settings
+from service.cli.options import settings_of
+from service.config import MODEL_ROLES, Settings
 from service.jobs.planner import DocumentText, deployment_backends, plan_job
 
 GIB = 1 << 30
@@ -93,6 +94,7 @@ def _params(task: str, raw: str | None) -> dict[str, Any]:
 
 
 def route(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The document (PDF, EPUB, DOCX, HTML, text...).")],
     task: Annotated[Task, typer.Option("--task", help="What the job will do.")] = DEFAULT_TASK,
     params: Annotated[
@@ -109,7 +111,7 @@ def route(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Which model a job on FILE runs on, the KV it reserves, and why (no server needed)."""
-    settings = get_settings()
+    settings = settings_of(ctx)
     task_params = _params(task, params)
     try:
         media_type, text, pages = _read(file, settings.max_pages)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
-from service.config import get_settings
+from service.cli.options import settings_of
 from service.models import FINAL
 
 # Statuses arrive as JSON strings; JobStatus is a StrEnum, so they compare equal.
@@ -39,10 +39,10 @@ def _parse_params(value: str) -> dict[str, Any]:
     return params
 
 
-def _api_key(key: str | None) -> str:
+def _api_key(key: str | None, data_dir: Path) -> str:
     if key:
         return key
-    path = get_settings().data_dir / "api-key"
+    path = data_dir / "api-key"
     try:
         return path.read_text().strip()
     except OSError:
@@ -126,6 +126,7 @@ def _print_result(result: dict[str, Any], task: str) -> None:
 
 
 def submit(
+    ctx: typer.Context,
     file: Annotated[
         Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The document.")
     ],
@@ -152,7 +153,7 @@ def submit(
 ) -> None:
     """Upload FILE, run TASK on it, wait, print the result (text, or JSON data)."""
     parsed = _parse_params(params)
-    headers = {"Authorization": f"Bearer {_api_key(key)}"}
+    headers = {"Authorization": f"Bearer {_api_key(key, settings_of(ctx).data_dir)}"}
     timeouts = httpx.Timeout(60.0, connect=5.0)
     with httpx.Client(base_url=url, headers=headers, timeout=timeouts) as client:
         query = {"task": task, "max_output_tokens": max_output_tokens, "params": json.dumps(parsed)}

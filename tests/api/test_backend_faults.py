@@ -13,44 +13,41 @@ Gemma 3 270M (no refresher runs in this process); the document is really parsed.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 from service.db import get_sessionmaker
 from service.models import Backend, Job, JobStatus, KvLease, utcnow
 from tests.api.test_documents import upload
-from tests.conftest import auth, settings_env
+from tests.conftest import api_settings, auth
 from tests.hostile import ChatFault, HostilePeer
 
 GEMMA = "google/gemma-3-270m"
 _POOL = 200 * 2**20
 
 
-def _settings(**env: str) -> AbstractContextManager[None]:
-    return settings_env(env)
-
-
 @contextmanager
-def _hostile_gemma(chat: ChatFault = "500", **env: str) -> Iterator[tuple[HostilePeer, uuid.UUID]]:
-    """The only gemma replica is the hostile peer; returns it and its row's id."""
+def _hostile_gemma(
+    chat: ChatFault = "500", **overrides: Any
+) -> Iterator[tuple[HostilePeer, uuid.UUID, Settings]]:
+    """The only gemma replica is the hostile peer; returns it, its row's id, and the
+    settings that point at it (the API's for the block; the test hands them on)."""
     with HostilePeer(chat) as peer:
-        backends = json.dumps([{"role": "gemma", "url": peer.url}])
-        settings = {
-            "LONGDOC_BACKENDS": backends,
-            "LONGDOC_VLLM_MAX_RETRIES": "1",
-            "LONGDOC_VLLM_BACKOFF_S": "0.05",
-            "LONGDOC_TOKENIZE_BACKOFF_S": "0.05",
-            **env,
-        }
-        with _settings(**settings), get_sessionmaker()() as s:
+        settings = Settings(
+            backends=[{"role": "gemma", "url": peer.url}],
+            vllm_max_retries=1,
+            vllm_backoff_s=0.05,
+            tokenize_backoff_s=0.05,
+            **overrides,
+        )
+        with api_settings(settings), get_sessionmaker()() as s:
             # Replicas other modules left behind must not take these jobs.
             s.execute(update(Backend).where(Backend.role == "gemma").values(healthy=False))
             row = Backend(
@@ -68,20 +65,20 @@ def _hostile_gemma(chat: ChatFault = "500", **env: str) -> Iterator[tuple[Hostil
             s.add(row)
             s.commit()
             try:
-                yield peer, row.id
+                yield peer, row.id, settings
             finally:
                 s.execute(update(Backend).where(Backend.id == row.id).values(healthy=False))
                 s.commit()
 
 
-def _parsed_doc(client: Any, key: str, tmp_path: Path) -> str:
+def _parsed_doc(client: Any, key: str, tmp_path: Path, settings: Settings) -> str:
     from workers.ingest.tasks import run_ingest
 
     text = tmp_path / "note.txt"
     text.write_text(f"A short note ({uuid.uuid4()}) about backends that fail.\n" * 20)
     doc_id: str = upload(client, key, text).json()["id"]
     # Parsed here, in this process, with these settings (no worker runs in this module).
-    run_ingest(uuid.UUID(doc_id), "test:ingest", get_settings())
+    run_ingest(uuid.UUID(doc_id), "test:ingest", settings)
     assert client.get(f"/v1/documents/{doc_id}", headers=auth(key)).json()["status"] == "parsed"
     return doc_id
 
@@ -97,20 +94,19 @@ def _job(client: Any, key: str, doc: str, max_out: int) -> dict[str, Any]:
     return body
 
 
-def _admit() -> None:
+def _admit(settings: Settings) -> None:
     from service import ledger
 
-    settings = get_settings()
     with get_sessionmaker()() as s:
         ledger.try_admit(
             s, "gemma", utcnow(), settings.lease_ttl_s, max_attempts=settings.max_job_attempts
         )
 
 
-def _run(job_id: str) -> None:
+def _run(job_id: str, settings: Settings) -> None:
     from workers.jobs import run as job_run
 
-    job_run.run(get_sessionmaker(), get_settings(), uuid.UUID(job_id), lambda ids: None)
+    job_run.run(get_sessionmaker(), settings, uuid.UUID(job_id), lambda ids: None)
 
 
 def _state(job_id: str) -> tuple[JobStatus, str | None, int]:
@@ -142,23 +138,23 @@ def _cancel(client: Any, key: str, *job_ids: str) -> None:
 def test_one_failed_request_leaves_the_backend_up(
     client: Any, api_key: str, tmp_path: Path, fault: ChatFault
 ) -> None:
-    with _hostile_gemma(fault) as (peer, backend):
-        doc = _parsed_doc(client, api_key, tmp_path)
+    with _hostile_gemma(fault) as (peer, backend, settings):
+        doc = _parsed_doc(client, api_key, tmp_path, settings)
         first = _job(client, api_key, doc, 16)
         second = _job(client, api_key, doc, 17)
         try:
             assert first["status"] == second["status"] == "waiting_for_capacity"
-            _admit()
+            _admit(settings)
             running = _leased_on(backend)
             assert first["id"] in running
             for job_id in running:
-                _run(job_id)
+                _run(job_id, settings)
             # Retried with backoff (1 retry here), then the job waits again: its own
             # failure, not the server's.
             assert peer.hits["/v1/chat/completions"] == 2 * len(running)
             assert _state(first["id"]) == (JobStatus.waiting_for_capacity, "backend_error", 1)
             assert _healthy(backend)
-            _admit()  # and the replica takes work again at once
+            _admit(settings)  # and the replica takes work again at once
             assert _leased_on(backend)
         finally:
             _cancel(client, api_key, first["id"], second["id"])
@@ -167,17 +163,17 @@ def test_one_failed_request_leaves_the_backend_up(
 def test_a_refused_connection_marks_the_backend_down(
     client: Any, api_key: str, tmp_path: Path
 ) -> None:
-    with _hostile_gemma() as (peer, backend):
-        doc = _parsed_doc(client, api_key, tmp_path)
+    with _hostile_gemma() as (peer, backend, settings):
+        doc = _parsed_doc(client, api_key, tmp_path, settings)
         job = _job(client, api_key, doc, 18)
         try:
-            _admit()
+            _admit(settings)
             assert _leased_on(backend) == {job["id"]}
             peer.stop()  # the server is gone: connections are refused
-            _run(job["id"])
+            _run(job["id"], settings)
             assert _state(job["id"]) == (JobStatus.waiting_for_capacity, "backend_unreachable", 1)
             assert not _healthy(backend)
-            _admit()
+            _admit(settings)
             assert _leased_on(backend) == set()  # nothing is sent to it while it is down
         finally:
             _cancel(client, api_key, job["id"])
@@ -189,19 +185,16 @@ def test_failing_tokenize_leaves_the_job_queued_then_fails_it(
     from workers.jobs.tasks import drive
 
     # No Gemma tokenizer file: prompts are counted by the (hostile) server's /tokenize.
-    scout_only = json.dumps({"scout": str(get_settings().tokenizers["scout"])})
-    with _hostile_gemma(LONGDOC_TOKENIZERS=scout_only, LONGDOC_TOKENIZE_ATTEMPTS="3") as (
-        peer,
-        _,
-    ):
-        doc = _parsed_doc(client, api_key, tmp_path)
+    scout_only = {"scout": get_settings().tokenizers["scout"]}
+    with _hostile_gemma(tokenizers=scout_only, tokenize_attempts=3) as (peer, _, settings):
+        doc = _parsed_doc(client, api_key, tmp_path, settings)
         before = peer.hits["/tokenize"]
         job = _job(client, api_key, doc, 16)  # a 202, not a 500
         assert job["status"] == "queued" and job["plan"] is None and job["error"] is None
         assert peer.hits["/tokenize"] - before == 3
 
         # The worker plans it: the same bounded tries, then a failed job with a reason.
-        drive(uuid.UUID(job["id"]), "test:worker", get_settings())
+        drive(uuid.UUID(job["id"]), "test:worker", settings)
         done = client.get(f"/v1/jobs/{job['id']}", headers=auth(api_key)).json()
         assert done["status"] == "failed", done
         assert done["error"]["code"] == "tokenize_failed"
@@ -213,13 +206,13 @@ def test_a_budget_that_cannot_finish_in_time_is_422(
     client: Any, api_key: str, tmp_path: Path
 ) -> None:
     limits = {
-        "LONGDOC_JOB_SOFT_TIME_LIMIT_S": "100",
-        "LONGDOC_ADMISSION_WAIT_S": "10",
-        "LONGDOC_VLLM_MIN_DECODE_TOKENS_PER_S": "1",
-        "LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S": "1000",
+        "job_soft_time_limit_s": 100,
+        "admission_wait_s": 10,
+        "vllm_min_decode_tokens_per_s": 1,
+        "vllm_min_prefill_tokens_per_s": 1000,
     }
-    with _hostile_gemma(**limits):
-        doc = _parsed_doc(client, api_key, tmp_path)
+    with _hostile_gemma(**limits) as (_, _, settings):
+        doc = _parsed_doc(client, api_key, tmp_path, settings)
         r = client.post(
             "/v1/jobs",
             headers=auth(api_key),

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 from service.db import get_sessionmaker
 from service.jobs import dispatch
 from service.models import Job, JobStatus, Tenant, utcnow
+from service.queue import JOBS_QUEUE
 from tests.conftest import start_worker, stop_worker, wait_for
 
 A_JOBS = 20
@@ -49,6 +50,12 @@ def test_small_tenant_task_taken_before_big_backlog(
 ) -> None:
     role = f"r{uuid.uuid4().hex[:12]}"  # no backend of this role: nobody is admitted
     sessions = get_sessionmaker()
+    # The one slot is for this test's tasks: jobs other tests left waiting would poll
+    # and requeue themselves ahead of A's backlog (fewer jobs, better priority) for as
+    # long as they wait. Their queued tasks are dropped here, and this worker's sweeper
+    # sends them no new ones (below); their rows are left as they are.
+    for key in broker.scan_iter(match=f"{JOBS_QUEUE}*"):
+        broker.delete(key)
     with sessions() as session:
         big, small = Tenant(name=f"big-{role}"), Tenant(name=f"small-{role}")
         session.add_all([big, small])
@@ -73,7 +80,11 @@ def test_small_tenant_task_taken_before_big_backlog(
     worker = start_worker(
         tmp_path / "worker.log",
         concurrency=1,
-        env={"LONGDOC_ADMISSION_WAIT_S": "0.3", "LONGDOC_ADMISSION_POLL_S": "0.05"},
+        env={
+            "LONGDOC_ADMISSION_WAIT_S": "0.3",
+            "LONGDOC_ADMISSION_POLL_S": "0.05",
+            "LONGDOC_JOB_REDISPATCH_AFTER_S": str(24 * 3600),
+        },
     )
     try:
         wait_for(lambda: claimed([b_job]) == 1, timeout=180, interval=0.05)
@@ -103,7 +114,7 @@ def test_embedded_broker_takes_prioritised_tasks_in_sent_order(tmp_path: Path) -
     """The SQLite transport of the embedded default has no priorities: a task sent
     with one is still delivered, in the order sent."""
     from service.config import Settings
-    from service.queue import JOB_TASK, JOBS_QUEUE, make_celery
+    from service.queue import JOB_TASK, make_celery
 
     app = make_celery(Settings(broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}"))
     for job_id, priority in (("low", 9), ("high", 0)):

@@ -26,11 +26,11 @@ from typer.testing import CliRunner
 
 from ingestion.capacity.route_plan import Plan, Request
 from service.cli.app import cli
-from service.config import Settings, get_settings
+from service.config import Settings
 from service.db import get_sessionmaker
 from service.models import Backend, Job, JobStatus
 from tests.api.test_documents import upload
-from tests.conftest import _new_key, auth, corpus_file, settings_env
+from tests.conftest import _new_key, api_settings, auth, corpus_file
 from tests.routing.conftest import counter_for
 from workers.ingest.tasks import run_ingest
 
@@ -96,7 +96,7 @@ def key(database: str) -> str:
 
 
 @contextmanager
-def _deployment(case: Case) -> Iterator[dict[str, str]]:
+def _deployment(case: Case) -> Iterator[tuple[dict[str, str], dict[str, str], Settings]]:
     """The case's deployment in settings (what the dry run reads) and as rows of the
     backends table (what the service plans on); yields row id -> dry-run replica name.
     Rows other tests left are down for the while: they must not take these jobs."""
@@ -144,8 +144,15 @@ def _deployment(case: Case) -> Iterator[dict[str, str]]:
         s.commit()
         ids = [r.id for r in rows]
     try:
-        with settings_env(env):
-            yield {str(i): name for i, name in zip(ids, names, strict=True)}
+        # The service's settings, handed to the API and the task; the dry run reads the
+        # same deployment from its environment, as a `longdoc route` process would.
+        settings = Settings(
+            deployment=replicas,
+            backends=configs,
+            **({"api_split_max_text_bytes": 0} if case.by_worker else {}),
+        )
+        with api_settings(settings):
+            yield {str(i): name for i, name in zip(ids, names, strict=True)}, env, settings
     finally:
         with get_sessionmaker()() as s:
             s.execute(delete(Backend).where(Backend.id.in_(ids)))
@@ -153,21 +160,21 @@ def _deployment(case: Case) -> Iterator[dict[str, str]]:
             s.commit()
 
 
-def _dry_run(case: Case) -> dict[str, Any]:
+def _dry_run(case: Case, env: dict[str, str]) -> dict[str, Any]:
     args = ["route", str(corpus_file(case.doc)), "--task", case.task, "--json"]
     args += ["--max-output-tokens", str(case.max_output_tokens)]
     if case.params is not None:
         args += ["--params", json.dumps(case.params)]
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 0, result.stderr
     body: dict[str, Any] = json.loads(result.stdout)
     return body
 
 
-def _stored(client: Any, key: str, case: Case, params: dict[str, Any]) -> Plan:
+def _stored(client: Any, key: str, case: Case, params: dict[str, Any], settings: Settings) -> Plan:
     """The plan the service stores for a job on the case's document."""
     doc_id = upload(client, key, corpus_file(case.doc)).json()["id"]
-    run_ingest(uuid.UUID(doc_id), "test:ingest", get_settings())
+    run_ingest(uuid.UUID(doc_id), "test:ingest", settings)
     body = {
         "document_id": doc_id,
         "task": case.task,
@@ -183,7 +190,7 @@ def _stored(client: Any, key: str, case: Case, params: dict[str, Any]) -> Plan:
 
         # One round of the job's task: it plans the job, sends its map requests and
         # returns (a map-reduce job's requests do the work).
-        assert drive(job_id, "test:plans", get_settings())["status"] == "running"
+        assert drive(job_id, "test:plans", settings)["status"] == "running"
     try:
         with get_sessionmaker()() as s:
             job = s.get(Job, job_id)
@@ -224,10 +231,10 @@ def _as_dry_run(plan: Plan, names: dict[str, str]) -> Plan:
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.doc}-{c.task}" for c in CASES])
 def test_the_dry_run_shows_the_plan_the_service_makes(client: Any, key: str, case: Case) -> None:
-    with _deployment(case) as names:
-        dry = _dry_run(case)
+    with _deployment(case) as (names, env, settings):
+        dry = _dry_run(case, env)
         want = Plan.from_json(dry["plan"])
-        got = _as_dry_run(_stored(client, key, case, dry["params"]), names)
+        got = _as_dry_run(_stored(client, key, case, dry["params"], settings), names)
     assert want.kind == got.kind == case.kind
     assert (got.max_output_tokens, got.document) == (want.max_output_tokens, want.document)
     # The budget for the fixed text: both instructions and the page markers, counted.

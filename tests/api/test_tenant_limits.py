@@ -6,27 +6,34 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 from service.db import get_sessionmaker
 from service.errors import QuotaExceeded
 from service.jobs import lifecycle
 from service.jobs.schemas import JobCreate
 from service.keys import create_key
 from service.models import Document, Job, Tenant
-from tests.conftest import auth, wait_for
+from tests.conftest import api_settings, auth, wait_for
 
 LIMIT = 2
 
 
 @pytest.fixture
-def tenant(database: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, uuid.UUID]:
+def limited(database: str) -> Iterator[Settings]:
+    """The API's settings, with a queued-jobs limit of LIMIT, for one test."""
+    with api_settings(get_settings().model_copy(update={"tenant_max_queued_jobs": LIMIT})) as s:
+        yield s
+
+
+@pytest.fixture
+def tenant(limited: Settings) -> tuple[str, uuid.UUID]:
     """A fresh tenant's key and id, under a queued-jobs limit of LIMIT."""
-    monkeypatch.setattr(get_settings(), "tenant_max_queued_jobs", LIMIT)
     name = f"limits-{uuid.uuid4().hex[:8]}"
     with get_sessionmaker()() as s:
         key = create_key(s, name)
@@ -90,14 +97,14 @@ def test_over_the_queued_limit_is_429_with_retry_after_and_no_row(
 
 
 def test_two_creations_at_the_limit_count_each_other(
-    client: Any, tenant: tuple[str, uuid.UUID]
+    client: Any, tenant: tuple[str, uuid.UUID], limited: Settings
 ) -> None:
     """One slot left, two requests: both pass the quick check, then meet at the
     tenant's row lock (held here by a third session until both wait on it)."""
     key, tenant_id = tenant
     doc = uuid.UUID(upload(client, key, f"race {uuid.uuid4()}\n".encode()).json()["id"])
     assert job(client, key, str(doc), "first").status_code == 202
-    settings = get_settings()
+    settings = limited
     sessions = get_sessionmaker()
     outcomes: list[object] = []
 

@@ -7,17 +7,13 @@ are skipped, with the reason, when it is missing (under CI=true they fail: tests
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import CORPUS as CORPUS_DIR
 from tests.prereq import require
-
-CORPUS_DIR = Path(
-    os.environ.get("LONGDOC_CORPUS_DIR", Path.home() / ".cache" / "longdoc" / "corpus")
-)
 
 
 @pytest.fixture(scope="session")

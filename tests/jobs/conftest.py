@@ -26,7 +26,8 @@ import redis
 
 from service.backends import metrics as vllm_metrics
 from service.backends.server import STRUCTURED_OUTPUT_ARGS, VllmServer
-from tests.conftest import CORPUS, auth, settings_env, start_worker, stop_worker, wait_for
+from service.config import Settings, as_environment
+from tests.conftest import CORPUS, api_settings, auth, start_worker, stop_worker, wait_for
 from tests.prereq import require
 from tests.vllm.conftest import CACHE, VLLM_PYTHON, need_vllm
 
@@ -44,7 +45,8 @@ LONG_PDF = "pdf/latex-usrguide.pdf"  # 21 pages, ~11,000: map-reduce
 class Deployment:
     gemma: Any  # VllmServer, or _Running when reusing servers
     scout: Any
-    env: dict[str, str]
+    settings: Settings  # the in-process API's and the test's own calls'
+    env: dict[str, str]  # the same, for the worker processes
     logs: Path
     owned: bool = True  # False: servers someone else runs; tests that kill them skip
 
@@ -79,25 +81,24 @@ def server(role: str, logs: Path, port: int = 0) -> VllmServer:
     )
 
 
-def _settings_env(gemma: Any, scout: Any) -> dict[str, str]:
-    backends = [{"role": "gemma", "url": gemma.url}, {"role": "scout", "url": scout.url}]
-    return {
-        "LONGDOC_BACKENDS": json.dumps(backends),
-        "LONGDOC_TOKENIZERS": json.dumps({"gemma": str(GEMMA_TOKENIZER)}),
-        "LONGDOC_LEASE_TTL_S": "3",
-        "LONGDOC_ADMISSION_POLL_S": "0.2",
-        "LONGDOC_ADMISSION_WAIT_S": "20",
-        "LONGDOC_BACKEND_REFRESH_INTERVAL_S": "1",
-        "LONGDOC_BACKEND_PROBE_TIMEOUT_S": "2",
-        "LONGDOC_JOB_REDISPATCH_AFTER_S": "4",
-        "LONGDOC_VLLM_BACKOFF_S": "0.5",
-        "LONGDOC_VLLM_MAX_RETRIES": "2",
-        "LONGDOC_VLLM_READ_TIMEOUT_S": "30",
+def _settings(gemma: Any, scout: Any) -> Settings:
+    return Settings(
+        backends=[{"role": "gemma", "url": gemma.url}, {"role": "scout", "url": scout.url}],
+        tokenizers={"gemma": GEMMA_TOKENIZER},
+        lease_ttl_s=3,
+        admission_poll_s=0.2,
+        admission_wait_s=20,
+        backend_refresh_interval_s=1,
+        backend_probe_timeout_s=2,
+        job_redispatch_after_s=4,
+        vllm_backoff_s=0.5,
+        vllm_max_retries=2,
+        vllm_read_timeout_s=30,
         # CPU servers: two 5,500-token map requests prefilled together at ~16 tokens/s
         # each on an AVX2-only machine; the default (200/s) timed them out.
-        "LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S": "10",
-        "LONGDOC_BACKEND_DOWN_TIMEOUT_S": "300",
-    }
+        vllm_min_prefill_tokens_per_s=10,
+        backend_down_timeout_s=300,
+    )
 
 
 @pytest.fixture(scope="package")
@@ -118,10 +119,10 @@ def deployment(
 
 
 def _deploy(gemma: Any, scout: Any, logs: Path, *, owned: bool) -> Iterator[Deployment]:
-    env = _settings_env(gemma, scout)
-    with settings_env(env):
-        refresh_backends()
-        deployment = Deployment(gemma, scout, env, logs, owned)
+    settings = _settings(gemma, scout)
+    with api_settings(settings):
+        refresh_backends(settings)
+        deployment = Deployment(gemma, scout, settings, as_environment(settings), logs, owned)
         try:
             yield deployment
         finally:
@@ -130,15 +131,14 @@ def _deploy(gemma: Any, scout: Any, logs: Path, *, owned: bool) -> Iterator[Depl
                 deployment.scout.stop()
 
 
-def refresh_backends() -> None:
+def refresh_backends(settings: Settings) -> None:
     """Write the backends' rows now (the worker's refresher does it every second)."""
     from service.backends.discovery import refresh
-    from service.config import get_settings
     from service.db import get_sessionmaker
     from service.models import utcnow
 
     with get_sessionmaker()() as session:
-        refresh(session, get_settings(), utcnow())
+        refresh(session, settings, utcnow())
 
 
 @pytest.fixture(scope="module")

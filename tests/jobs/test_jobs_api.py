@@ -19,7 +19,7 @@ from ingestion.tasks.repetition import find_loop
 from service.db import get_sessionmaker
 from service.models import Job, KvLease, Result
 from service.queue import app
-from tests.conftest import auth, wait_for
+from tests.conftest import api_settings, auth, wait_for
 from tests.jobs.conftest import (
     LONG_PDF,
     MEDIUM_PDF,
@@ -356,14 +356,12 @@ def test_schema_the_server_cannot_enforce_fails_with_its_reason(
 
 @pytest.mark.timeout(1200)
 def test_a_large_split_is_planned_by_the_worker(
-    client: Client, api_key: str, monkeypatch: pytest.MonkeyPatch
+    client: Client, api_key: str, deployment: Deployment
 ) -> None:
-    from service.config import get_settings
-
     doc = upload(client, api_key, LONG_PDF)
-    monkeypatch.setenv("LONGDOC_API_SPLIT_MAX_TEXT_BYTES", "0")  # the API splits nothing
-    get_settings.cache_clear()
-    try:
+    # The API splits nothing; the worker keeps the deployment's settings.
+    api = deployment.settings.model_copy(update={"api_split_max_text_bytes": 0})
+    with api_settings(api):
         body = {
             "document_id": doc,
             "task": "summarize",
@@ -371,9 +369,6 @@ def test_a_large_split_is_planned_by_the_worker(
             "max_output_tokens": 32,
         }
         r = _post(client, api_key, body)
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
     assert r.status_code == 202 and r.json()["plan"] is None and r.json()["status"] == "queued"
     done = wait_job(client, api_key, r.json()["id"], timeout=900)
     assert done["status"] == "succeeded", (done["error"], done["progress"])

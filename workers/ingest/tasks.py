@@ -32,11 +32,10 @@ from workers.ingest.token_counts import count_roles
 from workers.task_options import durable_task, worker_name
 
 log = logging.getLogger(__name__)
-_settings = get_settings()
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    **durable_task(INGEST_TASK, _settings.ingest_soft_time_limit_s, _settings.ingest_time_limit_s)
+    **durable_task(INGEST_TASK)
 )
 def ingest(self: Any, document_id: str) -> dict[str, Any]:
     return run_ingest(uuid.UUID(document_id), worker_name(self), get_settings())

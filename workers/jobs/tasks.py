@@ -36,11 +36,10 @@ from workers.jobs import run as job_run
 from workers.task_options import durable_task, worker_name
 
 log = logging.getLogger(__name__)
-_settings = get_settings()
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    **durable_task(JOB_TASK, _settings.job_soft_time_limit_s, _settings.job_time_limit_s)
+    **durable_task(JOB_TASK)
 )
 def run_job(self: Any, job_id: str) -> dict[str, Any]:
     worker = worker_name(self)

@@ -14,12 +14,11 @@ from pydantic import ValidationError
 from service import documents
 from service.api import document_views, schemas
 from service.api import job_views as views
-from service.api.deps import SessionDep, TenantDep
+from service.api.deps import SessionDep, SettingsDep, TenantDep
 from service.api.problems import issues
 from service.api.responses import V1, errors
 from service.api.upload import receive_file
 from service.blobstore import BlobStore
-from service.config import get_settings
 from service.db import release
 from service.errors import Invalid
 from service.jobs import lifecycle, quota
@@ -73,6 +72,7 @@ async def upload_document(
     response: Response,
     session: SessionDep,
     tenant: TenantDep,
+    settings: SettingsDep,
     task: Annotated[str | None, Query(description="Also run this task on it.")] = None,
     params: Annotated[str | None, Query(description="The task's params, as JSON.")] = None,
     max_output_tokens: Annotated[int, Query(gt=0)] = 1024,
@@ -80,7 +80,6 @@ async def upload_document(
 ) -> schemas.UploadOut:
     """Upload a document (multipart field `file`); parsing and token counting follow.
     With `task`, a job on it is created in the same call (the `job` field)."""
-    settings = get_settings()
     job_body = None
     if task is not None:
         # Checked before the upload is read: a bad task costs the client no transfer.
@@ -174,9 +173,9 @@ def get_text(
     document_id: uuid.UUID,
     session: SessionDep,
     tenant: TenantDep,
+    settings: SettingsDep,
     pages: Annotated[str | None, Query(description="e.g. 3-7, 5 or 10-", max_length=40)] = None,
 ) -> schemas.DocumentText:
-    settings = get_settings()
     doc = documents.get_owned(session, tenant, document_id)
     release(session)  # the text is read from the blob store, not the database
     store = BlobStore(settings.blobs)
@@ -195,6 +194,7 @@ def delete_document(
     document_id: uuid.UUID,
     session: SessionDep,
     tenant: TenantDep,
+    settings: SettingsDep,
     cancel_jobs: Annotated[
         bool, Query(description="Cancel the document's unfinished jobs, then delete it.")
     ] = False,
@@ -202,4 +202,4 @@ def delete_document(
     """Delete a document, its text, and its upload unless another document shares the
     bytes. Its jobs and results stay, with `document_id` null."""
     doc = documents.get_owned(session, tenant, document_id)
-    revoke(documents.delete(session, BlobStore(get_settings().blobs), doc, cancel_jobs=cancel_jobs))
+    revoke(documents.delete(session, BlobStore(settings.blobs), doc, cancel_jobs=cancel_jobs))

@@ -9,11 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from service.api import job_views as views
-from service.api.deps import PrincipalDep, SessionDep, TenantDep
+from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
 from service.api.job_schemas import JobList, JobOut, ResultOut
 from service.api.responses import V1, errors
 from service.api.schemas import Offset
-from service.config import get_settings
 from service.jobs import lifecycle
 from service.jobs.dispatch import send
 from service.jobs.schemas import JobCreate
@@ -46,11 +45,16 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1)
     },
 )
 def create_job(
-    body: JobCreate, response: Response, session: SessionDep, tenant: TenantDep, who: PrincipalDep
+    body: JobCreate,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    who: PrincipalDep,
+    settings: SettingsDep,
 ) -> JobOut:
     """Run a task on a document; the job's routing plan comes back with it once the
     document is parsed (`plan` is null before)."""
-    job, created, to_send = lifecycle.create(session, get_settings(), tenant, body)
+    job, created, to_send = lifecycle.create(session, settings, tenant, body)
     if created:
         send(session, to_send)
     else:
