@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from service.backends.server import VllmServer, cpu_has_bf16
+from service.config import Settings
 
 CACHE = Settings().cache_dir  # LONGDOC_CACHE_DIR, as the service reads it
 CORPUS = Path(os.environ.get("LONGDOC_CORPUS_DIR", CACHE / "corpus"))
