@@ -274,7 +274,7 @@ class Settings(BaseSettings):
     vllm_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     @model_validator(mode="after")
-    def _derive_and_check(self) -> Settings:
+    def _derive_and_check(self) -> Settings:  # noqa: C901
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'longdoc.db'}"
         if not self.broker_url:

@@ -214,7 +214,7 @@ class Server:
             # pass (vLLM admits nothing in a step that preempted): the next pass does.
         raise AssertionError(f"{self.id}: work that can never be scheduled")
 
-    def _schedule(self, now: float) -> _Step | None:
+    def _schedule(self, now: float) -> _Step | None:  # noqa: C901
         model = self.model
         budget = model.token_budget
         scheduled: dict[Req, int] = {}
@@ -375,7 +375,7 @@ class Simulation:
             self._tick_pending = True
             self._push(now + tick, _TICK, None)
 
-    def run(self) -> None:
+    def run(self) -> None:  # noqa: C901
         while self._events:
             now, _, kind, payload = heapq.heappop(self._events)
             self.now = now

@@ -121,7 +121,7 @@ class WordText(Events):
                 self._stack[-1].sink.add("".join(self._text))
                 self._text, self._text_len = [], 0
 
-    def start(self, tag: str, attrib: dict[str, str]) -> None:
+    def start(self, tag: str, attrib: dict[str, str]) -> None:  # noqa: C901
         if self._skip:
             self._skip += 1
             if self._skip > MAX_DEPTH:
@@ -208,7 +208,7 @@ class WordText(Events):
         else:
             self._skip = 1
 
-    def _inline(self, top: _Frame, tag: str, attrib: dict[str, str]) -> None:
+    def _inline(self, top: _Frame, tag: str, attrib: dict[str, str]) -> None:  # noqa: C901
         para = top if top.kind == _PARA else top.para
         assert para is not None
         code = _INLINE_CODES.get(tag, _GENERIC)
@@ -258,7 +258,7 @@ class WordText(Events):
             self._stack[-1].sink.add("".join(self._text))
             self._text = None
 
-    def end(self, tag: str) -> None:
+    def end(self, tag: str) -> None:  # noqa: C901
         if self._skip:
             self._skip -= 1
             return

@@ -121,7 +121,7 @@ class _Tree:
         if found >= 0:
             self._pop_to(found)
 
-    def start(self, name: bytes, attrs: bytes, empty: bool) -> None:
+    def start(self, name: bytes, attrs: bytes, empty: bool) -> None:  # noqa: C901
         if name in _VOID:
             return
         if not self.xml and not self.foreign:

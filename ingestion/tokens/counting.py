@@ -93,7 +93,7 @@ def _load(path: Path) -> TokenCounter:
     )
 
 
-def count_stream(
+def count_stream(  # noqa: C901
     counter: TokenCounter,
     pieces: Iterable[str],
     *,

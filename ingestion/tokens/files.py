@@ -141,7 +141,7 @@ def _source_field(path: Path, key: str) -> str | None:
     return None
 
 
-def load_hf_bpe(path: Path) -> tuple[Tokenizer, frozenset[str]]:
+def load_hf_bpe(path: Path) -> tuple[Tokenizer, frozenset[str]]:  # noqa: C901
     """Load a tokenizer.json and compute the adjacent-character pairs it can join.
 
     Returns the tokenizer (special tokens in the text set to plain text, no

@@ -179,7 +179,7 @@ def _strip(name: str, kind: str) -> str:
     return name
 
 
-def extract(archive: Path, kind: str, wanted: set[str], into: Path) -> set[str]:
+def extract(archive: Path, kind: str, wanted: set[str], into: Path) -> set[str]:  # noqa: C901
     """Writes each wanted member (a file, or a folder meaning everything under it) to
     into/<member>; returns the members written. Symbolic links are followed inside the
     archive with a second pass, since a tar stream cannot seek back."""

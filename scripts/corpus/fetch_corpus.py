@@ -219,7 +219,7 @@ def write_manifest(corpus: Path, files: list[CorpusFile], v: Verifier) -> None:
     tmp.replace(corpus / "manifest.tsv")
 
 
-def build(corpus: Path, check_only: bool) -> int:
+def build(corpus: Path, check_only: bool) -> int:  # noqa: C901
     cache = Path(os.environ.get("LONGDOC_CACHE_DIR", Path.home() / ".cache" / "longdoc"))
     archives, files = load_archives(), load_files()
     corpus.mkdir(parents=True, exist_ok=True)

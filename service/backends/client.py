@@ -255,7 +255,7 @@ class VllmClient:
         last.args = (last.message,)
         raise last
 
-    def _attempt(
+    def _attempt(  # noqa: C901
         self, body: dict[str, Any], rid: str, attempt: int, t0: float, first_budget_s: float,
         cancel: threading.Event | None, on_progress: Callable[[int], None] | None,
         loop_guard: bool,

@@ -20,7 +20,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def kv(
+def kv(  # noqa: C901
     model: Annotated[str, typer.Argument(help="Hugging Face id, e.g. google/gemma-4-31B-it.")],
     tokens: Annotated[int, typer.Option("--tokens", help="Request length L in tokens.")],
     kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="fp32, bf16 or fp8.")] = "bf16",

@@ -161,7 +161,7 @@ def _req_line(req: Request) -> str:
     )
 
 
-def _print_plan(plan: Plan) -> None:
+def _print_plan(plan: Plan) -> None:  # noqa: C901
     prompts = dict(plan.prompt_tokens)
     for d in plan.document:
         exact = "exact" if d.exact else "ESTIMATE"

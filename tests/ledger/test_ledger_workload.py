@@ -102,7 +102,7 @@ class Run:
         self.broken += [f"after {after}: {v}" for v in violations(self.w, self.caps)]
 
 
-def step(run: Run, s: Session, held: dict[uuid.UUID, uuid.UUID], op: Any) -> None:
+def step(run: Run, s: Session, held: dict[uuid.UUID, uuid.UUID], op: Any) -> None:  # noqa: C901
     w, now = run.w, run.clock.now()
     if op[0] == "tick":
         run.clock.tick(op[1])

@@ -209,7 +209,7 @@ def violations(w: World, caps: dict[uuid.UUID, int]) -> list[str]:
     return out
 
 
-def _tree_violations(parent_id: uuid.UUID, state: JobStatus, children: list[Any]) -> list[str]:
+def _tree_violations(parent_id: uuid.UUID, state: JobStatus, children: list[Any]) -> list[str]:  # noqa: C901
     out = []
     by_key: dict[tuple[int, int], Any] = {}
     for c in children:

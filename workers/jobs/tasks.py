@@ -126,7 +126,7 @@ def _after_final(session: Session, job: Job) -> dict[str, Any]:
     return {"status": job.status.value}
 
 
-def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
+def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:  # noqa: C901
     sessions = get_sessionmaker()
     deadline = time.monotonic() + settings.admission_wait_s
     while True:
