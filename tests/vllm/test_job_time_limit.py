@@ -20,11 +20,11 @@ import redis
 from sqlalchemy import func, select
 
 from service.backends.server import VllmServer
+from service.config import Settings
 from service.db import get_sessionmaker
 from service.models import KvLease, Result
-from tests.api.test_backend_faults import _settings
 from tests.api.test_documents import settled, upload
-from tests.conftest import auth, start_worker, stop_worker, wait_for
+from tests.conftest import api_settings, auth, start_worker, stop_worker, wait_for
 from tests.jobs.conftest import running_requests, wait_job
 from tests.netrelay import Forwarder
 
@@ -62,7 +62,14 @@ def test_soft_time_limit_fails_the_job_as_timeout_once(
         "LONGDOC_BACKEND_PROBE_TIMEOUT_S": "2",
     }
     log = tmp_path / "worker.log"
-    with _settings(**env):
+    # The same settings, handed to the in-process API and, as its environment, to the worker.
+    settings = Settings(
+        **{
+            k.removeprefix("LONGDOC_").lower(): json.loads(v) if v[:1] in "[{" else v
+            for k, v in env.items()
+        }
+    )
+    with api_settings(settings):
         worker = start_worker(log, env=env)
         try:
             text = tmp_path / "tale.txt"
