@@ -112,6 +112,7 @@ def _fail_broken_parents(session: Session, now: Any) -> None:
     child = aliased(Job)
     rows = session.execute(
         select(child.id, child.error_reason)
+        .select_from(Job)
         .join(child, child.parent_id == Job.id)
         .where(Job.status == JobStatus.running, child.status == JobStatus.failed)
     ).all()
