@@ -177,13 +177,41 @@ def stop_worker(proc: subprocess.Popen[bytes], sig: int = 15) -> None:
             proc.wait()
 
 
+# The module-scoped worker handed on to the next module when that module's first test
+# asks for it too: a start and a stop cost seconds each, and the worker would be up
+# between the two tests either way. Every other test still runs without it.
+_kept: list[subprocess.Popen[bytes]] = []
+_next_wants_worker = False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    global _next_wants_worker
+    _next_wants_worker = nextitem is not None and "tests.conftest.worker" in _fixtures(nextitem)
+    try:
+        return (yield)
+    finally:
+        _next_wants_worker = False
+
+
+def pytest_sessionfinish() -> None:
+    # A worker kept for a module that never ran (the run stopped first).
+    while _kept:
+        stop_worker(_kept.pop())
+
+
 @pytest.fixture(scope="module")
 def worker(
     tmp_path_factory: pytest.TempPathFactory, database: str, broker: redis.Redis
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_worker(tmp_path_factory.mktemp("worker") / "worker.log")
+    proc = _kept.pop() if _kept else None
+    if proc is None or proc.poll() is not None:
+        proc = start_worker(tmp_path_factory.mktemp("worker") / "worker.log")
     yield proc
-    stop_worker(proc)
+    if _next_wants_worker and proc.poll() is None:
+        _kept.append(proc)
+    else:
+        stop_worker(proc)
 
 
 @pytest.fixture(scope="session")

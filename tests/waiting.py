@@ -17,7 +17,7 @@ T = TypeVar("T")
 def wait_for(
     predicate: Callable[[], T],
     timeout: float = 120.0,
-    interval: float = 0.25,
+    interval: float = 0.1,
     what: str | None = None,
 ) -> T:
     """The first truthy value `predicate` returns, polled every `interval` seconds;

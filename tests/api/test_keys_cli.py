@@ -1,6 +1,11 @@
-"""`longdoc keys create | list | revoke` through the real CLI (a subprocess on the test
-Postgres), a revoked key refused by the API at once, and the top-level options taken
-after every command name."""
+"""`longdoc keys create | list | revoke` through the real CLI on the test Postgres, a
+revoked key refused by the API at once, and the top-level options taken after every
+command name.
+
+The commands run in this process (the typer app itself, its exit code and both
+streams): a subprocess would spend more than a second per call in imports and prove
+nothing more. The one test about the entry point and its environment runs
+`python -m service.cli.app` as a subprocess."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +29,23 @@ Client = Any
 LONGDOC = [sys.executable, "-m", "service.cli.app"]
 
 
-def longdoc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def longdoc(*args: str) -> Done:
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Done(result.exit_code, result.stdout, result.stderr)
+
+
+def longdoc_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*LONGDOC, *args],
-        cwd=REPO,
-        env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [*LONGDOC, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -133,9 +148,11 @@ def test_every_command_takes_the_top_level_options(
 def test_data_dir_after_the_command_is_the_data_dir(tmp_path: Path) -> None:
     # No database URL: the embedded SQLite database in the data directory is used.
     env = {k: v for k, v in os.environ.items() if k != "LONGDOC_DATABASE_URL"}
-    created = longdoc("keys", "create", "--tenant", "t", "--data-dir", str(tmp_path), env=env)
+    created = longdoc_process(
+        "keys", "create", "--tenant", "t", "--data-dir", str(tmp_path), env=env
+    )
     assert created.returncode == 0, created.stderr
     assert (tmp_path / "longdoc.db").is_file()
-    listed = longdoc("keys", "list", "--json", "--data-dir", str(tmp_path), env=env)
+    listed = longdoc_process("keys", "list", "--json", "--data-dir", str(tmp_path), env=env)
     assert listed.returncode == 0, listed.stderr
     assert [r["tenant"] for r in json.loads(listed.stdout)] == ["t"]

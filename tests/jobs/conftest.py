@@ -183,7 +183,7 @@ def wait_job(client: object, key: str, job_id: str, timeout: float = 240) -> dic
         body = client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()  # type: ignore[attr-defined]
         return body if body["status"] in final else None
 
-    result: dict[str, object] = wait_for(done, timeout=timeout, interval=0.5)
+    result: dict[str, object] = wait_for(done, timeout=timeout, interval=0.1)
     return result
 
 
