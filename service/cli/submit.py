@@ -19,9 +19,6 @@ import typer
 from service.cli.options import settings_of
 from service.models import FINAL
 
-# Statuses arrive as JSON strings; JobStatus is a StrEnum, so they compare equal.
-_FINAL = FINAL
-
 
 def _fail(message: str, code: int) -> NoReturn:
     typer.echo(f"longdoc submit: {message}", err=True)
@@ -88,7 +85,7 @@ def _describe(job: dict[str, Any], doc: dict[str, Any]) -> str:
     if status == "queued" and doc["status"] == "parsing":
         pages = doc.get("progress") or {}
         return f"parsing {pages.get('pages_done', 0)}/{pages.get('page_count') or '?'} pages"
-    if status in _FINAL or status == "queued":
+    if status in FINAL or status == "queued":
         return status
     if status == "waiting_for_capacity":
         line = "waiting for KV capacity"
@@ -170,7 +167,7 @@ def submit(
             if (line := _describe(job, doc)) != last:
                 typer.echo(line, err=True)
                 last = line
-            if job["status"] in _FINAL:
+            if job["status"] in FINAL:  # JSON strings equal the StrEnum members
                 break
             if time.monotonic() > deadline:
                 _fail(f"gave up after {timeout:.0f} s; job {job['id']} goes on ({last})", 1)
