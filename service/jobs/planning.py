@@ -23,6 +23,7 @@ from ingestion.capacity.router import Backend
 from ingestion.documents.textfile import PageSpan, read_pages, spans_from_json
 from ingestion.tokens.counting import TokenCounter, load_counter
 from ingestion.types import TokenCount
+from service.backends.probe import normalize_url
 from service.blobstore import BlobStore
 from service.config import BackendConfig, Settings
 from service.jobs.planner import DocumentText, Planned, SplitDeferred, plan_job
@@ -50,9 +51,9 @@ def router_backends(rows: Sequence[BackendRow], settings: Settings) -> list[Back
     A configured replica that is down right now is planned on with its last measured
     figures: admission places nothing on it while it is down, and a job whose role has
     no replica up for `backend_down_timeout_s` fails then, so a short outage makes
-    jobs wait instead of failing at creation. A row no longer configured is down for
-    good and shows among the rejected alternatives."""
-    configs = {str(c.url).rstrip("/"): c for c in settings.backends}
+    jobs wait instead of failing at creation. Rows no longer configured are left out
+    (`_backend_rows`): they are history, not alternatives."""
+    configs = {normalize_url(c.url): c for c in settings.backends}
     out = []
     for row in rows:
         cfg = configs.get(row.url)
@@ -116,10 +117,20 @@ class TokenizeDeferred(SplitDeferred):
 
 
 def _backend_rows(session: Session, settings: Settings) -> list[BackendRow]:
-    stmt = select(BackendRow).order_by(BackendRow.role, BackendRow.url)
+    """The rows of the backends `settings` configure. A row of a server no longer
+    configured is kept for the leases and jobs that point at it, but it is not part of
+    this deployment: a plan neither uses it nor lists it as rejected (every job would
+    otherwise list every server the table ever had), also in the seconds before a
+    refresher marks it down."""
+    configured = [normalize_url(c.url) for c in settings.backends]
+    stmt = (
+        select(BackendRow)
+        .where(BackendRow.url.in_(configured))
+        .order_by(BackendRow.role, BackendRow.url)
+    )
     rows = list(session.scalars(stmt))
     known = {r.url for r in rows}
-    if any(str(c.url).rstrip("/") not in known for c in settings.backends):
+    if any(url not in known for url in configured):
         # Configured but never probed (a fresh start, before a worker's refresher ran).
         # In a session of its own: refresh commits, and the caller's job is not ready.
         from service.backends.discovery import refresh
