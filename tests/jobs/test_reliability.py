@@ -2,8 +2,9 @@
 restarted mid-run, a vLLM server killed mid-request (back, or gone for good).
 
 Real processes die here: the Celery worker's whole process group, Redis, the vLLM
-server. The tests that kill a server run last (this module is the package's last),
-and leave their server stopped or replaced for the package teardown.
+server. A test that kills a server leaves a replacement running on the same port,
+so the tests after it, in this module or another, find the deployment whole in any
+order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -41,6 +43,21 @@ def _own_servers(deployment: Deployment) -> None:
     require(deployment.owned, "these tests kill servers: not with LONGDOC_TEST_VLLM_URLS")
 
 
+@pytest.fixture(autouse=True)
+def _deployment_whole_after(deployment: Deployment) -> Iterator[None]:
+    """A server a test killed ("gone for good" included: for its job) is replaced once
+    the test ends, however it ended, so no later test depends on running first."""
+    yield
+    for role in ("gemma", "scout"):
+        srv = getattr(deployment, role)
+        try:
+            up = httpx.get(f"{srv.url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            up = False
+        if not up:
+            _revive(deployment, role, srv.port)
+
+
 @pytest.fixture
 def logs(tmp_path: Path) -> Path:
     return tmp_path
@@ -60,6 +77,16 @@ def _job(client: Client, key: str, doc: str, max_out: int, instruction: str) -> 
     return job_id
 
 
+def _revive(deployment: Deployment, role: str, port: int) -> Any:
+    """A new server for `role` where the killed one listened, so the deployment's
+    settings (its URLs) hold again; the package teardown stops whichever runs."""
+    revived = server(role, deployment.logs, port=port)  # short path: zmq socket names
+    setattr(deployment, role, revived)
+    revived.start()
+    revived.wait_ready(timeout=240)
+    return revived
+
+
 def _generating(client: Client, key: str, job_id: str) -> bool:
     j = client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()
     return j["status"] == "running" and (j["progress"] or {}).get("completion_tokens", 0) > 0
@@ -71,9 +98,12 @@ def _results(job_id: str) -> int:
         return int(s.scalar(stmt) or 0)
 
 
-def _leases() -> int:
+def _leases(*job_ids: str) -> int:
+    """Leases the given jobs hold (other modules' jobs are none of these tests' business)."""
+    ids = [uuid.UUID(j) for j in job_ids]
     with get_sessionmaker()() as s:
-        return int(s.scalar(select(func.count()).select_from(KvLease)) or 0)
+        stmt = select(func.count()).select_from(KvLease).where(KvLease.job_id.in_(ids))
+        return int(s.scalar(stmt) or 0)
 
 
 @pytest.fixture
@@ -103,7 +133,7 @@ def test_redis_restart_mid_run(client: Client, api_key: str, worker: list[Any], 
         done = wait_job(client, api_key, job_id, timeout=240)
         assert done["status"] == "succeeded", (done["error"], done["progress"])
         assert _results(job_id) == 1
-    assert _leases() == 0
+    assert _leases(*ids) == 0
 
 
 def test_worker_sigkill_mid_request(
@@ -119,7 +149,7 @@ def test_worker_sigkill_mid_request(
     done = wait_job(client, api_key, job_id, timeout=300)
     assert done["status"] == "succeeded", (done["error"], done["progress"])
     assert done["attempts"] == 2
-    assert _results(job_id) == 1 and _leases() == 0
+    assert _results(job_id) == 1 and _leases(job_id) == 0
 
 
 def test_vllm_killed_and_back(
@@ -136,16 +166,13 @@ def test_vllm_killed_and_back(
         return j["status"] == "waiting_for_capacity" and j["attempts"] == 1
 
     wait_for(waiting_again, timeout=60, interval=0.2)
-    assert _leases() == 0  # the lease went back with the job
+    assert _leases(job_id) == 0  # the lease went back with the job
     j = client.get(f"/v1/jobs/{job_id}", headers=auth(api_key)).json()
     assert j["error"]["code"] == "backend_unreachable"
-    revived = server("scout", deployment.logs, port=port)  # short path: zmq socket names
-    deployment.scout = revived  # the package teardown stops whichever runs
-    revived.start()
-    revived.wait_ready(timeout=240)
+    revived = _revive(deployment, "scout", port)
     done = wait_job(client, api_key, job_id, timeout=300)
     assert done["status"] == "succeeded", (done["error"], done["progress"])
-    assert done["attempts"] == 2 and _results(job_id) == 1 and _leases() == 0
+    assert done["attempts"] == 2 and _results(job_id) == 1 and _leases(job_id) == 0
     assert running_requests(revived.url) == 0
 
 
@@ -165,7 +192,7 @@ def test_vllm_gone_for_good_fails_with_a_reason(
     assert done["status"] == "failed"
     assert done["error"]["code"] == "backend_down", done["error"]
     assert "no gemma backend was up" in done["error"]["reason"]
-    assert _results(job_id) == 0 and _leases() == 0
+    assert _results(job_id) == 0 and _leases(job_id) == 0
     with get_sessionmaker()() as s:
         job = s.get(Job, uuid.UUID(job_id))
         assert job is not None and job.finished_at is not None
