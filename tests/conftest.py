@@ -109,6 +109,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vllm)
 
 
+_started: set[str] = set()  # the session-scoped services this run has set up
+
+
 @pytest.fixture(scope="session")
 def database() -> Iterator[str]:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -118,7 +121,9 @@ def database() -> Iterator[str]:
 
     url = get_settings().database_url
     upgrade(url)
+    _started.add("database")
     yield url
+    _started.discard("database")
     from service.db import get_engine
 
     get_engine().dispose()
@@ -130,8 +135,51 @@ def database() -> Iterator[str]:
 def broker() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
+    _started.add("broker")
     yield client
+    _started.discard("broker")
     client.flushdb()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _leave_no_work() -> Iterator[None]:
+    """Work a module leaves unfinished does not become the next module's: its workers
+    are gone, but a later worker's sweeper would take its stale parses and jobs up
+    again, under other settings, in the slots the next tests wait for. Set up before
+    any of the module's fixtures, so this runs after its workers have stopped."""
+    yield
+    if "database" in _started:
+        _end_unfinished_work()
+    if "broker" in _started:
+        # The queues and the unacked messages, not kombu's bindings: a worker handed on
+        # to the next module keeps consuming.
+        client = redis.Redis.from_url(REDIS_URL)
+        for pattern in ("ingest*", "jobs*", "unacked*"):
+            for key in client.scan_iter(pattern):
+                client.delete(key)
+
+
+def _end_unfinished_work() -> None:
+    from sqlalchemy import delete, select
+
+    from service.db import get_sessionmaker, write_transaction
+    from service.jobs import tree
+    from service.models import FINAL, Document, DocumentStatus, Job, JobStatus, utcnow
+
+    with get_sessionmaker()() as session, write_transaction(session):
+        roots = select(Job.id).where(Job.parent_id.is_(None), Job.status.not_in(FINAL))
+        tree.end_tree(
+            session,
+            list(session.scalars(roots)),
+            JobStatus.cancelled,
+            utcnow(),
+            code="cancelled",
+            reason="the test module that made it ended",
+        )
+        # Deleted, not failed: the same bytes uploaded later by the same tenant must
+        # be parsed, not answered with this document.
+        unfinished = (DocumentStatus.queued, DocumentStatus.parsing)
+        session.execute(delete(Document).where(Document.status.in_(unfinished)))
 
 
 def start_worker(
