@@ -290,3 +290,15 @@ def duplicate_record(data: bytes, name: str, alias: str) -> bytes:
     trailer = bytearray(data[end:])
     struct.pack_into("<HHLL", trailer, 8, entries + 1, entries + 1, cd_size + len(record), cd_at)
     return data[:end] + bytes(record) + bytes(trailer)
+
+
+def with_method(data: bytes, name: str, method: int) -> bytes:
+    """`data` with entry `name`'s compression method set to `method` (local and central)."""
+    out = bytearray(data)
+    for at, entry in _directory(data):
+        if entry == name:
+            (local,) = struct.unpack_from("<L", data, at + 42)
+            struct.pack_into("<H", out, at + 10, method)
+            struct.pack_into("<H", out, local + 8, method)
+            return bytes(out)
+    raise KeyError(name)

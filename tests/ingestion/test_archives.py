@@ -35,6 +35,7 @@ from tests.hostile_archives import (
     tar_bytes,
     tar_special,
     with_flag,
+    with_method,
     write_tar_gz_of_fill,
     write_tar_gz_of_many,
     write_zip_of_many,
@@ -285,6 +286,22 @@ def test_encrypted_zip_entry() -> None:
     assert _errors(items) == {"secret.txt": "encrypted"}
 
 
+def test_unsupported_compression_method() -> None:
+    data = with_method(zip_bytes([("odd.txt", b"x" * 100), ("ok.txt", b"fine")]), "odd.txt", 9)
+    items = _read_all(io.BytesIO(data))
+    assert _names(items) == ["ok.txt"]
+    assert _errors(items) == {"odd.txt": "unsupported_compression"}
+
+
+def test_a_zip_needs_a_seekable_file() -> None:
+    class Pipe(io.BytesIO):
+        def seekable(self) -> bool:
+            return False
+
+    with pytest.raises(ValueError, match="seekable"):
+        open_archive(Pipe(zip_bytes([("a.txt", b"a")])))
+
+
 def test_crc_error_is_the_entry_s_and_the_rest_go_on() -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
@@ -353,6 +370,21 @@ def test_damaged_tar_header_ends_the_archive_with_an_error() -> None:
             for item in archive:
                 items.append(item)
     assert info.value.code == "corrupt"
+    assert _names(items) == ["f0.txt"]
+
+
+def test_tar_cut_inside_a_header() -> None:
+    data = tar_bytes(_members(3))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        second = tf.getmembers()[1]
+    with open_archive(io.BytesIO(data[: second.offset + 100])) as archive:
+        items: list[Item] = []
+        with pytest.raises(ArchiveError) as info:
+            for item in archive:
+                if isinstance(item, ArchiveEntry):
+                    item.read()
+                items.append(item)
+    assert info.value.code == "truncated"
     assert _names(items) == ["f0.txt"]
 
 
