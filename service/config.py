@@ -273,6 +273,14 @@ class Settings(BaseSettings):
     # float32 elsewhere (service/backends/server.py: cpu_serving_dtype).
     vllm_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
+    # Webhook callbacks (service/webhooks/destinations.py) to private, loopback or
+    # link-local addresses: a client's URL is fetched from inside our network, so a
+    # deployment refuses them (SSRF). Unset, the stack decides: the embedded one
+    # (SQLite, one machine) allows them, since its receivers run on localhost; a
+    # Postgres deployment refuses them. The tests' receivers are on 127.0.0.1, so
+    # tests that deliver set it true.
+    webhook_allow_private: bool | None = None
+
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:  # noqa: C901
         if not self.database_url:
@@ -281,6 +289,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
         if self.blob_dir is None:
             self.blob_dir = self.data_dir / "blobs"
+        if self.webhook_allow_private is None:
+            self.webhook_allow_private = self.embedded
         self.max_concurrent_requests = self.max_concurrent_requests or self.api_threads
         self.db_pool_size = self.db_pool_size or self.max_concurrent_requests + 3
         if not self.ingest_soft_time_limit_s < self.ingest_time_limit_s:
@@ -313,6 +323,11 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def webhook_private_allowed(self) -> bool:
+        assert self.webhook_allow_private is not None  # set by the validator
+        return self.webhook_allow_private
 
 
 def as_environment(settings: Settings) -> dict[str, str]:
