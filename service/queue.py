@@ -82,6 +82,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         broker_connection_retry_on_startup=True,
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
+        # A pool child loads the tokenizer files before its first task (workers/app.py),
+        # seconds on a busy machine; Celery's 4 s default would kill it as hung.
+        worker_proc_alive_timeout=120.0,
     )
 
 

@@ -6,16 +6,18 @@ Only the worker's main process sweeps and probes; pool children just run tasks.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 from service.queue import app, dispatch_ingest, dispatch_job
 from workers.ingest import tasks as _ingest_tasks
 from workers.jobs import tasks as _job_tasks
 
 __all__ = ["app"]
+log = logging.getLogger(__name__)
 _TASK_MODULES = (_ingest_tasks, _job_tasks)
 
 
@@ -26,5 +28,24 @@ def _start_background_threads(**_: Any) -> None:
     worker_schedule(get_sessionmaker(), get_settings(), dispatch_ingest, dispatch_job).start()
 
 
+def _preload_tokenizers(**_: Any) -> None:
+    preload_tokenizers(get_settings())
+
+
+def preload_tokenizers(settings: Settings) -> None:
+    """Load the tokenizer files in each pool child before it takes a task. Gemma's
+    takes seconds and holds the GIL throughout: loaded inside the first parse, it
+    starved that parse's heartbeat thread, and on a busy machine the claim went stale
+    and the sweeper handed the parse to another child, which did the same."""
+    from ingestion.tokens.counting import load_counter
+
+    for role, path in settings.tokenizers.items():
+        try:
+            load_counter(path)
+        except ValueError as err:  # the parse says so again, with the document
+            log.warning("tokenizer for %s not preloaded: %s", role, err)
+
+
 # Only the worker's main process sweeps and probes; pool children just run tasks.
 worker_ready.connect(_start_background_threads, weak=False)
+worker_process_init.connect(_preload_tokenizers, weak=False)
