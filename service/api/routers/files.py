@@ -101,7 +101,7 @@ def list_files(
     return views.list_out(page.files, page.has_more)
 
 
-@router.get("/{file_id}", response_model=views.FileObject, responses=errors(404))
+@router.get("/{file_id}", response_model=views.FileObject, responses=errors(404, 422))
 def retrieve_file(file_id: str, session: SessionDep, tenant: TenantDep) -> views.FileObject:
     return views.to_out(files.get_owned(session, tenant, views.parse_id(file_id)))
 
@@ -109,7 +109,7 @@ def retrieve_file(file_id: str, session: SessionDep, tenant: TenantDep) -> views
 @router.get(
     "/{file_id}/content",
     response_class=StreamingResponse,
-    responses={**_CONTENT, **errors(404)},
+    responses={**_CONTENT, **errors(404, 422)},
 )
 def file_content(
     file_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
@@ -125,7 +125,7 @@ def file_content(
     )
 
 
-@router.delete("/{file_id}", response_model=views.FileDeleted, responses=errors(404))
+@router.delete("/{file_id}", response_model=views.FileDeleted, responses=errors(404, 422))
 def delete_file(
     file_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
 ) -> views.FileDeleted:
