@@ -43,6 +43,12 @@ def blob_key(file_id: uuid.UUID) -> str:
     return f"files/{file_id}"
 
 
+def check_field(name: str, value: str) -> None:
+    """The check of an upload's form fields as they arrive (only `purpose` is kept)."""
+    if name == "purpose":
+        client_purpose(value)
+
+
 def client_purpose(raw: str | None) -> FilePurpose:
     """The purpose a client may give an upload, or Invalid naming the field."""
     if raw is None:

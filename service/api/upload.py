@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Request
@@ -31,6 +32,8 @@ _FRAMING_ALLOWANCE = 64 * 1024
 _HEAD_BYTES = 64 * 1024
 # A kept form field is a short value (a purpose, a number), never data.
 _FIELD_BYTES = 1024
+# Called with a kept field's name and value once it has arrived; raises to refuse it.
+FieldCheck = Callable[[str, str], None]
 
 
 class _TooLarge(Exception):
@@ -50,10 +53,13 @@ def clean_filename(raw: str | None) -> str:
 class _FileSink:
     """Parser callbacks that route the `file` field's bytes to disk."""
 
-    def __init__(self, fd: int, limit: int, wanted: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, fd: int, limit: int, wanted: tuple[str, ...] = (), check: FieldCheck | None = None
+    ) -> None:
         self.fd = fd
         self.limit = limit
         self.wanted = wanted
+        self.check = check
         self.fields: dict[str, bytearray] = {}
         self._field: str | None = None
         self.size = 0
@@ -121,6 +127,10 @@ class _FileSink:
             )
 
     def on_part_end(self) -> None:
+        if self._field is not None and self.check is not None:
+            # As soon as the field is whole: a refused value costs no file transfer
+            # when it comes first (the openai SDK sends `purpose` before `file`).
+            self.check(self._field, _text(self._field, self.fields[self._field]))
         self._in_file = False
         self._field = None
 
@@ -135,10 +145,15 @@ def _too_large(limit: int) -> TooLarge:
 
 
 async def receive_file(
-    request: Request, store: BlobStore, limit: int, fields: tuple[str, ...] = ()
+    request: Request,
+    store: BlobStore,
+    limit: int,
+    fields: tuple[str, ...] = (),
+    check: FieldCheck | None = None,
 ) -> ReceivedFile:
     """The `file` field, streamed into a temp file of the store, and the values of
-    the form `fields` named (the rest are skipped)."""
+    the form `fields` named (the rest are skipped), each handed to `check` as soon as
+    it has arrived."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -153,7 +168,7 @@ async def receive_file(
     body_limit.allow(request, limit + _FRAMING_ALLOWANCE)
 
     fd, tmp = store.temp_file()
-    sink = _FileSink(fd, limit, fields)
+    sink = _FileSink(fd, limit, fields, check)
     parser = MultipartParser(boundary, _callbacks(sink))  # type: ignore[arg-type]
     try:
         try:

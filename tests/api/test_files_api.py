@@ -5,6 +5,7 @@ base_url. What the SDK raises (by status code) is what clients branch on."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from sqlalchemy import func, select
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.models import File
-from tests.api.live import blob_tmp_files
+from tests.api.live import blob_tmp_files, read_reply, send_chunked
 from tests.conftest import api_settings, auth, corpus_file
 
 MiB = 1024 * 1024
@@ -291,3 +292,29 @@ def test_a_large_file_streams_in_and_out_in_flat_memory(
     assert up.grew < 16 * MiB, up.grew
     assert down.grew < 16 * MiB, down.grew
     ours.files.delete(file_id)
+
+
+def test_a_bad_purpose_sent_first_is_refused_before_the_file_arrives(
+    live_server: tuple[str, int], api_key: str
+) -> None:
+    """The SDK sends `purpose` before `file`: a refused purpose is answered at once,
+    not after the whole file has been read (here 1 GiB is offered)."""
+    total = 1024 * MiB
+    head = (
+        "POST /v1/files HTTP/1.1\r\nHost: test\r\n"
+        f"Authorization: {auth(api_key)['Authorization']}\r\n"
+        "Content-Type: multipart/form-data; boundary=XyZ\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    first = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="r.jsonl"\r\n\r\n'
+    )
+    temps = blob_tmp_files()
+    with socket.create_connection(live_server, timeout=30) as s:
+        s.sendall(head)
+        sent = send_chunked(s, first, request_file(100), total)
+        reply = read_reply(s)
+    assert reply.startswith(b"HTTP/1.1 422"), reply[:300]
+    assert b'"bad_purpose"' in reply
+    assert sent < 64 * MiB, f"the server read {sent} bytes before refusing"
+    assert blob_tmp_files() == temps

@@ -67,7 +67,9 @@ async def create_file(
     """Upload a file (multipart fields `file` and `purpose`, which must be `batch`):
     a JSONL request file for a batch. Its lines are checked when a batch uses it."""
     store = BlobStore(settings.blobs)
-    received = await receive_file(request, store, settings.max_batch_file_bytes, ("purpose",))
+    received = await receive_file(
+        request, store, settings.max_batch_file_bytes, ("purpose",), files.check_field
+    )
     try:
         purpose = files.client_purpose(received.fields.get("purpose"))
     except Invalid:
