@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_pages: int = Field(default=10_000, gt=0)
     max_text_pages_per_request: int = Field(default=500, gt=0)
+    # A request file for the Batch API (POST /v1/files, purpose=batch): OpenAI's own
+    # limit, so a file that its API takes is taken here too.
+    max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
 
     # Blob store: a temp file (an upload or a parse in progress) that nothing has
     # written to for this long was left by a crash; the sweeper removes it. Above the

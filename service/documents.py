@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -35,6 +35,8 @@ class ReceivedFile:
     size: int
     filename: str
     head: bytes
+    # Other form fields the route asked for (`receive_file(fields=...)`), as text.
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

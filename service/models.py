@@ -135,6 +135,18 @@ class BatchStatus(enum.StrEnum):
     cancelled = "cancelled"
 
 
+class FilePurpose(enum.StrEnum):
+    batch = "batch"  # a client's request file (JSONL) for a batch
+    batch_output = "batch_output"  # an output or error file that Longdoc writes
+
+
+class FileStatus(enum.StrEnum):
+    # OpenAI's FileObject states: a file is `processed` once its bytes are stored.
+    uploaded = "uploaded"
+    processed = "processed"
+    error = "error"
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
 
@@ -252,6 +264,27 @@ class Batch(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class File(Base):
+    """A file of the Files API (OpenAI's shape); its bytes live in the blob store
+    under `blob_key`, one blob per file (not content-addressed: deleting a file
+    never has to ask whether another shares its bytes)."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    purpose: Mapped[FilePurpose] = mapped_column(_enum(FilePurpose))
+    filename: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(200))
+    status: Mapped[FileStatus] = mapped_column(_enum(FileStatus), default=FileStatus.uploaded)
+    status_details: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
 
 
 class Backend(Base):

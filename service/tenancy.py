@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 
 from service.errors import NotFound
-from service.models import Document, Job
+from service.models import Document, File, Job
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Principal:
     is_admin: bool
 
 
-_Owned = TypeVar("_Owned", Document, Job)
+_Owned = TypeVar("_Owned", Document, Job, File)
 
 
 def owned(session: Session, model: type[_Owned], tenant_id: uuid.UUID, row_id: uuid.UUID) -> _Owned:

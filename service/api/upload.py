@@ -3,7 +3,8 @@
 FastAPI's `UploadFile` spools the whole body before the handler runs, so a 10 GB
 upload would be on disk before we could refuse it. Here the body is parsed as it
 arrives: bytes of the `file` field are hashed and written to a temp file, and the
-request is cut off (413) the moment it passes the limit. Nothing else is kept.
+request is cut off (413) the moment it passes the limit. Of the other fields, only
+those the route names are kept (small values such as the Files API's `purpose`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 import os
 import re
 import unicodedata
+from collections.abc import Callable
+from pathlib import Path
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -20,13 +23,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api import body_limit
 from service.blobstore import BlobStore
 from service.documents import ReceivedFile
-from service.errors import BadRequest, Invalid, TooLarge, Unsupported
+from service.errors import BadRequest, DomainError, Invalid, TooLarge, Unsupported
 
 FIELD = "file"
 # Multipart framing around the file (boundaries, part headers) is small; this bound
 # lets us refuse an honest Content-Length before reading a byte.
 _FRAMING_ALLOWANCE = 64 * 1024
 _HEAD_BYTES = 64 * 1024
+# A kept form field is a short value (a purpose, a number), never data.
+_FIELD_BYTES = 1024
+# Called with a kept field's name and value once it has arrived; raises to refuse it.
+FieldCheck = Callable[[str, str], None]
 
 
 class _TooLarge(Exception):
@@ -46,9 +53,15 @@ def clean_filename(raw: str | None) -> str:
 class _FileSink:
     """Parser callbacks that route the `file` field's bytes to disk."""
 
-    def __init__(self, fd: int, limit: int) -> None:
+    def __init__(
+        self, fd: int, limit: int, wanted: tuple[str, ...] = (), check: FieldCheck | None = None
+    ) -> None:
         self.fd = fd
         self.limit = limit
+        self.wanted = wanted
+        self.check = check
+        self.fields: dict[str, bytearray] = {}
+        self._field: str | None = None
         self.size = 0
         self.digest = hashlib.sha256()
         self.head = bytearray()
@@ -65,6 +78,7 @@ class _FileSink:
     def on_part_begin(self) -> None:
         self._headers = {}
         self._in_file = False
+        self._field = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -79,12 +93,18 @@ class _FileSink:
 
     def on_headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
-        if params.get(b"name") == FIELD.encode() and not self.found:
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if name == FIELD and not self.found:
             self.found = self._in_file = True
             raw = params.get(b"filename")
             self.filename = raw.decode("utf-8", "replace") if raw is not None else None
+        elif name in self.wanted and name not in self.fields:
+            self._field = name
+            self.fields[name] = bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._field is not None:
+            self._keep(data[start:end])
         if not self._in_file:
             return
         chunk = data[start:end]
@@ -96,8 +116,23 @@ class _FileSink:
             self.head += chunk[: _HEAD_BYTES - len(self.head)]
         os.write(self.fd, chunk)
 
+    def _keep(self, chunk: bytes) -> None:
+        value = self.fields[self._field or ""]
+        value += chunk
+        if len(value) > _FIELD_BYTES:
+            raise Invalid(
+                "field_too_long",
+                f"form field {self._field!r} is over {_FIELD_BYTES} bytes",
+                field=f"body.{self._field}",
+            )
+
     def on_part_end(self) -> None:
+        if self._field is not None and self.check is not None:
+            # As soon as the field is whole: a refused value costs no file transfer
+            # when it comes first (the openai SDK sends `purpose` before `file`).
+            self.check(self._field, _text(self._field, self.fields[self._field]))
         self._in_file = False
+        self._field = None
 
     def on_end(self) -> None:
         self.complete = True
@@ -109,13 +144,22 @@ def _too_large(limit: int) -> TooLarge:
     )
 
 
-async def receive_file(request: Request, store: BlobStore, limit: int) -> ReceivedFile:
+async def receive_file(
+    request: Request,
+    store: BlobStore,
+    limit: int,
+    fields: tuple[str, ...] = (),
+    check: FieldCheck | None = None,
+) -> ReceivedFile:
+    """The `file` field, streamed into a temp file of the store, and the values of
+    the form `fields` named (the rest are skipped), each handed to `check` as soon as
+    it has arrived."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise Unsupported(
             "not_multipart",
-            f"send multipart/form-data with the document in a field named {FIELD!r}",
+            f"send multipart/form-data with the file in a field named {FIELD!r}",
         )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _FRAMING_ALLOWANCE:
@@ -124,7 +168,7 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
     body_limit.allow(request, limit + _FRAMING_ALLOWANCE)
 
     fd, tmp = store.temp_file()
-    sink = _FileSink(fd, limit)
+    sink = _FileSink(fd, limit, fields, check)
     parser = MultipartParser(boundary, _callbacks(sink))  # type: ignore[arg-type]
     try:
         try:
@@ -138,30 +182,48 @@ async def receive_file(request: Request, store: BlobStore, limit: int) -> Receiv
         raise _too_large(limit) from None
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, StarletteHTTPException):
+        if isinstance(exc, StarletteHTTPException | DomainError):
             raise
         raise BadRequest("malformed_body", f"malformed multipart body: {exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # cancelled mid-body: nothing of it stays
         raise
-    if not sink.complete:
-        # python-multipart's finalize() does not check this itself.
+    return _finish(sink, tmp)
+
+
+def _finish(sink: _FileSink, tmp: Path) -> ReceivedFile:
+    """The parsed upload, or the refusal of an incomplete one (its temp file gone)."""
+    try:
+        if not sink.complete:
+            # python-multipart's finalize() does not check this itself.
+            raise BadRequest(
+                "truncated_body",
+                "malformed multipart body: it ends before its closing boundary "
+                "(truncated upload?); nothing was stored",
+            )
+        if not sink.found:
+            raise Invalid("missing_file", f"no form field named {FIELD!r}", field=f"body.{FIELD}")
+        kept = {name: _text(name, value) for name, value in sink.fields.items()}
+    except DomainError:
         tmp.unlink(missing_ok=True)
-        raise BadRequest(
-            "truncated_body",
-            "malformed multipart body: it ends before its closing boundary "
-            "(truncated upload?); nothing was stored",
-        )
-    if not sink.found:
-        tmp.unlink(missing_ok=True)
-        raise Invalid("missing_file", f"no form field named {FIELD!r}", field=f"body.{FIELD}")
+        raise
     return ReceivedFile(
         tmp_path=tmp,
         sha256=sink.digest.hexdigest(),
         size=sink.size,
         filename=clean_filename(sink.filename),
         head=bytes(sink.head),
+        fields=kept,
     )
+
+
+def _text(name: str, value: bytearray) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid(
+            "bad_field", f"form field {name!r} is not UTF-8 text", field=f"body.{name}"
+        ) from None
 
 
 def _callbacks(sink: _FileSink) -> dict[str, object]:

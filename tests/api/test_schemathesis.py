@@ -38,20 +38,32 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def real_ids(client: Any, api_key: str, worker: Any) -> dict[str, str]:
-    """A parsed document (so that its text can be read) and a job on it."""
+    """A parsed document (so that its text can be read), a job on it, and a file."""
     doc = _upload(client, api_key)
     assert settled(client, api_key, doc)["status"] == "parsed"
     job = client.post(
         "/v1/jobs", headers=auth(api_key), json={"document_id": doc, "task": "summarize"}
     )
     assert job.status_code == 202, job.text
-    return {"document_id": doc, "job_id": job.json()["id"]}
+    return {"document_id": doc, "job_id": job.json()["id"], "file_id": _file(client, api_key)}
 
 
 def _upload(client: Any, key: str) -> str:
     body = f"A document for schemathesis, {uuid.uuid4()}.\n".encode()
     resp = client.post("/v1/documents", headers=auth(key), files={"file": ("s.txt", body)})
     assert resp.status_code == 202, resp.text
+    return str(resp.json()["id"])
+
+
+def _file(client: Any, key: str) -> str:
+    line = f'{{"custom_id": "{uuid.uuid4()}", "method": "POST", "url": "/v1/jobs"}}\n'
+    resp = client.post(
+        "/v1/files",
+        headers=auth(key),
+        data={"purpose": "batch"},
+        files={"file": ("requests.jsonl", line.encode())},
+    )
+    assert resp.status_code == 200, resp.text
     return str(resp.json()["id"])
 
 
@@ -75,8 +87,9 @@ def test_api_matches_its_schema(
     params = case.path_parameters or {}
     if set(params) & set(real_ids):
         real = dict(real_ids)
-        if case.method.upper() == "DELETE":  # a document of its own to delete
+        if case.method.upper() == "DELETE":  # a document and a file of its own to delete
             real["document_id"] = _upload(client, api_key)
+            real["file_id"] = _file(client, api_key)
         case.path_parameters = {**params, **{k: real[k] for k in params if k in real}}
         case.call_and_validate(headers=auth(api_key), checks=CHECKS)
 
