@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import ledger
 from service.blobstore import BlobStore
-from service.config import get_settings
+from service.config import BackendConfig, Settings, get_settings
 from service.db import get_sessionmaker
 from service.models import (
     Backend,
@@ -64,8 +64,11 @@ def _tenant_and_document(s: Session, **doc: Any) -> Document:
 
 
 @pytest.fixture
-def planned_on_gemma(pg_sessions: sessionmaker[Session]) -> Iterator[tuple[uuid.UUID, str]]:
-    """A queued job on a parsed, counted document, and a gemma replica that fits it."""
+def planned_on_gemma(
+    pg_sessions: sessionmaker[Session],
+) -> Iterator[tuple[uuid.UUID, str, Settings]]:
+    """A queued job on a parsed, counted document, a gemma replica that fits it, and
+    settings that configure that replica (a plan uses configured backends only)."""
     with pg_sessions() as s:
         backend = Backend(
             role="gemma",
@@ -85,17 +88,17 @@ def planned_on_gemma(pg_sessions: sessionmaker[Session]) -> Iterator[tuple[uuid.
         s.add(job)
         s.commit()
         job_id, backend_id = job.id, backend.id
-    yield job_id, "gemma"
+        configured = [BackendConfig(role="gemma", url=backend.url)]
+    yield job_id, "gemma", get_settings().model_copy(update={"backends": configured})
     with pg_sessions() as s:  # the replica, with its leases: no other test plans on it
         s.execute(delete(Backend).where(Backend.id == backend_id))
         s.commit()
 
 
 def test_the_slower_of_two_planners_leaves_an_admitted_job_alone(
-    pg_sessions: sessionmaker[Session], planned_on_gemma: tuple[uuid.UUID, str]
+    pg_sessions: sessionmaker[Session], planned_on_gemma: tuple[uuid.UUID, str, Settings]
 ) -> None:
-    job_id, role = planned_on_gemma
-    settings = get_settings()
+    job_id, role, settings = planned_on_gemma
 
     def plan(s: Session) -> Any:
         job = s.get(Job, job_id)

@@ -586,9 +586,11 @@ def test_refresher_thread(sessions: sessionmaker[Session], smollm2_server: VllmS
     try:
 
         def refreshed() -> bool:
-            with sessions() as session:
-                r = row(session, smollm2_server.url)
-                return r.healthy and r.last_seen_at is not None and r.last_seen_at >= before
+            with sessions() as session:  # no row yet: the first round has not written it
+                stmt = select(Backend).where(Backend.url == smollm2_server.url)
+                r = session.scalars(stmt).one_or_none()
+                seen = r.last_seen_at if r is not None and r.healthy else None
+                return seen is not None and seen >= before
 
         wait_for(refreshed, timeout=30)
     finally:
