@@ -261,12 +261,19 @@ def _release(
 
 
 @retry_conflicts
-def expire(session: Session, now: datetime, *, max_attempts: int = 3) -> list[uuid.UUID]:
+def expire(
+    session: Session, now: datetime, *, max_attempts: int = 3, tenant_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
     """Delete every expired lease (and any whose job is not running); put their jobs
     back in the queue, or fail them after `max_attempts` expiries. Returns the jobs
-    moved. `try_admit` reaps its own role too; this sweeps roles nobody admits on."""
+    moved. `try_admit` reaps its own role too; this sweeps roles nobody admits on.
+    With `tenant_id`, only the backends holding that tenant's dead leases are reaped
+    (a test in a shared database reaps on its own backends)."""
     with write_transaction(session):
-        ids = list(session.scalars(select(KvLease.backend_id).where(_dead(now)).distinct()))
+        dead = select(KvLease.backend_id).where(_dead(now))
+        if tenant_id is not None:
+            dead = dead.where(KvLease.job_id.in_(select(Job.id).where(Job.tenant_id == tenant_id)))
+        ids = list(session.scalars(dead.distinct()))
         if not ids:
             return []
         backends = select(Backend.id).where(Backend.id.in_(ids)).order_by(Backend.id)
