@@ -1,6 +1,6 @@
 """Which waiting jobs start now, and on which replica: the admission policy, pure.
 
-The KV ledger (service/ledger.py) feeds it a snapshot read under its locks, and
+The KV ledger (service/ledger/) feeds it a snapshot read under its locks, and
 the scheduling simulator feeds it a fake clock; both get the same answer from the
 same code. Time is plain seconds on the caller's clock; ids are strings.
 

@@ -230,7 +230,7 @@ def refresh(
     # Probe before touching the database: no transaction stays open across the network.
     with ThreadPoolExecutor(max_workers=max(1, min(len(configs), _MAX_PARALLEL_PROBES))) as pool:
         states = list(pool.map(lambda u: probe(u, wait), sorted(configs)))
-    # Every row locked up front, by id: the ledger's order (`service/ledger.py`), so a
+    # Every row locked up front, by id: the ledger's order (`service/ledger/`), so a
     # refresh and an admission, which locks its role's rows by id, cannot deadlock.
     rows = select(Backend).order_by(Backend.id).with_for_update(key_share=True)
     old = {row.url: row for row in session.scalars(rows)}

@@ -1,5 +1,5 @@
 """One lock order for every transaction on backends, jobs and leases
-(`service/ledger.py`), shown on Postgres by forced interleavings: one session runs up
+(`service/ledger/`), shown on Postgres by forced interleavings: one session runs up
 to its first row lock and holds it, the other runs into it, then the first goes on.
 Pairs: cancel against renew, release and reaping of a running job; a request's
 success (release, result, fan-in) against a cancel of its map-reduce job; the backend
