@@ -34,7 +34,8 @@ from ingestion.capacity.kv import KvConfig, KvDtype, KvLayout, kv_layout
 from ingestion.capacity.pool import num_blocks
 from ingestion.capacity.registry import UnknownModelError, get_model
 from service.backends.probe import BackendState, normalize_url, probe
-from service.config import BackendConfig, Settings
+from service.config import Settings
+from service.deployment import BackendConfig
 from service.models import Backend
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from ingestion.tasks.output import TaskOutput
 from service import ledger
 from service.backends.client import Completion
 from service.backends.discovery import refresh
-from service.config import BackendConfig, get_settings
+from service.config import get_settings
+from service.deployment import BackendConfig
 from service.jobs import lifecycle, tree
 from service.models import Backend, Job, JobStatus, KvLease, Result
 from tests.ledger.conftest import World, at

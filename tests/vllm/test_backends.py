@@ -40,8 +40,9 @@ from service.backends.discovery import (
 from service.backends.metrics import parse_cache_config
 from service.backends.server import HOST, KV_DTYPE, VllmServer, cpu_serving_dtype, free_port
 from service.cli.backends import backends as backends_command
-from service.config import BackendConfig, Settings
+from service.config import Settings
 from service.db import make_engine
+from service.deployment import BackendConfig
 from service.migrate import upgrade
 from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
 from service.periodic import Scheduler
