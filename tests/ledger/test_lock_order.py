@@ -29,7 +29,7 @@ from tests.ledger.conftest import World, at
 from tests.ledger.gates import Gate, Monitor, Runner, backend_pid
 from tests.ledger.test_tree import _plan
 from workers.jobs import run as job_run
-from workers.jobs.run import _Admitted
+from workers.jobs.admitted import Admitted
 from workers.jobs.text import RequestText
 
 TTL = 30.0
@@ -146,7 +146,7 @@ def _map_reduce(w: World) -> tuple[uuid.UUID, list[uuid.UUID], Any]:
     assert {a.job_id for a in admitted} == set(kids)
     first = next(a for a in admitted if a.job_id == kids[0])
     request = RequestText("map", [], (1, 2), 130, 16)
-    run = _Admitted(first.job_id, first.lease_id, 1, "http://b", "m", "summarize", {}, request)
+    run = Admitted(first.job_id, first.lease_id, 1, "http://b", "m", "summarize", {}, request)
     return parent_id, kids, run
 
 
