@@ -101,7 +101,8 @@ from bench.sim.policies import Fifo, Longdoc, RoundRobin, ShortestFirst
 from bench.sim.workload import Workload, WorkloadParams, generate
 from ingestion.capacity.admission import Policy
 from ingestion.capacity.router import Backend
-from service.config import DeploymentReplica, Settings
+from service.config import Settings
+from service.deployment import DeploymentReplica
 from service.jobs.planner import deployment_backends
 
 POLICIES = ("longdoc", "fifo", "round_robin", "shortest_first")

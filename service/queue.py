@@ -1,10 +1,10 @@
 """The queue producer: the Celery app's broker settings, and sending and revoking tasks.
 
 Redis in production; a SQLite-backed kombu transport when embedded. The API, the
-sweeper and the workers send through here; the tasks themselves are registered by
-`workers.app`, which the worker process loads. Durability does not rest on the broker
-alone: the database records who is parsing what and when they last said so, and
-`workers.sweeper` re-dispatches work whose worker went silent.
+sweeper and the workers send through here; the task modules are named by `workers.app`
+(Celery's `imports` setting), which only the worker process loads. Durability does not
+rest on the broker alone: the database records who is parsing what and when they last
+said so, and `workers.sweeper` re-dispatches work whose worker went silent.
 """
 
 from __future__ import annotations

@@ -6,10 +6,13 @@ process's real imports."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from service import queue
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ("service.api", "service.cli", "workers")
@@ -73,13 +76,31 @@ def test_the_cli_modules_do_not_import_the_app_that_registers_them() -> None:
     assert _violations(cli, ("service.cli.app",)) == []
 
 
+def _in_a_worker(code: str) -> str:
+    """Run `code` in a fresh interpreter after what `celery -A workers.app worker` does
+    before it takes a task: import the app, then the modules its configuration names."""
+    boot = "import workers.app\nworkers.app.app.loader.import_default_modules()\n"
+    done = subprocess.run(
+        [sys.executable, "-c", boot + code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_worker_process_loads_no_web_framework() -> None:
-    code = (
-        "import sys, workers.app, workers.jobs.tasks, workers.ingest.tasks\n"
+    _in_a_worker(
+        "import sys\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette'))\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+
+
+def test_a_worker_registers_every_task_the_producer_sends() -> None:
+    # Every task name service/queue.py sends (its *_TASK constants), so that one added
+    # there without its module in the worker's `imports` fails here, not in production.
+    sent = {v for k, v in vars(queue).items() if k.endswith("_TASK") and isinstance(v, str)}
+    assert sent, "service.queue names no tasks"
+    registered = set(
+        json.loads(_in_a_worker("import json\nprint(json.dumps(sorted(workers.app.app.tasks)))\n"))
     )
-    assert done.returncode == 0, done.stderr
+    assert sent <= registered, sorted(sent - registered)

@@ -72,7 +72,7 @@ def test_serving_gives_settings_that_use_the_embedded_server() -> None:
 
 def test_task_limits_come_from_the_worker_settings_not_the_import() -> None:
     code = (
-        "import json, workers.app as w\n"
+        "import json, workers.app as w, workers.ingest.tasks, workers.jobs.tasks\n"
         "configured = w.app.configured\n"
         "w.app.finalize(auto=True)\n"
         "t = w.app.tasks\n"

@@ -1,6 +1,8 @@
-"""The worker process's Celery app: the queue's app with Longdoc's tasks registered.
+"""The worker process's Celery app: the queue's app, told where Longdoc's tasks live.
 
-`celery -A workers.app worker` loads this module; the API and the CLI never do.
+`celery -A workers.app worker` loads this module; the API and the CLI never do. The
+task modules are named in Celery's `imports` setting, which the worker imports when it
+starts (`app.loader.import_default_modules`); importing this module alone imports none.
 Only the worker's main process sweeps and probes; pool children just run tasks.
 """
 
@@ -13,12 +15,11 @@ from celery.signals import worker_process_init, worker_ready
 
 from service.config import Settings, get_settings
 from service.queue import app, dispatch_ingest, dispatch_job
-from workers.ingest import tasks as _ingest_tasks
-from workers.jobs import tasks as _job_tasks
 
 __all__ = ["app"]
 log = logging.getLogger(__name__)
-_TASK_MODULES = (_ingest_tasks, _job_tasks)
+# Written into the configuration still pending: it sets no other setting, and reads none.
+app.conf.imports = ("workers.ingest.tasks", "workers.jobs.tasks")
 
 
 def _start_background_threads(**_: Any) -> None:

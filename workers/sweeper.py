@@ -81,9 +81,9 @@ def sweep_jobs(
     """Reap expired leases (their jobs wait again), then send a task for each job
     that waits with no live poller, or is queued on a document that is now ready,
     at its tenant's priority (`service.jobs.dispatch.priorities`). With `tenant_id`,
-    only that tenant's jobs are failed or sent (a test's own); leases expire for all."""
+    only that tenant's leases are reaped and its jobs failed or sent (a test's own)."""
     now = utcnow()
-    ledger.expire(session, now, max_attempts=settings.max_job_attempts)
+    ledger.expire(session, now, max_attempts=settings.max_job_attempts, tenant_id=tenant_id)
     _fail_broken_parents(session, now, tenant_id)
     stale = now - timedelta(seconds=settings.stale_after_s)
     old = now - timedelta(seconds=settings.job_redispatch_after_s)
@@ -156,20 +156,22 @@ def sweep_all(
     settings: Settings,
     dispatch: Callable[[str], None],
     dispatch_job: Callable[[str, int], object] | None = None,
+    *,
+    tenant_id: uuid.UUID | None = None,
 ) -> None:
     """One round of the sweeper (documents, jobs, temp files), each in its own
     session; `workers/schedule.py` runs it every `sweep_interval_s`. A part that fails
     does not keep the others from running: the first failure is raised after them all,
-    for the scheduler's error policy to log."""
+    for the scheduler's error policy to log. `tenant_id` as for `sweep`."""
 
     def documents() -> None:
         with sessions() as session:
-            sweep(session, settings, dispatch)
+            sweep(session, settings, dispatch, tenant_id=tenant_id)
 
     def jobs() -> None:
         if dispatch_job is not None:
             with sessions() as session:
-                sweep_jobs(session, settings, dispatch_job)
+                sweep_jobs(session, settings, dispatch_job, tenant_id)
 
     def temp_files() -> None:
         BlobStore(settings.blobs).sweep_temp(settings.temp_upload_max_age_s)

@@ -56,7 +56,7 @@ class ShortestFirst(Fifo):
 
 
 class Longdoc(Dispatcher):
-    """Requests wait for `ingestion.capacity.admission.decide`, fed as service/ledger.py feeds
+    """Requests wait for `ingestion.capacity.admission.decide`, fed as service/ledger/ feeds
     it: each replica's KV capacity (the figure discovery stores for the ledger), the
     leases held there with their expected ends, the role's waiting requests in
     arrival order with their planned KV bytes and estimated durations. A placement
@@ -133,7 +133,7 @@ class Longdoc(Dispatcher):
         self._account(now)
         for p in decision.placements:
             job, req = waiting.pop(p.job_id)
-            # What service/ledger.py writes: the job's bytes, expected to end at now +
+            # What service/ledger/ writes: the job's bytes, expected to end at now +
             # its estimate.
             lease = admission.Lease(job.kv_bytes, now + job.est_duration_s, job.tenant)
             self._leases[p.replica_id][req.id] = lease

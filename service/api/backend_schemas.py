@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from ingestion.capacity.kv_config import KvDtype
+
 
 class OverrideOut(BaseModel):
     configured: int
@@ -30,6 +32,10 @@ class BackendOut(BaseModel):
     kv_capacity_bytes: int | None = Field(description="Null when unknown: never admitted on.")
     kv_capacity_blocks: int | None
     kv_capacity_tokens: int | None
+    kv_dtype: KvDtype | None = Field(
+        description="What the server stores its KV cache in, which the KV arithmetic counts"
+        " by; null when it is one Longdoc does not account for, or not known yet."
+    )
     capacity_source: Literal["measured", "configured", "derived", "unknown"]
     leased_bytes: int = Field(description="Sum of unexpired KV leases on this backend.")
     free_bytes: int | None = Field(description="Capacity minus leased; null when unknown.")

@@ -4,10 +4,12 @@ refresher wrote, with the ledger's leases beside them."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingestion.capacity.kv_config import KvDtype
 from service import ledger
 from service.api.backend_schemas import BackendOut
 from service.backends.discovery import capacity_source, usable
@@ -32,6 +34,8 @@ def describe(session: Session, now: datetime) -> list[BackendOut]:
                 kv_capacity_bytes=cap,
                 kv_capacity_blocks=row.num_blocks,
                 kv_capacity_tokens=row.kv_capacity_tokens,
+                # Only discovery writes it, from its own KvDtype; the model checks it again.
+                kv_dtype=cast(KvDtype | None, row.kv_dtype),
                 capacity_source=capacity_source(row),
                 leased_bytes=held,
                 # Negative when an override lowered capacity below what is leased.

@@ -34,7 +34,8 @@ from ingestion.capacity.kv import KvConfig, KvDtype, KvLayout, kv_layout
 from ingestion.capacity.pool import num_blocks
 from ingestion.capacity.registry import UnknownModelError, get_model
 from service.backends.probe import BackendState, normalize_url, probe
-from service.config import BackendConfig, Settings
+from service.config import Settings
+from service.deployment import BackendConfig
 from service.models import Backend
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ def refresh(
     # Probe before touching the database: no transaction stays open across the network.
     with ThreadPoolExecutor(max_workers=max(1, min(len(configs), _MAX_PARALLEL_PROBES))) as pool:
         states = list(pool.map(lambda u: probe(u, wait), sorted(configs)))
-    # Every row locked up front, by id: the ledger's order (`service/ledger.py`), so a
+    # Every row locked up front, by id: the ledger's order (`service/ledger/`), so a
     # refresh and an admission, which locks its role's rows by id, cannot deadlock.
     rows = select(Backend).order_by(Backend.id).with_for_update(key_share=True)
     old = {row.url: row for row in session.scalars(rows)}

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.backends.server import STRUCTURED_OUTPUT_ARGS, VllmServer
-from service.config import BackendConfig, Settings
+from service.config import Settings
+from service.deployment import BackendConfig
 
 # The registry id (ingestion/capacity/models.toml): served under this name, the worker finds the
 # model's KV geometry in the registry and derives capacity from the server's blocks.

@@ -23,7 +23,7 @@ def _line(b: BackendOut) -> str:
     ctx = "?" if b.max_model_len is None else f"{b.max_model_len:,}"
     cap = f"{_gib(b.kv_capacity_bytes)} ({b.capacity_source})"
     return (
-        f"{b.role:<6} {b.url:<28} {b.model or '?':<28} {ctx:>10} {cap:>20} "
+        f"{b.role:<6} {b.url:<28} {b.model or '?':<28} {ctx:>10} {cap:>20} {b.kv_dtype or '?':>5} "
         f"{_gib(b.leased_bytes):>9} {_gib(b.free_bytes):>9}  {state}"
     )
 
@@ -52,7 +52,7 @@ def backends(
         typer.echo("no backends configured (set LONGDOC_BACKENDS)")
         return
     typer.echo(
-        f"{'role':<6} {'url':<28} {'model':<28} {'max ctx':>10} {'KV capacity':>20} "
+        f"{'role':<6} {'url':<28} {'model':<28} {'max ctx':>10} {'KV capacity':>20} {'KV':>5} "
         f"{'leased':>9} {'free':>9}  health"
     )
     for b in listing.items:

@@ -25,7 +25,8 @@ from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TaskError, validat
 from ingestion.tokens.counting import TokenCounter, count_stream, estimate_tokens, load_counter
 from ingestion.types import IngestError, TokenCount
 from service.cli.options import settings_of
-from service.config import MODEL_ROLES, Settings
+from service.config import Settings
+from service.deployment import MODEL_ROLES
 from service.jobs.planner import DocumentText, deployment_backends, plan_job
 
 GIB = 1 << 30

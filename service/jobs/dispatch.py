@@ -69,7 +69,7 @@ def send(session: Session, job_ids: Sequence[uuid.UUID]) -> None:
             sent[job_id] = dispatch_job(str(job_id), priority.get(job_id, PRIORITY_STEPS[-1]))
         except Exception:
             log.exception("could not queue job %s; the sweeper will", job_id)
-    # Recorded in id order, the ledger's lock order (`service/ledger.py`): the requests
+    # Recorded in id order, the ledger's lock order (`service/ledger/`): the requests
     # of a map-reduce job may be being cancelled meanwhile.
     for job_id in sorted(sent):
         stmt = update(Job).where(Job.id == job_id)

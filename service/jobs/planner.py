@@ -24,7 +24,8 @@ from ingestion.tasks.prompts import page_marker
 from ingestion.tasks.specs import TEMPLATE_TOKENS, instruction_text, reduce_instruction_text
 from ingestion.tokens.counting import TokenCounter, estimate_tokens
 from ingestion.types import TokenCount
-from service.config import DeploymentReplica, Settings
+from service.config import Settings
+from service.deployment import DeploymentReplica
 
 # Between two pages the request has a blank line where the counted text has
 # PAGE_SEPARATOR; a token per page covers a merge that differs at the seam.

@@ -25,7 +25,8 @@ from ingestion.tokens.counting import TokenCounter, load_counter
 from ingestion.types import TokenCount
 from service.backends.probe import normalize_url
 from service.blobstore import BlobStore
-from service.config import BackendConfig, Settings
+from service.config import Settings
+from service.deployment import BackendConfig
 from service.jobs.planner import DocumentText, Planned, SplitDeferred, plan_job
 from service.models import Backend as BackendRow
 from service.models import Document, DocumentTokenCount, utcnow

@@ -9,7 +9,7 @@ here the join is exactly as durable as the results it waits for.
 
 Every function here changes rows and leaves the commit to the caller, so a result, a
 lease release and the fan-in land in one transaction. Rows are locked in the order
-`service/ledger.py` sets out: a map-reduce job before its requests, jobs of one level
+`service/ledger/` sets out: a map-reduce job before its requests, jobs of one level
 by id, their leases last; `lock` takes job locks that way.
 """
 

@@ -144,7 +144,7 @@ def test_backends_tenant_view_hides_urls_errors_and_load(
     url = f"http://10.9.{uuid.uuid4().int % 250}.7:8123"
     error = "request failed: http://10.9.0.7:8123: ConnectError: [Errno 111] refused"
     with sessions() as s:
-        up = _backend(s, role, url)
+        up = _backend(s, role, url, kv_dtype="fp32")
         down = _backend(s, role, url + "1", healthy=False, last_error=error)
         # Another tenant's running job holds 300 MiB of the first replica.
         doc = _document(s, tenant.id)
@@ -185,6 +185,8 @@ def test_backends_tenant_view_hides_urls_errors_and_load(
     assert full[up_id]["url"] == url and full[up_id]["leased_bytes"] == 300 << 20
     assert full[up_id]["free_bytes"] == GIB - (300 << 20)
     assert full[down_id]["last_error"] == error
+    # The KV dtype the refresher found, none where it found none; a tenant sees neither.
+    assert (full[up_id]["kv_dtype"], full[down_id]["kv_dtype"]) == ("fp32", None)
 
 
 # --- a run that fails on an unreachable server -------------------------------------------

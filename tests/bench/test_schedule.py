@@ -18,7 +18,8 @@ from bench.sim.perf import ServiceModel
 from bench.sim.workload import WorkloadParams
 from ingestion.capacity import admission
 from ingestion.capacity.kv import KvConfig
-from service.config import DeploymentReplica, Settings
+from service.config import Settings
+from service.deployment import DeploymentReplica
 
 # Small, and loaded enough (half the jobs in bursts, 1.5x the work the span allows)
 # that vLLM without admission runs out of KV blocks.

@@ -1,5 +1,5 @@
 """One lock order for every transaction on backends, jobs and leases
-(`service/ledger.py`), shown on Postgres by forced interleavings: one session runs up
+(`service/ledger/`), shown on Postgres by forced interleavings: one session runs up
 to its first row lock and holds it, the other runs into it, then the first goes on.
 Pairs: cancel against renew, release and reaping of a running job; a request's
 success (release, result, fan-in) against a cancel of its map-reduce job; the backend
@@ -21,14 +21,15 @@ from ingestion.tasks.output import TaskOutput
 from service import ledger
 from service.backends.client import Completion
 from service.backends.discovery import refresh
-from service.config import BackendConfig, get_settings
+from service.config import get_settings
+from service.deployment import BackendConfig
 from service.jobs import lifecycle, tree
 from service.models import Backend, Job, JobStatus, KvLease, Result
 from tests.ledger.conftest import World, at
 from tests.ledger.gates import Gate, Monitor, Runner, backend_pid
 from tests.ledger.test_tree import _plan
 from workers.jobs import run as job_run
-from workers.jobs.run import _Admitted
+from workers.jobs.admitted import Admitted
 from workers.jobs.text import RequestText
 
 TTL = 30.0
@@ -145,7 +146,7 @@ def _map_reduce(w: World) -> tuple[uuid.UUID, list[uuid.UUID], Any]:
     assert {a.job_id for a in admitted} == set(kids)
     first = next(a for a in admitted if a.job_id == kids[0])
     request = RequestText("map", [], (1, 2), 130, 16)
-    run = _Admitted(first.job_id, first.lease_id, 1, "http://b", "m", "summarize", {}, request)
+    run = Admitted(first.job_id, first.lease_id, 1, "http://b", "m", "summarize", {}, request)
     return parent_id, kids, run
 
 

@@ -1,13 +1,21 @@
 """The sweeper's job round: a map-reduce job whose request the ledger failed (no task
-saw it) is failed whole, and a sweep round's parts do not stop one another."""
+saw it) is failed whole, and a sweep round's parts do not stop one another. Each test
+sweeps only its own tenant's rows."""
 
 from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
-from service.config import get_settings
-from service.models import Job, JobStatus, utcnow
+from service.blobstore import BlobStore
+from service.config import Settings, get_settings
+from service.models import Document, Job, JobStatus, utcnow
 from tests.ledger.conftest import World
 from tests.ledger.workload import start_tree, tree_plan
 from workers import sweeper
@@ -45,27 +53,44 @@ def test_a_request_the_ledger_failed_fails_its_tree(world: World) -> None:
     assert not set(sent) & {str(k.id) for k in kids}
 
 
-def test_a_failing_part_does_not_stop_the_temp_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+def test_a_failing_part_does_not_stop_the_others(world: World, tmp_path: Path) -> None:
+    # The documents part fails for real: the broker refuses the re-dispatch of a
+    # document whose message was lost. The jobs and temp-file parts must run anyway.
+    with world.sessions() as s:
+        lost = Document(
+            tenant_id=world.tenant_id,
+            sha256=uuid.uuid4().hex,
+            filename="lost.pdf",
+            media_type="application/pdf",
+            size_bytes=1,
+            created_at=utcnow() - timedelta(minutes=5),
+        )
+        s.add(lost)
+        s.commit()
+    unpolled = world.job(100)
+    settings = Settings(data_dir=tmp_path, blob_dir=tmp_path / "blobs")
+    store = BlobStore(settings.blobs)
+    store.ensure()
+    abandoned, fresh = store.tmp / "up-abandoned", store.tmp / "up-fresh"
+    abandoned.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    old = time.time() - settings.temp_upload_max_age_s - 60
+    os.utime(abandoned, (old, old))
 
-    def broken(*_: object, **__: object) -> int:
-        calls.append("documents")
-        raise RuntimeError("documents part broke")
+    def broker_down(document_id: str) -> None:
+        raise ConnectionError(f"broker unreachable, {document_id} not sent")
 
-    def temp(self: object, max_age_s: float) -> int:
-        calls.append("temp")
-        return 0
-
-    monkeypatch.setattr(sweeper, "sweep", broken)
-    monkeypatch.setattr(sweeper.BlobStore, "sweep_temp", temp)
-
-    class _NoSession:
-        def __enter__(self) -> object:
-            return object()
-
-        def __exit__(self, *_: object) -> None:
-            return None
-
-    with pytest.raises(RuntimeError, match="documents part broke"):
-        sweeper.sweep_all(_NoSession, get_settings(), lambda _d: None, None)  # type: ignore[arg-type]
-    assert calls == ["documents", "temp"]
+    jobs_sent: list[str] = []
+    with pytest.raises(ConnectionError, match=str(lost.id)):
+        sweeper.sweep_all(
+            world.sessions,
+            settings,
+            broker_down,
+            lambda job_id, _p: jobs_sent.append(job_id),
+            tenant_id=world.tenant_id,
+        )
+    assert jobs_sent == [str(unpolled)]
+    assert not abandoned.exists() and fresh.exists()
+    with world.sessions() as s:
+        taken = s.get(Document, lost.id)
+        assert taken is not None and taken.dispatched_at is not None

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,7 +40,10 @@ from service.backends.discovery import (
 from service.backends.metrics import parse_cache_config
 from service.backends.server import HOST, KV_DTYPE, VllmServer, cpu_serving_dtype, free_port
 from service.cli.backends import backends as backends_command
-from service.config import BackendConfig, Settings
+from service.config import Settings
+from service.db import make_engine
+from service.deployment import BackendConfig
+from service.migrate import upgrade
 from service.models import Backend, Document, Job, KvLease, Tenant, utcnow
 from service.periodic import Scheduler
 from tests.conftest import auth, wait_for
@@ -424,6 +428,7 @@ def test_refresh_records_derived_capacity(
             (out,) = [b for b in describe(session, utcnow()) if b.url == front.url]
             assert (out.capacity_source, out.usable) == ("derived", True)
             assert out.kv_capacity_bytes == r.kv_capacity_bytes
+            assert out.kv_dtype == SERVED_KV_DTYPE
         finally:
             session.rollback()
             session.execute(delete(Backend).where(Backend.url == front.url))
@@ -545,6 +550,9 @@ def test_get_v1_backends(
     live = items[smollm2_server.url]
     assert live["role"] == "gemma" and live["model"] == SMOLLM2
     assert live["max_model_len"] == MAX_MODEL_LEN and live["block_size"] == 128
+    # Served under a name the registry does not know, with no `model` configured: its
+    # "auto" KV dtype cannot be told, and the view says so rather than guess.
+    assert live["kv_dtype"] is None
     cap = unmapped_capacity(labels)
     assert live["kv_capacity_bytes"] == cap
     assert live["kv_capacity_blocks"] == int(labels["num_gpu_blocks"])
@@ -573,10 +581,52 @@ def test_cli_backends_probes_and_prints(
     (item,) = [b for b in json.loads(as_json.stdout)["items"] if b["url"] == smollm2_server.url]
     cap = unmapped_capacity(real_cache_config(smollm2_server))
     assert (item["model"], item["kv_capacity_bytes"], item["healthy"]) == (SMOLLM2, cap, True)
+    assert item["kv_dtype"] is None  # not told: see test_get_v1_backends
     assert table.exit_code == 0, table.output
     line = next(x for x in table.stdout.splitlines() if smollm2_server.url in x)
     # 1.00G for the bf16 server's 364 blocks, 0.99G for the fp32 one's 182.
     assert f"{cap / GIB:.2f}G (measured)" in line and "2,048" in line and line.endswith("up")
+    assert _kv_column(line) == "?"
+
+
+def _kv_column(line: str) -> str:
+    # The column after the capacity's "(source)".
+    cells = line.split()
+    return cells[next(i for i, c in enumerate(cells) if c.startswith("(")) + 1]
+
+
+def test_cli_backends_shows_each_rows_kv_dtype(tmp_path: Path) -> None:
+    # Fast tier: rows on an embedded database as discovery left them, none configured
+    # now, so the command's own refresh marks them down and keeps what they measured.
+    url = f"sqlite:///{tmp_path / 'longdoc.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    known, unknown = "http://10.0.0.1:8000", "http://10.0.0.2:8000"
+    with Session(engine) as session:
+        session.add_all(
+            [
+                Backend(
+                    role="gemma", url=known, model=SMOLLM2, kv_capacity_bytes=GIB, kv_dtype="fp32"
+                ),
+                Backend(role="scout", url=unknown, model=SMOLLM2, kv_dtype=None),
+            ]
+        )
+        session.commit()
+    engine.dispose()
+    cli = typer.Typer()
+    cli.command()(backends_command)
+    env = {"LONGDOC_DATA_DIR": str(tmp_path), "LONGDOC_DATABASE_URL": url, "LONGDOC_BACKENDS": "[]"}
+    as_json = CliRunner().invoke(cli, ["--json"], env=env)
+    table = CliRunner().invoke(cli, [], env=env)
+    assert as_json.exit_code == 0, as_json.output
+    items = {b["url"]: b for b in json.loads(as_json.stdout)["items"]}
+    assert {u: b["kv_dtype"] for u, b in items.items()} == {known: "fp32", unknown: None}
+    assert table.exit_code == 0, table.output
+    header, *lines = table.stdout.splitlines()
+    assert header.split()[header.split().index("capacity") + 1] == "KV", header
+    (fp32,) = [x for x in lines if known in x]
+    (none,) = [x for x in lines if unknown in x]
+    assert (_kv_column(fp32), _kv_column(none)) == ("fp32", "?")
 
 
 def test_refresher_thread(sessions: sessionmaker[Session], smollm2_server: VllmServer) -> None:

@@ -47,7 +47,7 @@ from service.backends.discovery import kv_dtype
 from service.backends.metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
 from service.backends.probe import BackendState
 from service.backends.server import KV_DTYPE, VllmServer, VllmServerError
-from service.config import BackendConfig
+from service.deployment import BackendConfig
 from tests.prereq import require
 from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm
 from tests.vllm.starts import StartPool

@@ -15,7 +15,8 @@ from ingestion.capacity.registry import get_model
 from service.backends.discovery import kv_dtype, resolve
 from service.backends.probe import BackendState
 from service.backends.server import DTYPE_ENV, VllmServer, cpu_has_bf16, cpu_serving_dtype
-from service.config import BackendConfig, Settings
+from service.config import Settings
+from service.deployment import BackendConfig
 from service.jobs.planning import router_backends
 from service.models import Backend as BackendRow
 

@@ -269,7 +269,8 @@ def test_role_without_tokenizer_file_counts_on_the_server(
     with no reachable server either, an estimate marked exact=false."""
     from tokenizers import Tokenizer
 
-    from service.config import BackendConfig, Settings
+    from service.config import Settings
+    from service.deployment import BackendConfig
     from workers.ingest.token_counts import count_role
 
     text = (CORPUS / "text" / "debian-policy.txt").read_text(encoding="utf-8")[:200_000]

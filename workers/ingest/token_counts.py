@@ -11,7 +11,8 @@ from pathlib import Path
 from ingestion.tokens.counting import count_stream, estimate_tokens, load_counter
 from ingestion.types import TokenCount
 from service.backends.tokenize import RemoteTokenizeError, count_with_server
-from service.config import MODEL_ROLES, Settings
+from service.config import Settings
+from service.deployment import MODEL_ROLES
 
 log = logging.getLogger(__name__)
 _READ_BYTES = 1 << 20

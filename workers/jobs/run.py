@@ -9,15 +9,14 @@ a cancelled job stops holding the server, and a lost lease never writes a result
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingestion.tasks.output import OutputError, TaskOutput, parse_output
@@ -26,85 +25,15 @@ from ingestion.tasks.repetition import Loop
 from service import ledger
 from service.backends.client import Cancelled, Completion, VllmClient, VllmError
 from service.backends.sampling import after_loop, sampling_for
-from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
 from service.jobs.planner import est_duration_s
-from service.models import Backend, Document, Job, JobStatus, KvLease, Result, utcnow
-from service.periodic import heartbeat
+from service.models import Backend, Job, JobStatus, Result, utcnow
 from workers.jobs import reasons as public_reasons
-from workers.jobs.text import RequestText, build
+from workers.jobs.admitted import Admitted, LeaseKeeper, load_admitted
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Admitted:
-    job_id: uuid.UUID
-    lease_id: uuid.UUID
-    attempt: int
-    backend_url: str
-    model: str
-    task: str
-    params: dict[str, Any]
-    request: RequestText
-
-
-class _LeaseKeeper:
-    """Renews the lease every heartbeat; sets `lost` when it cannot. A database error
-    only skips a renewal (logged): the lease outlives `lease_ttl_s` of outage."""
-
-    def __init__(self, sessions: sessionmaker[Session], a: _Admitted, settings: Settings) -> None:
-        self.sessions, self.a, self.settings = sessions, a, settings
-        self.lost = threading.Event()
-        self.tokens = 0
-        every = settings.heartbeat_interval_s
-        self._beats = heartbeat("job lease renewal", every, self._renew, log)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._beats.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._beats.stop()
-
-    def _renew(self) -> bool:
-        with self.sessions() as s:
-            now, ttl = utcnow(), self.settings.lease_ttl_s
-            if not ledger.renew(s, self.a.job_id, now, ttl, lease_id=self.a.lease_id):
-                log.warning("job %s lost its lease (cancelled or expired): aborting", self.a.job_id)
-                self.lost.set()
-                return False
-            progress = {"stage": self.a.request.stage, "completion_tokens": self.tokens}
-            s.execute(update(Job).where(Job.id == self.a.job_id).values(progress=progress))
-            s.commit()
-        return True
-
-
-def _admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> _Admitted | None:
-    job = session.get(Job, job_id)
-    lease = session.scalar(select(KvLease).where(KvLease.job_id == job_id))
-    if job is None or lease is None or job.status != JobStatus.running:
-        return None
-    backend = session.get(Backend, lease.backend_id)
-    doc = session.get(Document, job.document_id)
-    if backend is None or doc is None or backend.model is None:
-        return None
-    now = utcnow()
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(
-            started_at=job.started_at or now,
-            progress={"stage": "prefill", "completion_tokens": 0},
-        )
-    )
-    session.commit()
-    text = build(session, job, doc, BlobStore(settings.blobs).path(doc.text_key or ""))
-    return _Admitted(
-        job_id, lease.id, job.attempts, backend.url, backend.model, job.task, job.params, text
-    )
 
 
 def run(
@@ -116,7 +45,7 @@ def run(
     """Run the admitted job `job_id` once. Leaves it succeeded, failed, or waiting again
     (the server was unreachable: it is re-admitted when a replica is up)."""
     with sessions() as session:
-        a = _admitted(session, job_id, settings)
+        a = load_admitted(session, job_id, settings)
     if a is None:
         return
     task, params, req = a.task, a.params, a.request
@@ -159,7 +88,7 @@ def run(
 def _attempts(
     sessions: sessionmaker[Session],
     settings: Settings,
-    a: _Admitted,
+    a: Admitted,
     client: VllmClient,
     fmt: dict[str, Any] | None,
     send: Callable[[list[uuid.UUID]], None],
@@ -170,7 +99,7 @@ def _attempts(
     sampling = sampling_for(settings, a.backend_url)
     looped = False  # the one retry a loop gets, apart from the output retries
     last: OutputError | None = None
-    with client, _LeaseKeeper(sessions, a, settings) as keeper:
+    with client, LeaseKeeper(sessions, a, settings) as keeper:
         calls = tries = 0
         while tries <= settings.max_output_retries:
             try:
@@ -220,7 +149,7 @@ def _loop_warning(loop: Loop) -> str:
 @retry_conflicts
 def _end(
     session: Session,
-    a: _Admitted,
+    a: Admitted,
     status: JobStatus,
     now: datetime,
     code: str,
@@ -247,7 +176,7 @@ def _end(
 
 
 def _server_failed(
-    sessions: sessionmaker[Session], settings: Settings, a: _Admitted, err: VllmError
+    sessions: sessionmaker[Session], settings: Settings, a: Admitted, err: VllmError
 ) -> None:
     attempts = a.attempt  # admission counted this run
     with sessions() as session:
@@ -289,7 +218,7 @@ def _server_failed(
 def _succeed(
     sessions: sessionmaker[Session],
     settings: Settings,
-    a: _Admitted,
+    a: Admitted,
     done: Completion,
     out: TaskOutput,
     send: Callable[[list[uuid.UUID]], None],

@@ -1,41 +1,5 @@
-"""The KV ledger: leases that reserve a job's KV-cache bytes on one vLLM replica.
-
-A job runs only while it holds a lease. Every function takes `now` from the caller
-(workers pass `utcnow()`, tests and the simulator their own clock) and owns its
-transaction; `release(commit=False)` leaves the commit to the caller so the job's
-Result can land in the same transaction.
-
-Invariants, on Postgres and SQLite alike:
-- a lease exists iff its job is `running`: both change in one transaction;
-- the bytes of all lease rows on a backend never exceed its capacity.
-
-Why the second holds under concurrency: only `try_admit` inserts leases, and only
-while holding the write lock on its role's backends: `SELECT … FOR NO KEY UPDATE`
-ordered by id on Postgres (admitters queue instead of deadlocking, and foreign key
-checks from other tables are not blocked), `BEGIN IMMEDIATE` on SQLite (the
-database-wide write lock). Under that lock it first deletes the expired leases it
-is about to ignore, and only then counts the rest. So an expired lease is never
-counted as free while its row exists, and a late heartbeat cannot revive it once
-it has been: the row is gone.
-
-Lock order, for every transaction that touches these tables on Postgres (renew,
-release, try_admit and its reaping, expire, a run's end and fan-in in
-`workers/jobs/run.py`, cancel and `service.jobs.tree.end_tree`, planning, the
-sweeper), so that none can deadlock another:
-1. backends, by id (admission, `expire`, and the refresher, `service/backends/discovery.py`);
-2. jobs (`FOR NO KEY UPDATE`, `service.jobs.tree.lock`): a map-reduce job before its
-   requests; jobs of one level by id;
-3. leases, only ever touched while their job is locked.
-Admission breaks no rule by taking a job lock out of order, because it never waits
-for one: a job about to be placed that is locked elsewhere (being cancelled,
-claimed) is skipped this round (`SKIP LOCKED`). A transaction that Postgres aborts
-anyway (a deadlock victim, a serialization failure) is run again
-(`service.db.retry_conflicts`); on SQLite `BEGIN IMMEDIATE` serializes writers.
-
-Workers should hand `renew` and `release` the `lease_id` they were admitted with:
-it fences a worker whose lease expired, and whose job was admitted again under a
-new lease, off its successor's lease.
-"""
+"""Admission: under the write lock on a role's backends, place the waiting jobs that
+`ingestion.capacity.admission` allows, each with a new lease, in one transaction."""
 
 from __future__ import annotations
 
@@ -46,13 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ingestion.capacity import admission
 from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
-from service.jobs.tree import lock
-from service.models import FINAL, Backend, Job, JobStatus, KvLease
+from service.ledger.reaping import reap
+from service.models import Backend, Job, JobStatus, KvLease
 
 _WAITING = JobStatus.waiting_for_capacity
 
@@ -78,18 +42,6 @@ class AdmitResult:
     expired: tuple[uuid.UUID, ...]  # jobs whose dead lease this call reaped
     head: uuid.UUID | None  # the first job left waiting
     reservation_at: datetime | None  # when the head is expected to fit
-
-
-@dataclass(frozen=True)
-class Capacity:
-    backend_id: uuid.UUID
-    role: str
-    url: str
-    healthy: bool
-    total_bytes: int | None
-    leased_bytes: int
-    free_bytes: int | None
-    leases: int
 
 
 @retry_conflicts
@@ -124,7 +76,7 @@ def try_admit(
             .with_for_update(key_share=True)
         ).all()
         ids = [b.id for b in backends]
-        expired = _reap(session, ids, now, max_attempts) if ids else []
+        expired = reap(session, ids, now, max_attempts) if ids else []
         held: dict[uuid.UUID, list[admission.Lease]] = {}
         # Each lease with its job's tenant, for the tenant limits (a plain read of jobs:
         # the lock order stays backends, leases, jobs).
@@ -181,155 +133,6 @@ def try_admit(
         uuid.UUID(decision.head) if decision.head else None,
         datetime.fromtimestamp(res.at, UTC) if res else None,
     )
-
-
-@retry_conflicts
-def renew(
-    session: Session,
-    job_id: uuid.UUID,
-    now: datetime,
-    ttl_s: float,
-    *,
-    lease_id: uuid.UUID | None = None,
-) -> bool:
-    """Heartbeat: move the lease's expiry to now + ttl if it has not expired and its
-    job is running. False means the lease is lost: stop working on the job."""
-    with write_transaction(session):
-        running = select(Job.id).where(Job.id == job_id, Job.status == JobStatus.running)
-        if session.scalar(running.with_for_update(key_share=True)) is None:
-            return False
-        stmt = update(KvLease).where(KvLease.job_id == job_id, KvLease.expires_at > now)
-        if lease_id is not None:
-            stmt = stmt.where(KvLease.id == lease_id)
-        values = {"expires_at": now + timedelta(seconds=ttl_s), "renewed_at": now}
-        ok = rows_changed(session.execute(stmt.values(values), execution_options=NO_SYNC)) == 1
-        if ok:
-            beat = update(Job).where(Job.id == job_id).values(heartbeat_at=now)
-            session.execute(beat, execution_options=NO_SYNC)
-    return ok
-
-
-def release(
-    session: Session,
-    job_id: uuid.UUID,
-    now: datetime,
-    status: JobStatus = JobStatus.succeeded,
-    *,
-    lease_id: uuid.UUID | None = None,
-    error_reason: str | None = None,
-    commit: bool = True,
-    **values: Any,
-) -> bool:
-    """Delete the job's lease and set its status in the same transaction.
-
-    `status` is final, or `waiting_for_capacity` to give the bytes back and queue
-    again (the job keeps its `seq`, so its place). `values` are more job columns.
-    A lease past its expiry that nobody has reaped yet may still be released: no
-    one has counted its bytes as free. False: the caller no longer held the lease
-    (or its job was not running), and the job was left alone."""
-    if status not in (*FINAL, _WAITING):
-        raise ValueError(f"cannot release a job into {status}")
-    if error_reason is not None:
-        values["error_reason"] = error_reason
-    # In a transaction of its own it may be run again; in the caller's, the caller retries.
-    run = retry_conflicts(_release) if commit else _release
-    return run(session, job_id, now, status, lease_id, values, commit)
-
-
-def _release(
-    session: Session,
-    job_id: uuid.UUID,
-    now: datetime,
-    status: JobStatus,
-    lease_id: uuid.UUID | None,
-    values: dict[str, Any],
-    commit: bool,
-) -> bool:
-    final = status in FINAL
-    with write_transaction(session, commit=commit):
-        lock(session, [job_id])
-        gone = delete(KvLease).where(KvLease.job_id == job_id)
-        if lease_id is not None:
-            gone = gone.where(KvLease.id == lease_id)
-        if rows_changed(session.execute(gone, execution_options=NO_SYNC)) != 1:
-            return False
-        changes: dict[str, Any] = {"status": status, "heartbeat_at": None, **values}
-        changes["finished_at" if final else "waiting_since"] = now
-        done = update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
-        # A lease whose job is not running is garbage: deleting it is right anyway.
-        return rows_changed(session.execute(done.values(changes), execution_options=NO_SYNC)) == 1
-
-
-@retry_conflicts
-def expire(session: Session, now: datetime, *, max_attempts: int = 3) -> list[uuid.UUID]:
-    """Delete every expired lease (and any whose job is not running); put their jobs
-    back in the queue, or fail them after `max_attempts` expiries. Returns the jobs
-    moved. `try_admit` reaps its own role too; this sweeps roles nobody admits on."""
-    with write_transaction(session):
-        ids = list(session.scalars(select(KvLease.backend_id).where(_dead(now)).distinct()))
-        if not ids:
-            return []
-        backends = select(Backend.id).where(Backend.id.in_(ids)).order_by(Backend.id)
-        session.execute(backends.with_for_update(key_share=True)).all()
-        return _reap(session, ids, now, max_attempts)
-
-
-def capacity(
-    session: Session, now: datetime, *, role: str | None = None, backend_id: uuid.UUID | None = None
-) -> list[Capacity]:
-    """Total, leased and free KV bytes per backend, for the API and the CLI. Leases
-    past their expiry count as free even before anyone reaps them."""
-    stmt = select(Backend).order_by(Backend.role, Backend.url)
-    if role is not None:
-        stmt = stmt.where(Backend.role == role)
-    if backend_id is not None:
-        stmt = stmt.where(Backend.id == backend_id)
-    backends = session.scalars(stmt).all()
-    sums = select(KvLease.backend_id, func.sum(KvLease.kv_bytes), func.count()).where(
-        KvLease.expires_at > now, KvLease.backend_id.in_([b.id for b in backends])
-    )
-    leased = {
-        b: (int(n_bytes), n) for b, n_bytes, n in session.execute(sums.group_by(KvLease.backend_id))
-    }
-    out = []
-    for b in backends:
-        used, n = leased.get(b.id, (0, 0))
-        total = b.kv_capacity_bytes
-        free = None if total is None else total - used
-        out.append(Capacity(b.id, b.role, b.url, b.healthy, total, used, free, n))
-    return out
-
-
-def _dead(now: datetime) -> ColumnElement[bool]:
-    running = select(Job.id).where(Job.status == JobStatus.running)
-    return or_(KvLease.expires_at <= now, KvLease.job_id.not_in(running))
-
-
-def _reap(
-    session: Session, backend_ids: Sequence[uuid.UUID], now: datetime, max_attempts: int
-) -> list[uuid.UUID]:
-    """Delete the dead leases on backends the caller has locked; requeue their jobs,
-    or fail those admitted `max_attempts` times already (admission counts them)."""
-    on_backends = KvLease.backend_id.in_(backend_ids)
-    dead = session.scalars(select(KvLease.job_id).where(on_backends, _dead(now))).all()
-    # Jobs before leases: a renewal that got its job first ends before we look again.
-    locked = lock(session, dead)
-    gone = delete(KvLease).where(on_backends, KvLease.job_id.in_(locked), _dead(now))
-    job_ids = session.scalars(gone.returning(KvLease.job_id), execution_options=NO_SYNC).all()
-    if not job_ids:
-        return []
-    was_running = (Job.id.in_(job_ids), Job.status == JobStatus.running)
-    # Admission counts the attempts; a job that has had its last one fails here.
-    reason = f"ran {max_attempts} times and its KV lease expired: its worker stopped renewing it"
-    common = {"heartbeat_at": None}
-    fail = update(Job).where(*was_running, Job.attempts >= max_attempts)
-    fail = fail.values(status=JobStatus.failed, error_reason=reason, finished_at=now, **common)
-    requeue = update(Job).where(*was_running)
-    requeue = requeue.values(status=_WAITING, waiting_since=now, **common)
-    return [
-        *session.scalars(fail.returning(Job.id), execution_options=NO_SYNC),
-        *session.scalars(requeue.returning(Job.id), execution_options=NO_SYNC),
-    ]
 
 
 def _candidates(

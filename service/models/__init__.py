@@ -1,0 +1,43 @@
+"""The whole schema, SQLAlchemy 2.0 typed. Alembic migrations create it; nothing else does.
+
+Designed up front for the routing and job issues: jobs, results, batches, vLLM
+backends and KV leases exist now so later work adds columns, not tables.
+"""
+
+from service.models.columns import Base, PlanJSON, StepJSON, UTCDateTime, utcnow
+from service.models.documents import Batch, Document, DocumentTokenCount
+from service.models.files import File
+from service.models.jobs import Backend, Job, KvLease, Result
+from service.models.status import (
+    FINAL,
+    BatchStatus,
+    DocumentStatus,
+    FilePurpose,
+    FileStatus,
+    JobStatus,
+)
+from service.models.tenants import ApiKey, Tenant
+
+__all__ = [
+    "FINAL",
+    "ApiKey",
+    "Backend",
+    "Base",
+    "Batch",
+    "BatchStatus",
+    "Document",
+    "DocumentStatus",
+    "DocumentTokenCount",
+    "File",
+    "FilePurpose",
+    "FileStatus",
+    "Job",
+    "JobStatus",
+    "KvLease",
+    "PlanJSON",
+    "Result",
+    "StepJSON",
+    "Tenant",
+    "UTCDateTime",
+    "utcnow",
+]
