@@ -214,12 +214,19 @@ def test_serve_with_embedded_vllm_then_submit(
 
 
 def _submit_alone(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`longdoc submit ARGV` in this process (a usage error needs no server, and a
+    process would spend its time importing), with the embedded environment."""
+    from typer.testing import CliRunner
+
+    from service.cli.app import cli
+
     # COLUMNS: wide enough that click's error box does not wrap the message.
-    return subprocess.run(
-        [*LONGDOC, "submit", *argv],
-        cwd=REPO, env={**_embedded_env(), "COLUMNS": "500"}, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("LONGDOC_")}
+    env.update(_embedded_env(), COLUMNS="500")
+    done = CliRunner().invoke(cli, ["submit", *argv], env=env)
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    return subprocess.CompletedProcess(argv, done.exit_code, done.stdout, done.stderr)
 
 
 @pytest.mark.parametrize(

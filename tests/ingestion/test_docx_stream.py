@@ -136,7 +136,10 @@ out["grow_mib"] = (hwm() - base) / 1024
 print(json.dumps(out))
 """
 
-_COUNT = 480_000  # ~65 MiB of document.xml; the tree walk needed ~11 bytes per byte of it
+# ~17 MiB of document.xml, above the growth allowed below: a parser that held the XML
+# fails, as does the tree walk (~11 bytes per byte of it). Memory does not depend on
+# the size here, so a larger file would only take longer.
+_COUNT = 128_000
 
 
 @pytest.mark.slow
@@ -146,7 +149,7 @@ def test_large_document_xml_parses_in_bounded_memory(tmp_path: Path, boxed: bool
     body = big_body(_COUNT)
     path = write_docx(tmp_path / "big.docx", in_text_box(body) if boxed else body)
     with zipfile.ZipFile(path) as zf:
-        assert zf.getinfo("word/document.xml").file_size > 64 * 2**20
+        assert zf.getinfo("word/document.xml").file_size > 16 * 2**20
     run = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, check=True
     )
@@ -156,4 +159,4 @@ def test_large_document_xml_parses_in_bounded_memory(tmp_path: Path, boxed: bool
     assert result["first"].startswith("anchor\npara 0\n" if boxed else "para 0\n")
     assert result["last"].endswith(f"para {_COUNT - 1}")
     # Python, lxml and one page in flight; the XML and the text never sit in memory.
-    assert result["grow_mib"] < 48, result
+    assert result["grow_mib"] < 12, result

@@ -21,6 +21,7 @@ from ingestion.capacity.admission import (
     decide,
     reserve,
 )
+from tests.examples import examples
 
 NOW = 1000.0
 
@@ -178,7 +179,7 @@ def cases(draw: st.DrawFn) -> tuple[list[Replica], list[WaitingJob], Policy]:
     return rs, draw(queues([r.id for r in rs])), Policy(draw(st.floats(0, 400)))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(150, 400), deadline=None)
 @given(cases())
 def test_capacity_oversize_and_accepting(
     case: tuple[list[Replica], list[WaitingJob], Policy],
@@ -193,7 +194,7 @@ def test_capacity_oversize_and_accepting(
     assert len({p.job_id for p in d.placements}) == len(d.placements)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(150, 400), deadline=None)
 @given(cases())
 def test_backfill_never_delays_the_heads_reservation(
     case: tuple[list[Replica], list[WaitingJob], Policy],
@@ -211,7 +212,7 @@ def test_backfill_never_delays_the_heads_reservation(
         assert after is not None and after.at <= planned.at
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(120, 300), deadline=None)
 @given(cases())
 def test_fifo_when_nothing_may_pass(case: tuple[list[Replica], list[WaitingJob], Policy]) -> None:
     """With the head aged (or every job the same size) admissions are a prefix of
@@ -228,7 +229,7 @@ def test_fifo_when_nothing_may_pass(case: tuple[list[Replica], list[WaitingJob],
     assert [p.job_id for p in d.placements] == [j.id for j in same[: len(d.placements)]]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(120, 300), deadline=None)
 @given(cases())
 def test_first_job_takes_its_preferred_replica_else_the_most_free(
     case: tuple[list[Replica], list[WaitingJob], Policy],
@@ -246,7 +247,7 @@ def test_first_job_takes_its_preferred_replica_else_the_most_free(
         assert next(r for r in fits if r.id == chosen).free_bytes == max(r.free_bytes for r in fits)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(100, 200), deadline=None)
 @given(cases(), st.randoms())
 def test_input_order_does_not_matter(
     case: tuple[list[Replica], list[WaitingJob], Policy], rnd: random.Random

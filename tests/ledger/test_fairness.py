@@ -24,6 +24,7 @@ from ingestion.capacity.admission import (
     decide,
     reserve,
 )
+from tests.examples import examples
 
 NOW = 1000.0
 
@@ -256,7 +257,7 @@ def cases(draw: st.DrawFn) -> tuple[list[Replica], list[WaitingJob], Policy]:
 Case = tuple[list[Replica], list[WaitingJob], Policy]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(200, 500), deadline=None)
 @given(cases())
 def test_capacity_and_running_limits_hold(case: Case) -> None:
     rs, waiting, policy = case
@@ -272,7 +273,7 @@ def test_capacity_and_running_limits_hold(case: Case) -> None:
             assert before[tenant] + n <= policy.tenant_max_running
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(200, 500), deadline=None)
 @given(cases())
 def test_no_tenant_passes_its_kv_share_while_another_waits(case: Case) -> None:
     """Replayed in the order of the placements: each one either finds no other
@@ -302,7 +303,7 @@ def test_no_tenant_passes_its_kv_share_while_another_waits(case: Case) -> None:
         left[j.tenant] -= 1
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(200, 500), deadline=None)
 @given(cases())
 def test_backfill_never_delays_the_heads_reservation_among_tenants(case: Case) -> None:
     rs, waiting, policy = case
@@ -315,7 +316,7 @@ def test_backfill_never_delays_the_heads_reservation_among_tenants(case: Case) -
     assert after is not None and after.at <= d.reservation.at
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(200, 500), deadline=None)
 @given(cases())
 def test_fifo_within_a_tenant_before_the_head(case: Case) -> None:
     rs, waiting, policy = case
@@ -332,7 +333,7 @@ def test_fifo_within_a_tenant_before_the_head(case: Case) -> None:
         assert first == queue[: len(first)]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(100, 200), deadline=None)
 @given(cases(), st.randoms())
 def test_input_order_does_not_matter_among_tenants(case: Case, rnd: random.Random) -> None:
     rs, waiting, policy = case

@@ -25,6 +25,7 @@ from ingestion.capacity.route_plan import (
     Step,
     step_from_json,
 )
+from tests.examples import examples
 
 N = st.integers(min_value=0, max_value=2**53)
 TEXT = st.text(max_size=20)
@@ -57,13 +58,13 @@ def _through_json(data: dict[str, Any]) -> Any:
     return json.loads(json.dumps(data))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(100, 200), deadline=None)
 @given(plan=PLAN)
 def test_a_plan_survives_json(plan: Plan) -> None:
     assert Plan.from_json(_through_json(plan.to_json())) == plan
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(100, 200), deadline=None)
 @given(step=STEP)
 def test_a_step_survives_json_and_keeps_its_place(step: Step) -> None:
     back = step_from_json(_through_json(step.to_json()))

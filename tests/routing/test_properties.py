@@ -19,6 +19,7 @@ from ingestion.capacity.router import Backend, Job, plan_route
 from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tokens.counting import TokenCounter
 from ingestion.types import PageText, TokenCount
+from tests.examples import examples
 from tests.routing.conftest import check_cover, counter_for
 
 WORDS = st.sampled_from(
@@ -42,7 +43,9 @@ def build(texts: Sequence[str]) -> tuple[str, bytes, list[tuple[PageSpan, str]]]
     return full, data, [(s, full[s.char_start : s.char_end]) for s in spans]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=examples(100, 150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(texts=DOC, budget=st.integers(min_value=8, max_value=400))
 def test_chunks_are_exact_fit_and_cover_the_pages_in_order(texts: list[str], budget: int) -> None:
     counter = _scout()
@@ -91,7 +94,9 @@ def _scout() -> TokenCounter:
     return counter_for("scout")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=examples(100, 150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     texts=DOC,
     specs=st.lists(BACKEND, min_size=2, max_size=4),

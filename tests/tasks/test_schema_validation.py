@@ -16,6 +16,7 @@ from ingestion.tasks.output import OutputError, parse_output
 from ingestion.tasks.schema import SCHEMA_EXPANSION, expansion
 from ingestion.tasks.specs import TaskError, validate
 from ingestion.tasks.validation import VALIDATION_STEPS, ValidationBudgetExceeded, first_error
+from tests.examples import examples
 
 
 def chain(depth: int, keyword: str = "anyOf") -> dict[str, Any]:
@@ -185,7 +186,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150, 300), deadline=None)
 @given(items=st.lists(JSON, max_size=6))
 def test_unique_items_agrees_with_jsonschema_on_any_json(items: list[Any]) -> None:
     schema = {"uniqueItems": True}

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TEMPLATE_TOKENS, TaskError, validate
+from tests.examples import examples
 
 
 def refused(task: Any, params: Any) -> TaskError:
@@ -335,7 +336,7 @@ JSON = st.recursive(
 KEYS = st.sampled_from(["focus", "schema", "questions", "labels", "instruction", "type", ""])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150, 300), deadline=None)
 @given(
     task=st.sampled_from(TASK_NAMES),
     params=st.none() | JSON | st.dictionaries(KEYS, JSON, max_size=3),
