@@ -12,11 +12,12 @@ from celery.signals import worker_ready
 
 from service.config import get_settings
 from service.queue import app, dispatch_ingest, dispatch_job
+from workers.batches import tasks as _batch_tasks
 from workers.ingest import tasks as _ingest_tasks
 from workers.jobs import tasks as _job_tasks
 
 __all__ = ["app"]
-_TASK_MODULES = (_ingest_tasks, _job_tasks)
+_TASK_MODULES = (_ingest_tasks, _job_tasks, _batch_tasks)
 
 
 def _start_background_threads(**_: Any) -> None:
