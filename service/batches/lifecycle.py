@@ -129,6 +129,12 @@ def cancel(session: Session, batch: Batch) -> list[str]:
         return []
     with write_transaction(session):
         now = utcnow()
+        # A batch whose requests all ended before the advancer saw it is completed,
+        # not cancelled: a cancel changes nothing that has finished.
+        session.refresh(batch, with_for_update=True)
+        _settle(session, batch, now)
+        if batch.status in BATCH_FINAL:
+            return []
         _move(batch, BatchStatus.cancelling, now)
         tasks = _end_unfinished(
             session,

@@ -144,6 +144,8 @@ def test_zip_entries_become_documents_and_jobs_refused_ones_failed_items(
     assert client.post(f"/v1/batches/{batch_id}/cancel", headers=auth(other_key)).status_code == 404
 
     cancelled = client.post(f"/v1/batches/{batch_id}/cancel", headers=auth(api_key)).json()
+    # Without a vLLM server the jobs fail once planned (no backend), or wait until the
+    # cancel ends them: completed if they all ended first, else cancelled.
     assert cancelled["status"] in ("cancelled", "completed")
     counts = cancelled["request_counts"]
     assert counts["completed"] + counts["failed"] + counts["cancelled"] == counts["total"] == 6
@@ -323,3 +325,62 @@ def test_a_batch_past_its_window_expires_its_unfinished_jobs(api_key: str, datab
         assert job is not None and (job.status.value, job.error_code) == ("cancelled", "expired")
         found = lifecycle.counts(s, batch)
         assert (found.expired, found.unfinished) == (1, 0)
+
+
+def test_cancel_ends_unfinished_jobs_keeps_what_finished_and_results_show_both(
+    client: Any, api_key: str, database: str
+) -> None:
+    """Expanded here with a dispatcher that sends nothing: the documents count as sent
+    (the sweeper leaves them for an hour), so their jobs stay queued until the cancel."""
+    from service.models import JobStatus, Result
+
+    run = archives.Expansion(
+        get_settings(), BlobStore(get_settings().blobs), lambda _d: None, lambda _s, _i: None
+    )
+    tag = uuid.uuid4().hex.encode()  # bytes no other test uploaded: fresh documents
+    data = tar_bytes(
+        [("done.txt", b"done " + tag), ("../bad.txt", b"x"), ("waits.txt", b"waits " + tag)]
+    )
+    batch_id = _stored_batch(_tenant(api_key), data)
+    with get_sessionmaker()() as s:
+        assert archives.expand(run, s, batch_id) == "expanded"
+        items = {
+            i.custom_id: i
+            for i in s.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id))
+        }
+        # One request finished before the cancel, as a worker would store it.
+        done = s.get(Job, items["done.txt"].job_id)
+        assert done is not None and done.status == JobStatus.queued
+        done.status, done.finished_at = JobStatus.succeeded, utcnow()
+        s.add(Result(job_id=done.id, text="a summary", request_id="req-1", model="m"))
+        s.commit()
+    public = lifecycle.public_id(batch_id)
+    shown = client.get(f"/v1/batches/{public}", headers=auth(api_key)).json()
+    assert shown["status"] == "in_progress"
+    assert shown["request_counts"] == {
+        "total": 3, "completed": 1, "failed": 1, "cancelled": 0, "expired": 0
+    }  # fmt: skip
+    assert [line["custom_id"] for line in results(client, api_key, public)] == [
+        "done.txt",
+        "../bad.txt",
+    ]
+
+    out = client.post(f"/v1/batches/{public}/cancel", headers=auth(api_key)).json()
+    assert out["status"] == "cancelled" and out["cancelled_at"] >= out["cancelling_at"]
+    assert out["request_counts"] == {
+        "total": 3, "completed": 1, "failed": 1, "cancelled": 1, "expired": 0
+    }  # fmt: skip
+    with get_sessionmaker()() as s:
+        waited = s.get(Job, items["waits.txt"].job_id)
+        assert waited is not None and waited.status == JobStatus.cancelled
+        assert waited.error_code == "cancelled"
+    lines = {line["custom_id"]: line for line in results(client, api_key, public)}
+    assert list(lines) == ["done.txt", "../bad.txt", "waits.txt"]
+    ok = lines["done.txt"]
+    assert ok["error"] is None and ok["response"]["status_code"] == 200
+    assert ok["response"]["request_id"] == "req-1"
+    assert ok["response"]["body"]["text"] == "a summary"
+    assert lines["../bad.txt"]["error"]["code"] == "unsafe_path"
+    assert lines["waits.txt"]["error"]["code"] == "cancelled"
+    again = client.post(f"/v1/batches/{public}/cancel", headers=auth(api_key)).json()
+    assert again["status"] == "cancelled"
