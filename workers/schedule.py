@@ -19,7 +19,7 @@ from service.batches.lifecycle import advance_all
 from service.config import Settings
 from service.models import utcnow
 from service.periodic import Job, Scheduler
-from service.queue import revoke
+from service.queue import dispatch_expand, revoke
 from workers.sweeper import sweep_all
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def refresher_job(sessions: Callable[[], Session], settings: Settings) -> Job:
 def batches_job(sessions: Callable[[], Session], settings: Settings) -> Job:
     """Batches moved on: finalizing and completed once every request is final, the
     stragglers of a cancel ended, expiry past the completion window."""
-    fn = partial(advance_all, sessions, revoke)
+    fn = partial(advance_all, sessions, revoke, dispatch_expand)
     return Job("batch advance", settings.batch_advance_interval_s, fn)
 
 

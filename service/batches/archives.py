@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingestion.archives import (
@@ -241,6 +242,16 @@ def _fail_item(session: Session, batch: Batch, cid: str, line: int, code: str, w
 
 
 def _entry(run: Expansion, session: Session, batch: Batch, cid: str, line: int, e: Any) -> None:
+    """One line of the archive, once: a second run over it at the same time (a task
+    sent again) loses on the unique custom_id, and leaves the line to the first."""
+    try:
+        _make(run, session, batch, cid, line, e)
+    except IntegrityError:
+        session.rollback()
+        log.info("batch %s: %r was made by another run", batch.id, cid)
+
+
+def _make(run: Expansion, session: Session, batch: Batch, cid: str, line: int, e: Any) -> None:
     """One line of the archive: a failed item, or a document, an item and a job."""
     if isinstance(e, EntryError):
         _fail_item(session, batch, cid, line, e.code, e.reason)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -191,10 +191,29 @@ def advance_one(session: Session, batch_id: uuid.UUID, now: datetime) -> list[st
     return tasks
 
 
-def advance_all(sessions: Callable[[], Session], revoke: Callable[[Sequence[str]], None]) -> int:
+# The API sends a batch's expansion right after creating it; one still validating after
+# this long lost its message (the API could not reach the broker), and is sent again.
+UNSENT_AFTER = timedelta(seconds=60)
+
+
+def advance_all(
+    sessions: Callable[[], Session],
+    revoke: Callable[[Sequence[str]], None],
+    dispatch_expand: Callable[[str], None] | None = None,
+) -> int:
     """The worker's periodic step over every batch not final; returns how many."""
     with sessions() as session:
         ids = list(session.scalars(select(Batch.id).where(Batch.status.not_in(BATCH_FINAL))))
+        unsent = session.scalars(
+            select(Batch.id).where(
+                Batch.status == BatchStatus.validating,
+                Batch.in_progress_at.is_(None),
+                Batch.created_at < utcnow() - UNSENT_AFTER,
+            )
+        ).all()
+    if dispatch_expand is not None:
+        for batch_id in unsent:
+            dispatch_expand(str(batch_id))  # a second run skips the items made
     for batch_id in ids:
         with sessions() as session:
             revoke(advance_one(session, batch_id, utcnow()))

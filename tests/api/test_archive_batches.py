@@ -185,8 +185,21 @@ def test_tar_gz_batch_and_the_same_archive_twice_is_the_same_batch(
     after = listed["last_id"]
     page = client.get("/v1/batches", headers=auth(api_key), params={"after": after}).json()
     assert batch_id in [b["id"] for b in page["data"]]
-    for bid in (batch_id, other_task.json()["id"]):
-        client.post(f"/v1/batches/{bid}/cancel", headers=auth(api_key))
+
+    # The worker's schedule moves it on once every request has ended (here: failed
+    # once planned, as no vLLM server is configured), through finalizing.
+    def completed() -> dict[str, Any] | None:
+        out: dict[str, Any] = client.get(f"/v1/batches/{batch_id}", headers=auth(api_key)).json()
+        return out if out["status"] == "completed" else None
+
+    done = wait_for(completed, what="the batch completed by the worker's advance")
+    assert done["finalizing_at"] is not None and done["completed_at"] >= done["finalizing_at"]
+    counts = done["request_counts"]
+    assert counts["completed"] + counts["failed"] == counts["total"] == 2
+    assert len(results(client, api_key, batch_id)) == 2
+    kept = client.post(f"/v1/batches/{batch_id}/cancel", headers=auth(api_key)).json()
+    assert kept["status"] == "completed" and kept["cancelling_at"] is None
+    client.post(f"/v1/batches/{other_task.json()['id']}/cancel", headers=auth(api_key))
 
 
 @pytest.fixture
