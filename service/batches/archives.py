@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -347,10 +347,13 @@ def _end_expansion(
     total: int | None = None,
     errors: list[dict[str, Any]] | None = None,
 ) -> None:
+    """Record that no more items will be made: `total` the lines read, or (stopped by a
+    cancel or an expiry, or failed) the items made, so the batch can end."""
     now = utcnow()
-    values: dict[str, Any] = {"expanded_at": now}
-    if total is not None:
-        values["total"] = total
+    if total is None:
+        made = select(func.count()).select_from(BatchItem).where(BatchItem.batch_id == batch_id)
+        total = session.scalar(made) or 0
+    values: dict[str, Any] = {"expanded_at": now, "total": total}
     stmt = update(Batch).where(Batch.id == batch_id)
     session.execute(stmt.values(**values))
     if errors is not None:

@@ -397,3 +397,25 @@ def test_cancel_ends_unfinished_jobs_keeps_what_finished_and_results_show_both(
     assert lines["waits.txt"]["error"]["code"] == "cancelled"
     again = client.post(f"/v1/batches/{public}/cancel", headers=auth(api_key)).json()
     assert again["status"] == "cancelled"
+
+
+def test_a_cancel_before_the_expansion_stops_it_and_the_batch_ends_cancelled(
+    api_key: str, database: str
+) -> None:
+    run = archives.Expansion(
+        get_settings(), BlobStore(get_settings().blobs), lambda _d: None, lambda _s, _i: None
+    )
+    batch_id = _stored_batch(_tenant(api_key), tar_bytes([("never.txt", b"never\n")]))
+    with get_sessionmaker()() as s:
+        batch = s.get(Batch, batch_id)
+        assert batch is not None
+        lifecycle.cancel(s, batch)
+        assert batch.status == BatchStatus.cancelling  # the expansion has not stopped yet
+        assert archives.expand(run, s, batch_id) == "stopped"
+        lifecycle.advance_one(s, batch_id, utcnow())
+    with get_sessionmaker()() as s:
+        batch = s.get(Batch, batch_id)
+        assert batch is not None and batch.status == BatchStatus.cancelled
+        assert (batch.total, batch.cancelled_at is not None) == (0, True)
+        made = s.scalar(select(func.count()).where(BatchItem.batch_id == batch_id))
+        assert made == 0
