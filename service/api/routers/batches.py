@@ -121,12 +121,12 @@ def list_batches(
     )
 
 
-@router.get("/{batch_id}", response_model=views.BatchOut, responses=errors(404))
+@router.get("/{batch_id}", response_model=views.BatchOut, responses=errors(404, 422))
 def get_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> views.BatchOut:
     return views.to_out(session, batches.get_owned(session, tenant, batch_id))
 
 
-@router.post("/{batch_id}/cancel", response_model=views.BatchOut, responses=errors(404))
+@router.post("/{batch_id}/cancel", response_model=views.BatchOut, responses=errors(404, 422))
 def cancel_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> views.BatchOut:
     """Stop what has not finished, keep what has: `cancelling`, then `cancelled`."""
     batch = batches.get_owned(session, tenant, batch_id)
@@ -142,7 +142,7 @@ def cancel_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> views
             "description": "JSONL: one `{id, custom_id, response, error}` per final request",
             "content": {"application/jsonl": {"schema": {"type": "string"}}},
         },
-        **errors(404),
+        **errors(404, 422),
     },
 )
 def batch_results(
