@@ -419,3 +419,34 @@ def test_a_cancel_before_the_expansion_stops_it_and_the_batch_ends_cancelled(
         assert (batch.total, batch.cancelled_at is not None) == (0, True)
         made = s.scalar(select(func.count()).where(BatchItem.batch_id == batch_id))
         assert made == 0
+
+
+def test_a_batchs_waiting_jobs_do_not_hold_back_the_tenants_own(client: Any, database: str) -> None:
+    from service.keys import create_key
+
+    with get_sessionmaker()() as s:
+        key = create_key(s, f"batch-quota-{uuid.uuid4().hex[:8]}")
+    run = archives.Expansion(
+        get_settings(), BlobStore(get_settings().blobs), lambda _d: None, lambda _s, _i: None
+    )
+    tag = uuid.uuid4().hex.encode()
+    entries = [(f"{n}.txt", f"entry {n} ".encode() + tag) for n in range(3)]
+    batch_id = _stored_batch(_tenant(key), tar_bytes(entries))
+    with get_sessionmaker()() as s:
+        assert archives.expand(run, s, batch_id) == "expanded"
+        waiting = s.scalar(
+            select(func.count()).where(Job.batch_id == batch_id, Job.status == "queued")
+        )
+        assert waiting == 3
+    limited = get_settings().model_copy(update={"tenant_max_queued_jobs": 1})
+    with api_settings(limited):
+        files = {"file": ("mine.txt", b"my own " + tag, "text/plain")}
+        doc = client.post("/v1/documents", headers=auth(key), files=files).json()["id"]
+        body = {"document_id": doc, "task": "summarize"}
+        # Three batch jobs wait, over the limit of one: counted, they would make this a 429.
+        first = client.post("/v1/jobs", headers=auth(key), json=body)
+        assert first.status_code == 202, first.text
+    with get_sessionmaker()() as s:
+        batch = s.get(Batch, batch_id)
+        assert batch is not None
+        lifecycle.cancel(s, batch)
