@@ -6,6 +6,7 @@ stored, and the batch object, its counts and its results follow."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.batches import archives, lifecycle
+from service.batches import expansion, lifecycle
 from service.batches.lifecycle import parse_id
 from service.blobstore import BlobStore
 from service.config import Settings, get_settings
@@ -253,8 +254,6 @@ def test_empty_corrupt_and_non_archives_are_422(client: Any, api_key: str, datab
 
 def _stored_batch(tenant_id: uuid.UUID, data: bytes, *, expire: bool = False) -> uuid.UUID:
     """A batch row over `data` stored as its archive, as the API leaves one."""
-    import hashlib
-
     settings = get_settings()
     store = BlobStore(settings.blobs)
     sha = hashlib.sha256(data).hexdigest()
@@ -286,7 +285,7 @@ def test_expand_is_idempotent_and_an_archive_broken_midway_fails_the_batch_keepi
     api_key: str, database: str
 ) -> None:
     sent: list[uuid.UUID] = []
-    run = archives.Expansion(
+    run = expansion.Expansion(
         get_settings(),
         BlobStore(get_settings().blobs),
         lambda _doc: None,
@@ -294,13 +293,16 @@ def test_expand_is_idempotent_and_an_archive_broken_midway_fails_the_batch_keepi
     )
     good = tar_bytes([("one.txt", b"first\n" * 50), ("two.txt", b"second\n" * 50)])
     batch_id = _stored_batch(_tenant(api_key), good)
+    archive = run.store.archive(hashlib.sha256(good).hexdigest())
     with get_sessionmaker()() as s:
-        assert archives.expand(run, s, batch_id) == "expanded"
-        s.execute(  # as after a crash before the expansion was recorded
-            Batch.__table__.update().where(Batch.id == batch_id).values(expanded_at=None)
-        )
+        assert expansion.expand(run, s, batch_id) == "expanded"
+        assert not archive.exists()  # its items hold all it was kept for
+        # As after a crash before the end of the expansion was recorded.
+        s.execute(Batch.__table__.update().where(Batch.id == batch_id).values(expanded_at=None))
         s.commit()
-        assert archives.expand(run, s, batch_id) == "expanded"
+        archive.write_bytes(good)
+        assert expansion.expand(run, s, batch_id) == "expanded"
+        assert not archive.exists()
         rows = s.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id)).all()
         assert sorted(i.custom_id for i in rows) == ["one.txt", "two.txt"]
         assert len({i.job_id for i in rows}) == 2 and len(sent) == 2
@@ -310,7 +312,7 @@ def test_expand_is_idempotent_and_an_archive_broken_midway_fails_the_batch_keepi
     broken[1536 : 1536 + 100] = b"\xff" * 100
     batch_id = _stored_batch(_tenant(api_key), bytes(broken))
     with get_sessionmaker()() as s:
-        assert archives.expand(run, s, batch_id).startswith("failed")
+        assert expansion.expand(run, s, batch_id).startswith("failed")
         batch = s.get(Batch, batch_id)
         assert batch is not None and batch.status == BatchStatus.failed
         assert batch.errors and batch.errors[0]["code"] == "corrupt"
@@ -319,14 +321,14 @@ def test_expand_is_idempotent_and_an_archive_broken_midway_fails_the_batch_keepi
 
 
 def test_a_batch_past_its_window_expires_its_unfinished_jobs(api_key: str, database: str) -> None:
-    run = archives.Expansion(
+    run = expansion.Expansion(
         get_settings(), BlobStore(get_settings().blobs), lambda _d: None, lambda _s, _i: None
     )
     batch_id = _stored_batch(
         _tenant(api_key), tar_bytes([("late.txt", b"late\n" * 40)]), expire=True
     )
     with get_sessionmaker()() as s:
-        archives.expand(run, s, batch_id)
+        expansion.expand(run, s, batch_id)
     with get_sessionmaker()() as s:
         lifecycle.advance_one(s, batch_id, utcnow())
     with get_sessionmaker()() as s:
@@ -347,7 +349,7 @@ def test_cancel_ends_unfinished_jobs_keeps_what_finished_and_results_show_both(
     (the sweeper leaves them for an hour), so their jobs stay queued until the cancel."""
     from service.models import JobStatus, Result
 
-    run = archives.Expansion(
+    run = expansion.Expansion(
         get_settings(), BlobStore(get_settings().blobs), lambda _d: None, lambda _s, _i: None
     )
     tag = uuid.uuid4().hex.encode()  # bytes no other test uploaded: fresh documents
@@ -356,7 +358,7 @@ def test_cancel_ends_unfinished_jobs_keeps_what_finished_and_results_show_both(
     )
     batch_id = _stored_batch(_tenant(api_key), data)
     with get_sessionmaker()() as s:
-        assert archives.expand(run, s, batch_id) == "expanded"
+        assert expansion.expand(run, s, batch_id) == "expanded"
         items = {
             i.custom_id: i
             for i in s.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id))
@@ -402,7 +404,7 @@ def test_cancel_ends_unfinished_jobs_keeps_what_finished_and_results_show_both(
 def test_a_cancel_before_the_expansion_stops_it_and_the_batch_ends_cancelled(
     api_key: str, database: str
 ) -> None:
-    run = archives.Expansion(
+    run = expansion.Expansion(
         get_settings(), BlobStore(get_settings().blobs), lambda _d: None, lambda _s, _i: None
     )
     batch_id = _stored_batch(_tenant(api_key), tar_bytes([("never.txt", b"never\n")]))
@@ -411,7 +413,7 @@ def test_a_cancel_before_the_expansion_stops_it_and_the_batch_ends_cancelled(
         assert batch is not None
         lifecycle.cancel(s, batch)
         assert batch.status == BatchStatus.cancelling  # the expansion has not stopped yet
-        assert archives.expand(run, s, batch_id) == "stopped"
+        assert expansion.expand(run, s, batch_id) == "stopped"
         lifecycle.advance_one(s, batch_id, utcnow())
     with get_sessionmaker()() as s:
         batch = s.get(Batch, batch_id)
@@ -426,14 +428,14 @@ def test_a_batchs_waiting_jobs_do_not_hold_back_the_tenants_own(client: Any, dat
 
     with get_sessionmaker()() as s:
         key = create_key(s, f"batch-quota-{uuid.uuid4().hex[:8]}")
-    run = archives.Expansion(
+    run = expansion.Expansion(
         get_settings(), BlobStore(get_settings().blobs), lambda _d: None, lambda _s, _i: None
     )
     tag = uuid.uuid4().hex.encode()
     entries = [(f"{n}.txt", f"entry {n} ".encode() + tag) for n in range(3)]
     batch_id = _stored_batch(_tenant(key), tar_bytes(entries))
     with get_sessionmaker()() as s:
-        assert archives.expand(run, s, batch_id) == "expanded"
+        assert expansion.expand(run, s, batch_id) == "expanded"
         waiting = s.scalar(
             select(func.count()).where(Job.batch_id == batch_id, Job.status == "queued")
         )

@@ -1,5 +1,5 @@
 """The `expand_batch` task (ingest queue): an archive batch's entries become documents,
-items and jobs. Idempotent (`service.batches.archives.expand`): a re-delivered or
+items and jobs. Idempotent (`service.batches.expansion.expand`): a re-delivered or
 re-sent task goes on from the entries already made; the unique custom_id per batch
 keeps any item from being made twice."""
 
@@ -9,7 +9,7 @@ import logging
 import uuid
 from typing import Any
 
-from service.batches.archives import Expansion, expand
+from service.batches.expansion import Expansion, expand
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import get_sessionmaker
