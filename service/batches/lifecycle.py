@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.batches import status as rules
@@ -69,21 +69,17 @@ def list_owned(
     return rows[:limit], len(rows) > limit
 
 
-def item_rows(
-    session: Session, batch_id: uuid.UUID
-) -> list[tuple[BatchItemStatus, JobStatus | None, str | None]]:
-    """(item status, job status, job error code) of every item made so far."""
-    rows = session.execute(
-        select(BatchItem.status, Job.status, Job.error_code)
-        .outerjoin(Job, Job.id == BatchItem.job_id)
-        .where(BatchItem.batch_id == batch_id)
-    ).all()
-    return [(r[0], r[1], r[2]) for r in rows]
-
-
 def counts(session: Session, batch: Batch) -> rules.Counts:
-    statuses = (rules.effective(r[0], r[1], r[2]) for r in item_rows(session, batch.id))
-    return rules.count(statuses, batch.total)
+    """The batch's requests by effective status, counted by the database (one row per
+    item status, job status and job error code), not item by item."""
+    rows = session.execute(
+        select(BatchItem.status, Job.status, Job.error_code, func.count())
+        .outerjoin(Job, Job.id == BatchItem.job_id)
+        .where(BatchItem.batch_id == batch.id)
+        .group_by(BatchItem.status, Job.status, Job.error_code)
+    ).all()
+    groups = ((rules.effective(r[0], r[1], r[2]), int(r[3])) for r in rows)
+    return rules.count(groups, batch.total)
 
 
 def _end_unfinished(

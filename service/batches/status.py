@@ -45,15 +45,15 @@ class Counts:
         return self.completed + self.failed + self.cancelled + self.expired
 
 
-def count(statuses: Iterable[str], total: int) -> Counts:
-    """Counts of the items' effective statuses; `total` is the batch's (items not made
-    yet count as unfinished)."""
+def count(groups: Iterable[tuple[str, int]], total: int) -> Counts:
+    """Counts from (effective status, how many) pairs; `total` is the batch's (items
+    not made yet count as unfinished)."""
     tally = {"succeeded": 0, "failed": 0, "cancelled": 0, "expired": 0}
     seen = 0
-    for status in statuses:
-        seen += 1
+    for status, n in groups:
+        seen += n
         if status in tally:
-            tally[status] += 1
+            tally[status] += n
     final = sum(tally.values())
     total = max(total, seen)
     return Counts(
