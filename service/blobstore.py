@@ -52,6 +52,10 @@ class BlobStore:
     def original(self, sha256: str) -> Path:
         return self.root / "sha256" / sha256[:2] / sha256[2:4] / sha256
 
+    def archive(self, sha256: str) -> Path:
+        """A batch's archive, by its bytes: apart from originals, which documents share."""
+        return self.root / "archives" / sha256[:2] / sha256
+
     def text_key(self, document_id: uuid.UUID) -> str:
         return f"text/{document_id}.txt"
 

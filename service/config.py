@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     # ingest hard time limit, so no running parse loses its text.
     temp_upload_max_age_s: float = Field(default=3_600.0, gt=0)
 
+    # Archive batches (service/batches/archives.py): the archive's own upload limit,
+    # and what it may hold (ingestion/archives ArchiveLimits; one entry's limit is
+    # max_upload_bytes, as for a document uploaded alone).
+    archive_max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+    archive_max_entries: int = Field(default=10_000, gt=0)
+    archive_max_total_bytes: int = Field(default=4 * 1024**3, gt=0)
+    archive_max_ratio: float = Field(default=100.0, gt=1)
+    archive_max_path_length: int = Field(default=1024, gt=0)
+    # How often a worker moves batches on (finalizing, completed, cancelled, expired).
+    batch_advance_interval_s: float = Field(default=5.0, gt=0)
+
     # Tokenizer file per model role; a role without a usable file falls back to
     # the backend's /tokenize, then to an estimate marked exact=false.
     # (Declared after cache_dir: the default is built from it.)

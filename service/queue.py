@@ -24,6 +24,7 @@ INGEST_QUEUE = "ingest"
 INGEST_TASK = "longdoc.ingest"
 JOBS_QUEUE = "jobs"
 JOB_TASK = "longdoc.run_job"
+EXPAND_TASK = "longdoc.expand_batch"
 QUEUES = (INGEST_QUEUE, JOBS_QUEUE)
 
 
@@ -66,6 +67,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "soft_time_limit": settings.job_soft_time_limit_s,
             "time_limit": settings.job_time_limit_s,
         },
+        # An expansion stopped by its limit is sent again by the batch advancer and
+        # goes on from the entries it already made.
+        EXPAND_TASK: {
+            "soft_time_limit": settings.ingest_soft_time_limit_s,
+            "time_limit": settings.ingest_time_limit_s,
+        },
     }
     return dict(
         broker_url=settings.broker_url,
@@ -76,7 +83,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_routes={INGEST_TASK: {"queue": INGEST_QUEUE}, JOB_TASK: {"queue": JOBS_QUEUE}},
+        task_routes={
+            INGEST_TASK: {"queue": INGEST_QUEUE},
+            EXPAND_TASK: {"queue": INGEST_QUEUE},
+            JOB_TASK: {"queue": JOBS_QUEUE},
+        },
         task_default_queue=INGEST_QUEUE,
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
@@ -103,6 +114,10 @@ app.add_defaults(lambda: celery_config(get_settings()))
 
 def dispatch_ingest(document_id: str) -> None:
     app.send_task(INGEST_TASK, args=[document_id], queue=INGEST_QUEUE)
+
+
+def dispatch_expand(batch_id: str) -> None:
+    app.send_task(EXPAND_TASK, args=[batch_id], queue=INGEST_QUEUE)
 
 
 def dispatch_job(job_id: str, priority: int) -> str:

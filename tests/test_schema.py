@@ -13,7 +13,7 @@ from service.models import Base
 
 TABLES = {
     "tenants", "api_keys", "documents", "document_token_counts", "batches", "jobs",
-    "results", "backends", "kv_leases", "files", "alembic_version",
+    "results", "backends", "kv_leases", "files", "alembic_version", "batch_items",
 }  # fmt: skip
 
 

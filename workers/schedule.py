@@ -15,9 +15,11 @@ from functools import partial
 from sqlalchemy.orm import Session
 
 from service.backends.discovery import refresh
+from service.batches.lifecycle import advance_all
 from service.config import Settings
 from service.models import utcnow
 from service.periodic import Job, Scheduler
+from service.queue import dispatch_expand, revoke
 from workers.sweeper import sweep_all
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,13 @@ def refresher_job(sessions: Callable[[], Session], settings: Settings) -> Job:
     return Job("backend refresh", settings.backend_refresh_interval_s, fn)
 
 
+def batches_job(sessions: Callable[[], Session], settings: Settings) -> Job:
+    """Batches moved on: finalizing and completed once every request is final, the
+    stragglers of a cancel ended, expiry past the completion window."""
+    fn = partial(advance_all, sessions, revoke, dispatch_expand)
+    return Job("batch advance", settings.batch_advance_interval_s, fn)
+
+
 def worker_schedule(
     sessions: Callable[[], Session],
     settings: Settings,
@@ -54,5 +63,6 @@ def worker_schedule(
     jobs = [
         sweeper_job(sessions, settings, dispatch, dispatch_job),
         refresher_job(sessions, settings),
+        batches_job(sessions, settings),
     ]
     return Scheduler(jobs, log, name="worker schedule")

@@ -117,12 +117,18 @@ def still_unplanned(session: Session, job: Job) -> bool:
     return row is not None and row.status == JobStatus.queued and row.plan is None
 
 
-def create(
-    session: Session, settings: Settings, tenant_id: uuid.UUID, body: JobCreate
+def create(  # noqa: C901 - one path per outcome of a creation
+    session: Session,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    body: JobCreate,
+    *,
+    batch_id: uuid.UUID | None = None,
 ) -> tuple[Job, bool, list[uuid.UUID]]:
     """(job, created, jobs whose tasks to send). Raises Invalid for bad input,
     NotFound, Conflict, and QuotaExceeded when the tenant has its limit of jobs
-    waiting (a repeated request still gets its existing job)."""
+    waiting (a repeated request still gets its existing job). A batch's job
+    (`batch_id`) is bounded by its archive's limits, not by the interactive quota."""
     params = validated(body, settings)
     doc = get_owned_document(session, tenant_id, body.document_id)
     key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
@@ -134,7 +140,8 @@ def create(
             "document_failed",
             f"the document failed to parse: {doc.error_code}: {doc.error_reason}",
         )
-    quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
+    if batch_id is None:
+        quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
     now = utcnow()
     job = Job(
         id=uuid.uuid4(),
@@ -146,6 +153,7 @@ def create(
         idempotency_key=key,
         status=JobStatus.queued,
         created_at=now,
+        batch_id=batch_id,
     )
     session.add(job)
     try:
@@ -171,7 +179,8 @@ def create(
             session.rollback()
             raise Invalid("bad_budget", str(exc), field="max_output_tokens") from None
     try:
-        quota.check_room(session, settings, tenant_id, new_job=job.id)  # locked: exact
+        if batch_id is None:
+            quota.check_room(session, settings, tenant_id, new_job=job.id)  # locked: exact
     except QuotaExceeded:
         session.rollback()
         raise

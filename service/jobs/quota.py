@@ -1,8 +1,9 @@
 """How many jobs a tenant may have waiting: the check behind a 429 at job creation.
 
-A job waits (for this limit) while it was created by the client, is not final and
-none of its requests holds a KV lease: a queued or `waiting_for_capacity` job, or a
-map-reduce job none of whose map or reduce requests is running. Its child requests
+A job waits (for this limit) while it was created by the client (not by a batch), is
+not final and none of its requests holds a KV lease: a queued or
+`waiting_for_capacity` job, or a map-reduce job none of whose map or reduce requests
+is running. Its child requests
 are not counted themselves; they meet the running and KV-share limits at admission.
 """
 
@@ -28,6 +29,9 @@ def waiting_jobs(session: Session, tenant_id: uuid.UUID, besides: uuid.UUID | No
         .where(
             Job.tenant_id == tenant_id,
             Job.parent_id.is_(None),
+            # A batch's requests are bounded by its own limits, and must not hold the
+            # tenant's interactive jobs back.
+            Job.batch_id.is_(None),
             Job.status.not_in(FINAL),
             Job.id.not_in(leased),
             Job.id.not_in(busy_parents),

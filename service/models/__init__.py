@@ -4,12 +4,15 @@ Designed up front for the routing and job issues: jobs, results, batches, vLLM
 backends and KV leases exist now so later work adds columns, not tables.
 """
 
+from service.models.batches import Batch, BatchItem
 from service.models.columns import Base, PlanJSON, StepJSON, UTCDateTime, utcnow
-from service.models.documents import Batch, Document, DocumentTokenCount
+from service.models.documents import Document, DocumentTokenCount
 from service.models.files import File
 from service.models.jobs import Backend, Job, KvLease, Result
 from service.models.status import (
+    BATCH_FINAL,
     FINAL,
+    BatchItemStatus,
     BatchStatus,
     DocumentStatus,
     FilePurpose,
@@ -19,11 +22,14 @@ from service.models.status import (
 from service.models.tenants import ApiKey, Tenant
 
 __all__ = [
+    "BATCH_FINAL",
     "FINAL",
     "ApiKey",
     "Backend",
     "Base",
     "Batch",
+    "BatchItem",
+    "BatchItemStatus",
     "BatchStatus",
     "Document",
     "DocumentStatus",

@@ -1,5 +1,4 @@
-"""What was uploaded: documents with their parse bookkeeping and token counts, and the
-archives (batches) they came in."""
+"""What was uploaded: documents with their parse bookkeeping and token counts."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.models.columns import Base, status_enum, utcnow
-from service.models.status import BatchStatus, DocumentStatus
+from service.models.status import DocumentStatus
 
 
 class Document(Base):
@@ -93,26 +92,3 @@ class DocumentTokenCount(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     document: Mapped[Document] = relationship(back_populates="token_counts")
-
-
-class Batch(Base):
-    """An archive handed over as one unit; its documents point back at it."""
-
-    __tablename__ = "batches"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    status: Mapped[BatchStatus] = mapped_column(
-        status_enum(BatchStatus), default=BatchStatus.queued
-    )
-    filename: Mapped[str | None] = mapped_column(String(255))
-    sha256: Mapped[str | None] = mapped_column(String(64))
-    task: Mapped[str | None] = mapped_column(String(32))
-    params: Mapped[dict[str, Any] | None]
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    done: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
-    error_reason: Mapped[str | None] = mapped_column(Text)
-    webhook_url: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    finished_at: Mapped[datetime | None]

@@ -26,11 +26,36 @@ FINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 class BatchStatus(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    done = "done"
+    """OpenAI's batch statuses, for every way in (archives, request files)."""
+
+    validating = "validating"
+    in_progress = "in_progress"
+    finalizing = "finalizing"
+    completed = "completed"
     failed = "failed"
+    expired = "expired"
+    cancelling = "cancelling"
     cancelled = "cancelled"
+
+
+# A batch in one of these states never changes again.
+BATCH_FINAL = (
+    BatchStatus.completed,
+    BatchStatus.failed,
+    BatchStatus.expired,
+    BatchStatus.cancelled,
+)
+
+
+class BatchItemStatus(enum.StrEnum):
+    """A request's own status while it has no job: once it has one, the job's status
+    is the request's (read by join), so the job code paths know nothing of batches."""
+
+    pending = "pending"
+    queued = "queued"  # it has its job
+    failed = "failed"  # never became a job (an entry error), `error_code` says why
+    cancelled = "cancelled"
+    expired = "expired"
 
 
 class FilePurpose(enum.StrEnum):

@@ -1,0 +1,138 @@
+"""Batches as the API shows them: OpenAI's batch object (`object: "batch"`, unix
+timestamps, `request_counts`) with Longdoc's own fields beside it (`kind`, `task`),
+and the results' output lines `{id, custom_id, response, error}`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from service.api import job_views
+from service.batches import lifecycle as batches
+from service.batches.status import Counts
+from service.db import get_sessionmaker
+from service.models import Batch, BatchItem, Job
+
+PAGE = 200
+
+
+class RequestCounts(BaseModel):
+    total: int
+    completed: int = Field(description="Requests that succeeded.")
+    failed: int
+    cancelled: int = Field(description="Longdoc's: ended by a cancel (neither of the two).")
+    expired: int = Field(description="Longdoc's: not run before the batch expired.")
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]] = Field(description="{code, message, line}")
+
+
+class BatchOut(BaseModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str | None
+    errors: BatchErrors | None
+    input_file_id: str | None
+    completion_window: str
+    status: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None
+    expires_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    request_counts: RequestCounts
+    metadata: dict[str, Any] | None
+    kind: str = Field(description="archive, openai or anthropic")
+    task: str | None
+    params: dict[str, Any] | None
+    max_output_tokens: int | None
+    filename: str | None
+
+
+class BatchList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchOut]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+def _unix(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp())
+
+
+def to_out(session: Session, batch: Batch) -> BatchOut:
+    found: Counts = batches.counts(session, batch)
+    return BatchOut(
+        id=batches.public_id(batch.id),
+        endpoint=batch.endpoint,
+        errors=BatchErrors(data=batch.errors) if batch.errors else None,
+        input_file_id=None,
+        completion_window=batch.completion_window,
+        status=batch.status.value,
+        created_at=int(batch.created_at.timestamp()),
+        in_progress_at=_unix(batch.in_progress_at),
+        expires_at=_unix(batch.expires_at),
+        finalizing_at=_unix(batch.finalizing_at),
+        completed_at=_unix(batch.completed_at),
+        failed_at=_unix(batch.failed_at),
+        expired_at=_unix(batch.expired_at),
+        cancelling_at=_unix(batch.cancelling_at),
+        cancelled_at=_unix(batch.cancelled_at),
+        request_counts=RequestCounts(
+            total=found.total,
+            completed=found.completed,
+            failed=found.failed,
+            cancelled=found.cancelled,
+            expired=found.expired,
+        ),
+        metadata=batch.meta,
+        kind=batch.kind,
+        task=batch.task,
+        params=batch.params,
+        max_output_tokens=batch.max_output_tokens,
+        filename=batch.filename,
+    )
+
+
+def _line(session: Session, item: BatchItem, job: Job | None, state: str, admin: bool) -> str:
+    out: dict[str, Any] = {"id": f"batch_req_{item.id.hex}", "custom_id": item.custom_id}
+    if state == "succeeded" and job is not None:
+        result = job_views.result_out(session, job, admin=admin)
+        body = result.model_dump(mode="json")
+        out["response"] = {"status_code": 200, "request_id": result.request_id, "body": body}
+        out["error"] = None
+    else:
+        code = (job.error_code if job is not None else None) or item.error_code or state
+        reason = (job.error_reason if job is not None else None) or item.error_reason or state
+        out["response"] = None
+        out["error"] = {"code": code, "message": reason}
+    return json.dumps(out, separators=(",", ":")) + "\n"
+
+
+def result_lines(batch: Batch, admin: bool) -> Iterator[str]:
+    """The output lines of what is final now, in line order, read page by page in a
+    session of their own (the request's is gone once the response streams)."""
+    after = 0
+    with get_sessionmaker()() as session:
+        while True:
+            page = batches.final_items(session, batch.id, after, PAGE)
+            if not page:
+                return
+            for item, job, state in page:
+                after = item.line
+                yield _line(session, item, job, state, admin)
+            session.rollback()

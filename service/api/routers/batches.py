@@ -1,0 +1,155 @@
+"""/v1/batches: thin handlers over `service.batches` (archives as the way in here;
+request files, OpenAI's, come through the same batch object)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from service.api import batch_views as views
+from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
+from service.api.responses import V1, errors
+from service.api.upload import receive_file
+from service.batches import archives
+from service.batches import lifecycle as batches
+from service.blobstore import BlobStore
+from service.db import release
+from service.errors import Invalid
+from service.queue import dispatch_expand, revoke
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=V1)
+
+_ARCHIVE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+def _json(text: str | None, field: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Invalid("bad_json", f"{field} is not JSON: {exc}", field=f"query.{field}") from None
+    if not isinstance(value, dict):
+        raise Invalid("bad_json", f"{field} must be a JSON object", field=f"query.{field}")
+    return value
+
+
+@router.post(
+    "/archive",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=views.BatchOut,
+    openapi_extra=_ARCHIVE_BODY,
+    responses={
+        200: {"description": "The same archive, task, params and budget: that batch"},
+        **errors(
+            400,
+            413,
+            415,
+            422,
+            e413="Over the upload limit, or the archive over one of its limits (`limit`)",
+            e422="A bad task, params, budget or window, or an empty, damaged or non-archive file",
+        ),
+    },
+)
+async def create_archive_batch(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    task: Annotated[str, Query(description="The task run on every entry.")],
+    params: Annotated[str | None, Query(description="The task's params, as JSON.")] = None,
+    max_output_tokens: Annotated[int, Query(gt=0)] = 1024,
+    completion_window: Annotated[str, Query(max_length=8)] = "24h",
+    metadata: Annotated[str | None, Query(description="A JSON object kept with it.")] = None,
+) -> views.BatchOut:
+    """An archive (zip, tar, tar.gz/.bz2/.xz; multipart field `file`) as one batch:
+    every entry becomes a document and a job, `custom_id` its path in the archive."""
+    asked = archives.ArchiveRequest(
+        task, _json(params, "params") or {}, max_output_tokens, completion_window,
+        _json(metadata, "metadata"),
+    )  # fmt: skip
+    checked = archives.validated(asked, settings)  # before a byte of the upload is read
+    store = BlobStore(settings.blobs)
+    received = await receive_file(request, store, settings.archive_max_upload_bytes)
+    batch, created = await run_in_threadpool(
+        archives.create, session, settings, store, tenant, received, checked
+    )
+    if created:
+        try:
+            await run_in_threadpool(dispatch_expand, str(batch.id))
+        except Exception:
+            log.exception("could not queue batch %s; the batch advancer will", batch.id)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return await run_in_threadpool(views.to_out, session, batch)
+
+
+@router.get("", response_model=views.BatchList, responses=errors(404, 422))
+def list_batches(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> views.BatchList:
+    rows, more = batches.list_owned(session, tenant, limit, after)
+    data = [views.to_out(session, b) for b in rows]
+    return views.BatchList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=more,
+    )
+
+
+@router.get("/{batch_id}", response_model=views.BatchOut, responses=errors(404, 422))
+def get_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> views.BatchOut:
+    return views.to_out(session, batches.get_owned(session, tenant, batch_id))
+
+
+@router.post("/{batch_id}/cancel", response_model=views.BatchOut, responses=errors(404, 422))
+def cancel_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> views.BatchOut:
+    """Stop what has not finished, keep what has: `cancelling`, then `cancelled`."""
+    batch = batches.get_owned(session, tenant, batch_id)
+    revoke(batches.cancel(session, batch))
+    return views.to_out(session, batch)
+
+
+@router.get(
+    "/{batch_id}/results",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "JSONL: one `{id, custom_id, response, error}` per final request",
+            "content": {"application/jsonl": {"schema": {"type": "string"}}},
+        },
+        **errors(404, 422),
+    },
+)
+def batch_results(
+    batch_id: str, session: SessionDep, tenant: TenantDep, who: PrincipalDep
+) -> StreamingResponse:
+    """What is final so far, in the archive's order; call again for more."""
+    batch = batches.get_owned(session, tenant, batch_id)
+    release(session)
+    lines = views.result_lines(batch, who.is_admin)
+    return StreamingResponse(lines, media_type="application/jsonl")
