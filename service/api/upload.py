@@ -40,6 +40,17 @@ class _TooLarge(Exception):
     pass
 
 
+def multipart_body(**fields: dict[str, object]) -> dict[str, object]:
+    """The OpenAPI request body of a route that takes its multipart upload with
+    `receive_file` (FastAPI sees no body parameter): a binary `file`, and `fields`
+    (name: JSON schema) also required."""
+    properties: dict[str, object] = {"file": {"type": "string", "format": "binary"}, **fields}
+    schema = {"type": "object", "required": list(properties), "properties": properties}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
+
+
 def clean_filename(raw: str | None) -> str:
     """Keep the last path component, printable characters only, at most 255 bytes."""
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]

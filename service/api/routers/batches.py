@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from service.api import batch_views as views
 from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
 from service.api.responses import V1, errors
-from service.api.upload import receive_file
+from service.api.upload import multipart_body, receive_file
 from service.batches import archives
 from service.batches import lifecycle as batches
 from service.blobstore import BlobStore
@@ -25,20 +25,7 @@ from service.queue import dispatch_expand, revoke
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=V1)
 
-_ARCHIVE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
+_ARCHIVE_BODY = multipart_body()
 
 
 def _json(text: str | None, field: str) -> dict[str, Any] | None:

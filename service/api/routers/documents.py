@@ -17,7 +17,7 @@ from service.api import job_views as views
 from service.api.deps import SessionDep, SettingsDep, TenantDep
 from service.api.problems import issues
 from service.api.responses import V1, errors
-from service.api.upload import receive_file
+from service.api.upload import multipart_body, receive_file
 from service.blobstore import BlobStore
 from service.db import release
 from service.errors import Invalid
@@ -30,20 +30,7 @@ from service.queue import dispatch_ingest, revoke
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=V1)
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = multipart_body()
 
 
 @router.post(

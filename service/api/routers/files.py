@@ -13,7 +13,7 @@ from service import files
 from service.api import file_views as views
 from service.api.deps import SessionDep, SettingsDep, TenantDep
 from service.api.responses import V1, errors
-from service.api.upload import receive_file
+from service.api.upload import multipart_body, receive_file
 from service.blobstore import BlobStore
 from service.db import release
 from service.errors import Invalid, NotFound
@@ -21,23 +21,7 @@ from service.models import FilePurpose
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=V1)
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "purpose"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": ["batch"]},
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = multipart_body(purpose={"type": "string", "enum": ["batch"]})
 _CONTENT: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The file's bytes, as uploaded",
