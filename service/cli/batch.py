@@ -130,10 +130,11 @@ def _create(client: httpx.Client, path: Path, query: dict[str, Any]) -> dict[str
         unreachable(client, exc)
     except PackError as exc:
         fail(f"{path}: {exc}", 2)
+    except OSError as exc:  # the archive itself unreadable
+        fail(f"{path}: {exc.strerror or exc}", 2)
     check(resp, "POST", "/v1/batches/archive")
     batch: dict[str, Any] = resp.json()
-    again = " (the same as before: resuming)" if resp.status_code == 200 else ""
-    typer.echo(f"batch {batch['id']}{again}", err=True)
+    batch["_again"] = resp.status_code == 200
     return batch
 
 
@@ -216,9 +217,7 @@ def _interrupted(batch_id: str) -> None:
 
 def batch(
     ctx: typer.Context,
-    path: Annotated[
-        Path, typer.Argument(exists=True, readable=True, help="An archive, or a directory.")
-    ],
+    path: Annotated[Path, typer.Argument(help="An archive, or a directory.", show_default=False)],
     task: Annotated[
         str, typer.Option(help="summarize, extract, ask, classify or prompt.")
     ] = "summarize",
@@ -234,6 +233,8 @@ def batch(
     key: Key = None,
 ) -> None:
     """Run TASK on every entry of PATH as one batch; write the results as they end."""
+    if not path.exists():  # said on one line, which typer's own check boxes and wraps
+        fail(f"{path}: no such file or directory", 2)
     query = {
         "task": task,
         "params": json.dumps(parse_params(params)),
@@ -245,9 +246,12 @@ def batch(
         try:
             created = _create(client, path, query)
         except KeyboardInterrupt:
-            typer.echo("\ninterrupted during the upload; no batch was made", err=True)
+            typer.echo("\ninterrupted during the upload (see `longdoc batches`)", err=True)
             raise typer.Exit(130) from None
         try:
+            # In here: once the id is out, an interrupt says how to follow it.
+            again = " (the same as before: resuming)" if created.pop("_again") else ""
+            typer.echo(f"batch {created['id']}{again}", err=True)
             ended = _follow(client, created, results, interval)
         except KeyboardInterrupt:
             _interrupted(created["id"])
