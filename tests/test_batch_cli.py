@@ -5,8 +5,8 @@ requests, whose error lines are what the output file gets. The commands run in t
 process (typer's CliRunner) but for Ctrl-C, which is a real SIGINT to a subprocess.
 
 The Ctrl-C test comes first and asks for no worker: with none running yet (the
-module's starts with the first test that asks for it) its batch cannot end before
-the signal, and its cancel finds it unfinished."""
+module's starts with the first test that asks for it) its cancel finds the batch
+unfinished."""
 
 from __future__ import annotations
 
@@ -110,8 +110,10 @@ def test_ctrl_c_leaves_the_batch_running(
     root.mkdir()
     (root / "only.txt").write_text(f"Interrupted run {uuid.uuid4().hex}.\n")
     out = tmp_path / "out.jsonl"
+    # Polled once (the new batch is not final) and then not for an hour: whatever a
+    # worker does meanwhile, the signal finds the command following the batch.
     argv = [sys.executable, "-m", "service.cli.app", "batch", str(root), "-o", str(out),
-            "--interval", "0.2", "--url", _base(live_server), "--key", api_key]  # fmt: skip
+            "--interval", "3600", "--url", _base(live_server), "--key", api_key]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -134,7 +136,10 @@ def test_ctrl_c_leaves_the_batch_running(
     assert cancelled.exit_code == 0, cancelled.output
     assert batch_id in cancelled.stdout and "cancel" in cancelled.stdout
     after = get_batch(live_server, api_key, batch_id)
-    assert after["status"] in ("cancelling", "cancelled") and after["cancelling_at"] is not None
+    # In file order no worker has run yet, so it is unfinished and the cancel takes; a
+    # worker of an earlier test (random order) may have ended it first, which it keeps.
+    assert after["cancelling_at"] is not None or after["status"] == "completed"
+    assert after["status"] in ("cancelling", "cancelled", "completed")
 
 
 def iter_queue(lines: queue.Queue[str]) -> Iterator[str]:

@@ -49,7 +49,7 @@ def _show_batch(b: dict[str, Any]) -> None:
     for name in ("created", "in_progress", "finalizing", "completed", "failed", "expires",
                  "expired", "cancelling", "cancelled"):  # fmt: skip
         if (at := b.get(f"{name}_at")) is not None:
-            typer.echo(f"{name + '_at':<22} {_when(at)}")
+            typer.echo(f"{name + '_at':<15} {_when(at)}")
     for error in (b.get("errors") or {}).get("data") or []:
         typer.echo(f"error      {error.get('code')}: {error.get('message')}")
 
@@ -107,7 +107,7 @@ def _show_job(j: dict[str, Any]) -> None:
     if error := j.get("error"):
         typer.echo(f"error      {error['code']}: {error['reason']}")
     for name in ("created_at", "started_at", "finished_at"):
-        typer.echo(f"{name:<10} {(t.get(name) or '-')[:19]}")
+        typer.echo(f"{name:<11} {(t.get(name) or '-')[:19]}")
     if t.get("total_s") is not None:
         typer.echo(f"total_s    {t['total_s']:.1f}")
 
