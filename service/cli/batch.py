@@ -14,6 +14,7 @@ no usable server, 130 interrupted.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,8 +97,6 @@ class Results:
     @contextmanager
     def sink(self) -> Iterator[IO[str]]:
         if self.path is None:
-            import sys
-
             yield sys.stdout
             sys.stdout.flush()
             return
