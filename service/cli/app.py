@@ -23,9 +23,12 @@ from sqlalchemy import func, select
 from typer.core import TyperGroup
 
 from service.cli.backends import backends as backends_command
+from service.cli.batch import batch as batch_command
 from service.cli.common import prepare
 from service.cli.keys import keys
 from service.cli.kv import kv as kv_command
+from service.cli.listing import batches as batches_command
+from service.cli.listing import jobs as jobs_command
 from service.cli.options import DataDir, settings_of
 from service.cli.route import route as route_command
 from service.cli.submit import submit as submit_command
@@ -63,6 +66,9 @@ cli.command("kv")(kv_command)
 cli.command("route")(route_command)
 cli.command("backends")(backends_command)
 cli.command("submit")(submit_command)
+cli.command("batch")(batch_command)
+cli.command("batches")(batches_command)
+cli.command("jobs")(jobs_command)
 
 
 @cli.callback()

@@ -11,69 +11,21 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
 import typer
 
-from service.cli.options import settings_of
+from service.cli.api import (
+    DEFAULT_URL,
+    Key,
+    Params,
+    Url,
+    api_client,
+    call,
+    fail,
+    parse_params,
+)  # fmt: skip
 from service.models import FINAL
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"longdoc submit: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _parse_params(value: str) -> dict[str, Any]:
-    try:
-        text = Path(value[1:]).read_text() if value.startswith("@") else value
-        params = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise typer.BadParameter(f"{value!r}: {exc}", param_hint="'--params'") from None
-    if not isinstance(params, dict):
-        raise typer.BadParameter(f"{value!r}: not a JSON object", param_hint="'--params'")
-    return params
-
-
-def _api_key(key: str | None, data_dir: Path) -> str:
-    if key:
-        return key
-    path = data_dir / "api-key"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        _fail(
-            f"no API key: pass --key or set LONGDOC_API_KEY ({path} is written by the first "
-            "`longdoc serve`; `longdoc keys create --tenant default` makes another)",
-            2,
-        )
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:500]
-    detail = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(detail, dict) and "reason" in detail:  # Longdoc's {"error": {code, reason}}
-        return f"{detail.get('code', 'error')}: {detail['reason']}"
-    return json.dumps(detail)
-
-
-def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """One request; any answer but 2xx, or none, ends the command with status 2."""
-    try:
-        resp = client.request(method, path, **kwargs)
-    except httpx.TransportError as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        _fail(f"cannot reach {client.base_url} ({reason}); is `longdoc serve` running?", 2)
-    if resp.status_code in (401, 403):
-        _fail(f"the server refused the API key ({resp.status_code}): {_detail(resp)}", 2)
-    if resp.is_error:
-        _fail(f"{method} {path}: {resp.status_code} {_detail(resp)}", 2)
-    body: dict[str, Any] = resp.json()
-    return body
 
 
 def _describe(job: dict[str, Any], doc: dict[str, Any]) -> str:
@@ -130,56 +82,43 @@ def submit(
     task: Annotated[
         str, typer.Option(help="summarize, extract, ask, classify or prompt.")
     ] = "summarize",
-    params: Annotated[
-        str,
-        typer.Option(
-            help='The task\'s parameters, JSON or @file.json: ask {"questions": [...]}, '
-            'extract {"schema": {...}}, classify {"labels": [...]}, prompt {"instruction": "..."}.'
-        ),
-    ] = "{}",
+    params: Params = "{}",
     max_output_tokens: Annotated[int, typer.Option(min=1, help="Output budget.")] = 512,
-    url: Annotated[str, typer.Option(envvar="LONGDOC_URL", help="The API.")] = (
-        "http://127.0.0.1:8000"
-    ),
-    key: Annotated[
-        str | None,
-        typer.Option(envvar="LONGDOC_API_KEY", help="API key; default: DATA_DIR/api-key."),
-    ] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the job.")] = 1800,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result JSON.")] = False,
 ) -> None:
     """Upload FILE, run TASK on it, wait, print the result (text, or JSON data)."""
-    parsed = _parse_params(params)
-    headers = {"Authorization": f"Bearer {_api_key(key, settings_of(ctx).data_dir)}"}
-    timeouts = httpx.Timeout(60.0, connect=5.0)
-    with httpx.Client(base_url=url, headers=headers, timeout=timeouts) as client:
+    parsed = parse_params(params)
+    with api_client(ctx, url, key) as client:
         query = {"task": task, "max_output_tokens": max_output_tokens, "params": json.dumps(parsed)}
         with file.open("rb") as f:
-            doc = _call(client, "POST", "/v1/documents", params=query, files={"file": f})
+            doc = call(client, "POST", "/v1/documents", params=query, files={"file": f})
         job = doc.get("job")
         if job is None:
-            _fail(f"the server created no job for task {task!r}: {json.dumps(doc)[:300]}", 2)
+            fail(f"the server created no job for task {task!r}: {json.dumps(doc)[:300]}", 2)
         typer.echo(f"document {doc['id']}, job {job['id']}", err=True)
         deadline, last = time.monotonic() + timeout, ""
         while True:
             if job["status"] == "queued":  # planned once the document is parsed
-                doc = _call(client, "GET", f"/v1/documents/{doc['id']}")
+                doc = call(client, "GET", f"/v1/documents/{doc['id']}")
             if (line := _describe(job, doc)) != last:
                 typer.echo(line, err=True)
                 last = line
             if job["status"] in FINAL:  # JSON strings equal the StrEnum members
                 break
             if time.monotonic() > deadline:
-                _fail(f"gave up after {timeout:.0f} s; job {job['id']} goes on ({last})", 1)
+                fail(f"gave up after {timeout:.0f} s; job {job['id']} goes on ({last})", 1)
             time.sleep(1.0)
-            job = _call(client, "GET", f"/v1/jobs/{job['id']}")
+            job = call(client, "GET", f"/v1/jobs/{job['id']}")
         if job["status"] != "succeeded":
             error = job.get("error")
             if error and error.get("raw_output"):
                 typer.echo(f"the model's last output: {error['raw_output'][:1000]}", err=True)
             reason = f": {error['code']}: {error['reason']}" if error else ""
-            _fail(f"job {job['id']} {job['status']}{reason}", 1)
-        result = _call(client, "GET", f"/v1/jobs/{job['id']}/result")
+            fail(f"job {job['id']} {job['status']}{reason}", 1)
+        result = call(client, "GET", f"/v1/jobs/{job['id']}/result")
     if as_json:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
