@@ -61,6 +61,8 @@ def _field_error(value: dict[str, Any], endpoint: str, line: int) -> LineError |
         return LineError("missing_custom_id", "custom_id must be a non-empty string", line)
     if len(cid) > MAX_CUSTOM_ID:
         return LineError("invalid_custom_id", f"custom_id is over {MAX_CUSTOM_ID} chars", line)
+    if "\x00" in cid:  # no database text column holds it
+        return LineError("invalid_custom_id", "custom_id holds a NUL character", line)
     if value.get("method") != "POST":
         return LineError("invalid_method", "method must be POST", line)
     url = value.get("url")
@@ -80,7 +82,7 @@ def parse(raw: bytes | None, endpoint: str, line: int, max_line_bytes: int) -> R
         return LineError("line_too_long", f"the line is over {max_line_bytes:,} bytes", line)
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # a nesting bomb is bad JSON too
         return LineError("invalid_json", f"not JSON: {exc}"[:300], line)
     if not isinstance(value, dict):
         return LineError("invalid_json", "a line must be a JSON object", line)

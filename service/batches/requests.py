@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from service.batches import items
@@ -143,6 +143,10 @@ def _once(run: Any, session: Session, batch: Batch, req: lines.Request) -> None:
     except IntegrityError:
         session.rollback()
         log.info("batch %s: %r was made by another run", batch.id, req.custom_id)
+    except DataError as exc:  # what the database cannot store (a NUL in a string)
+        session.rollback()
+        why = f"the body holds what cannot be stored: {exc.orig}"[:500]
+        items.fail_item(session, batch, req.custom_id, req.line, "invalid_body", why)
 
 
 def _fail(session: Session, batch_id: uuid.UUID, errors: list[dict[str, Any]]) -> str:

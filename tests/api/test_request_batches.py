@@ -205,6 +205,10 @@ def test_validation_limits_and_blank_lines(database: str) -> None:
     assert [(e.code, e.line) for e in errors] == [("too_many_requests", 3)]
     total, errors = request_lines.validate(io.BytesIO(b"\n \n"), "/v1/jobs", 2, 1000)
     assert (total, [e.code for e in errors]) == (0, ["empty_file"])
+    bomb = b"[" * 100_000 + b"]" * 100_000
+    nul = line("a\x00b", {}).encode()
+    total, errors = request_lines.validate(io.BytesIO(bomb + b"\n" + nul), "/v1/jobs", 9, 10**6)
+    assert [(e.code, e.line) for e in errors] == [("invalid_json", 1), ("invalid_custom_id", 2)]
 
 
 def _queued_document(key: str) -> str:

@@ -100,8 +100,12 @@ async def create_archive_batch(
     responses={
         200: {"description": "The same file (its bytes) for the same endpoint: that batch"},
         **errors(
+            400,
             404,
+            413,
             422,
+            e400="A body that is not JSON text (e.g. not UTF-8)",
+            e413="A JSON body over the API's limit",
             e404="No such file of the tenant's",
             e422="A bad body or window, or a file that is not purpose=batch",
         ),
