@@ -17,7 +17,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
@@ -42,6 +42,9 @@ from service.models import (
     FilePurpose,
     utcnow,
 )
+
+if TYPE_CHECKING:  # it imports this module, to hand a request file's batch over
+    from service.batches.expansion import Expansion
 
 log = logging.getLogger(__name__)
 KIND = "openai"
@@ -111,7 +114,7 @@ def create(
     return batch, True
 
 
-def _make(run: Any, session: Session, batch: Batch, req: lines.Request) -> None:
+def _make(run: Expansion, session: Session, batch: Batch, req: lines.Request) -> None:
     """One line: its item and its job, or its item failed with the job's refusal."""
     cid, line = req.custom_id, req.line
     try:
@@ -136,7 +139,7 @@ def _make(run: Any, session: Session, batch: Batch, req: lines.Request) -> None:
         run.send_jobs(session, send)
 
 
-def _once(run: Any, session: Session, batch: Batch, req: lines.Request) -> None:
+def _once(run: Expansion, session: Session, batch: Batch, req: lines.Request) -> None:
     # A second run over the same line at the same time loses on the unique custom_id.
     try:
         _make(run, session, batch, req)
@@ -155,14 +158,12 @@ def _fail(session: Session, batch_id: uuid.UUID, errors: list[dict[str, Any]]) -
     return f"failed: {errors[0]['message']}"
 
 
-def expand(run: Any, session: Session, batch: Batch) -> str:
+def expand(run: Expansion, session: Session, batch: Batch) -> str:
     """Validate the batch's file whole (status `validating`), then make its items
-    and jobs line by line; idempotent like an archive's expansion (`run` is an
-    `expansion.Expansion`)."""
+    and jobs line by line; idempotent like an archive's expansion."""
     if batch.expanded_at is not None or batch.status in BATCH_FINAL:
         return "nothing to do"
-    store: BlobStore = run.store
-    settings: Settings = run.settings
+    store, settings = run.store, run.settings
     try:
         f = _input(session, store, batch)
     except FileNotFoundError:

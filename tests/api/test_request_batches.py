@@ -232,12 +232,20 @@ def test_cancel_ends_unfinished_jobs_and_their_lines_go_to_the_error_file(
 ) -> None:
     doc = _queued_document(api_key)
     lines = [line(f"r{i}", {"document_id": doc, "task": "summarize"}) for i in range(3)]
+    lines.insert(1, line("gone", {"document_id": str(uuid.uuid4()), "task": "summarize"}))
     made = create(ours, upload(ours, lines))
 
-    def expanded() -> bool:
-        return jobs_of(made.id) == 3
+    def first_error() -> Any:
+        got = ours.batches.retrieve(made.id)
+        return got if got.error_file_id is not None and jobs_of(made.id) == 3 else None
 
-    wait_for(expanded, what="the batch's jobs made")
+    # While the others wait, the request that failed is counted and its line written.
+    running = wait_for(first_error, what="the first error line written")
+    assert running.status == "in_progress" and running.output_file_id is None
+    counts = running.request_counts
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (4, 0, 1)
+    assert [e["custom_id"] for e in content_lines(ours, running.error_file_id)] == ["gone"]
+    assert ours.files.retrieve(running.error_file_id).status == "uploaded"  # still growing
     with pytest.raises(openai.NotFoundError):
         theirs.batches.cancel(made.id)
     with pytest.raises(openai.NotFoundError):
@@ -246,14 +254,14 @@ def test_cancel_ends_unfinished_jobs_and_their_lines_go_to_the_error_file(
     assert cancelled.status in ("cancelling", "cancelled") and cancelled.cancelling_at
     done = settled(ours, made.id, "cancelled")
     counts = done.request_counts
-    assert counts is not None and (counts.total, counts.completed, counts.failed) == (3, 0, 0)
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (4, 0, 1)
     with get_sessionmaker()() as s:
         jobs = s.scalars(select(Job).where(Job.batch_id == lifecycle.parse_id(made.id))).all()
         assert {(j.status, j.error_code) for j in jobs} == {(JobStatus.cancelled, "cancelled")}
-    assert done.output_file_id is None and done.error_file_id is not None
+    assert done.output_file_id is None and done.error_file_id == running.error_file_id
     errors = content_lines(ours, done.error_file_id)
     assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [
-        ("r0", "cancelled"), ("r1", "cancelled"), ("r2", "cancelled")
+        ("gone", "not_found"), ("r0", "cancelled"), ("r1", "cancelled"), ("r2", "cancelled")
     ]  # fmt: skip
     with pytest.raises(openai.NotFoundError):
         theirs.files.content(done.error_file_id)

@@ -1,5 +1,5 @@
 """The `expand_batch` task (ingest queue): an archive batch's entries become documents,
-items and jobs. Idempotent (`service.batches.expansion.expand`): a re-delivered or
+items and jobs; a request file's lines, once validated, items and jobs. Idempotent (`service.batches.expansion.expand`): a re-delivered or
 re-sent task goes on from the entries already made; the unique custom_id per batch
 keeps any item from being made twice."""
 
