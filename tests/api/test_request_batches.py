@@ -190,6 +190,14 @@ def test_an_endpoint_not_served_fails_the_batch(ours: openai.OpenAI, database: s
     assert made.status == "failed" and made.errors is not None and made.errors.data
     assert made.errors.data[0].code == "invalid_endpoint" and made.errors.data[0].line is None
     assert ours.batches.retrieve(made.id).status == "failed"
+    with pytest.raises(openai.UnprocessableEntityError):
+        ours.batches.create(
+            input_file_id=made.input_file_id,
+            endpoint="/v1/jobs",  # type: ignore[arg-type]
+            completion_window="3d",  # type: ignore[arg-type]
+        )
+    with pytest.raises(openai.NotFoundError):
+        create(ours, "file-" + uuid.uuid4().hex)
 
 
 def test_validation_limits_and_blank_lines(database: str) -> None:
