@@ -1,5 +1,6 @@
 """request batches: a batch's input file, the output and error files written as its
-requests end, and when each request's line was written
+requests end, when each request's line was written, and when the batch's expansion
+was last sent again
 
 Revision ID: 0011
 Revises: 0010
@@ -22,6 +23,7 @@ _FILES = ("input_file_id", "output_file_id", "error_file_id")
 def upgrade() -> None:
     # Batch mode: SQLite rebuilds the table to add the foreign keys; Postgres alters it.
     with op.batch_alter_table("batches") as batch_op:
+        batch_op.add_column(sa.Column("resent_at", sa.DateTime(timezone=True), nullable=True))
         for column in _FILES:
             batch_op.add_column(sa.Column(column, sa.Uuid(), nullable=True))
             batch_op.create_foreign_key(
@@ -38,3 +40,4 @@ def downgrade() -> None:
         for column in reversed(_FILES):
             batch_op.drop_constraint(f"fk_batches_{column}_files", type_="foreignkey")
             batch_op.drop_column(column)
+        batch_op.drop_column("resent_at")

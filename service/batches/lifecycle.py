@@ -242,13 +242,23 @@ def advance_all(
     """The worker's periodic step over every batch not final; returns how many."""
     with sessions() as session:
         ids = list(session.scalars(select(Batch.id).where(Batch.status.not_in(BATCH_FINAL))))
-        unsent = session.scalars(
-            select(Batch.id).where(
-                Batch.status == BatchStatus.validating,
-                Batch.in_progress_at.is_(None),
-                Batch.created_at < utcnow() - UNSENT_AFTER,
+        # Sent again at most once a window, from the last sending: a request file's
+        # validation (or a long queue) keeps a batch validating longer than that,
+        # and every step would send it once more.
+        cutoff = utcnow() - UNSENT_AFTER
+        unsent = list(
+            session.scalars(
+                select(Batch.id).where(
+                    Batch.status == BatchStatus.validating,
+                    Batch.in_progress_at.is_(None),
+                    func.coalesce(Batch.resent_at, Batch.created_at) < cutoff,
+                )
             )
-        ).all()
+        )
+        if unsent and dispatch_expand is not None:
+            stmt = update(Batch).where(Batch.id.in_(unsent)).values(resent_at=utcnow())
+            session.execute(stmt)
+            session.commit()
     if dispatch_expand is not None:
         for batch_id in unsent:
             dispatch_expand(str(batch_id))  # a second run skips the items made

@@ -64,6 +64,8 @@ class Batch(Base):
     # The expansion (every request made an item) ended, done or stopped; before it
     # the batch cannot finish, however final its items so far are.
     expanded_at: Mapped[datetime | None]
+    # When the worker's advance last sent the expansion again (none came to it).
+    resent_at: Mapped[datetime | None]
     in_progress_at: Mapped[datetime | None]
     finalizing_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]

@@ -22,7 +22,16 @@ from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.documents import ReceivedFile, mark_dispatched, register_upload
-from service.models import Batch, BatchItem, BatchItemStatus, BatchStatus, File, Job, JobStatus
+from service.models import (
+    Batch,
+    BatchItem,
+    BatchItemStatus,
+    BatchStatus,
+    File,
+    Job,
+    JobStatus,
+    utcnow,
+)
 from tests.api.test_archive_batches import _tenant
 from tests.conftest import auth, wait_for
 
@@ -92,6 +101,35 @@ def jobs_of(batch_id: str) -> int:
     with get_sessionmaker()() as s:
         stmt = select(func.count()).where(Job.batch_id == lifecycle.parse_id(batch_id))
         return s.scalar(stmt) or 0
+
+
+def test_a_batch_whose_expansion_was_lost_is_sent_again_once_a_window(
+    api_key: str, database: str
+) -> None:
+    """First in the module: no worker yet, whose own advance would send it first."""
+    from datetime import timedelta
+
+    with get_sessionmaker()() as s:
+        old = utcnow() - 2 * lifecycle.UNSENT_AFTER
+        batch = Batch(tenant_id=_tenant(api_key), kind="openai", created_at=old)
+        s.add(batch)
+        s.commit()
+        batch_id = str(batch.id)
+    sent: list[str] = []
+    sessions = get_sessionmaker()
+    lifecycle.advance_all(sessions, lambda _t: None, sent.append)
+    lifecycle.advance_all(sessions, lambda _t: None, sent.append)  # within the window
+    assert sent.count(batch_id) == 1
+    with sessions() as s:
+        stmt = Batch.__table__.update().where(Batch.id == uuid.UUID(batch_id))
+        s.execute(stmt.values(resent_at=utcnow() - timedelta(minutes=5)))
+        s.commit()
+    lifecycle.advance_all(sessions, lambda _t: None, sent.append)
+    assert sent.count(batch_id) == 2
+    with sessions() as s:
+        stmt = Batch.__table__.update().where(Batch.id == uuid.UUID(batch_id))
+        s.execute(stmt.values(status=BatchStatus.cancelled))
+        s.commit()
 
 
 def test_a_request_file_runs_its_lines_as_jobs_and_the_error_file_fills(
