@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # A request file for the Batch API (POST /v1/files, purpose=batch): OpenAI's own
     # limit, so a file that its API takes is taken here too.
     max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    # What a request file may hold (service/batches/request_lines.py): OpenAI's
+    # 50,000 requests, and a line's bytes (a job request is small; a longer line is
+    # refused at validation without being held whole).
+    batch_max_requests: int = Field(default=50_000, gt=0)
+    batch_max_line_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # Blob store: a temp file (an upload or a parse in progress) that nothing has
     # written to for this long was left by a crash; the sweeper removes it. Above the

@@ -154,10 +154,12 @@ def open_content(store: BlobStore, row: File) -> BinaryIO:
         raise NotFound("not_found", "the file's content is gone") from None
 
 
-def chunks(f: BinaryIO) -> Iterator[bytes]:
-    """The open file's bytes a chunk at a time (memory stays flat), then closes it."""
+def chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
+    """The open file's first `size` bytes (its row's: an output file being written
+    may hold bytes past its last commit) a chunk at a time, then closes it."""
     with f:
-        while block := f.read(_CHUNK):
+        while size > 0 and (block := f.read(min(_CHUNK, size))):
+            size -= len(block)
             yield block
 
 

@@ -38,6 +38,10 @@ def test_the_status_machine() -> None:
     assert next_status(BatchStatus.in_progress, True, busy) is None
     assert next_status(BatchStatus.cancelling, True, done) == BatchStatus.cancelled
     assert next_status(BatchStatus.cancelling, False, done) is None
+    # Every request final, not every line in its file yet: finalizing, and cancelling.
+    assert next_status(BatchStatus.in_progress, True, done, False) == BatchStatus.finalizing
+    assert next_status(BatchStatus.finalizing, True, done, False) is None
+    assert next_status(BatchStatus.cancelling, True, done, False) is None
     for final in (BatchStatus.completed, BatchStatus.failed, BatchStatus.cancelled):
         assert next_status(final, True, done) is None
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.backends.discovery import refresh
 from service.batches.lifecycle import advance_all
+from service.blobstore import BlobStore
 from service.config import Settings
 from service.models import utcnow
 from service.periodic import Job, Scheduler
@@ -46,9 +47,10 @@ def refresher_job(sessions: Callable[[], Session], settings: Settings) -> Job:
 
 
 def batches_job(sessions: Callable[[], Session], settings: Settings) -> Job:
-    """Batches moved on: finalizing and completed once every request is final, the
+    """Batches moved on: the lines of requests that ended written to their output
+    and error files, finalizing and completed once every request is final, the
     stragglers of a cancel ended, expiry past the completion window."""
-    fn = partial(advance_all, sessions, revoke, dispatch_expand)
+    fn = partial(advance_all, sessions, revoke, dispatch_expand, BlobStore(settings.blobs))
     return Job("batch advance", settings.batch_advance_interval_s, fn)
 
 

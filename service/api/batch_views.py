@@ -4,19 +4,20 @@ and the results' output lines `{id, custom_id, response, error}`."""
 
 from __future__ import annotations
 
-import json
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
 
-from service.api import job_views
+from service.api.file_views import file_id
 from service.batches import lifecycle as batches
+from service.batches import results
 from service.batches.status import Counts
 from service.db import get_sessionmaker
-from service.models import Batch, BatchItem, Job
+from service.models import Batch
 
 PAGE = 200
 
@@ -62,6 +63,28 @@ class BatchOut(BaseModel):
     filename: str | None
 
 
+class BatchCreate(BaseModel):
+    """OpenAI's batch request, as its SDKs send it (`client.batches.create`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str = Field(max_length=100, description="A purpose=batch file's id.")
+    endpoint: str = Field(
+        max_length=100, description="What every line calls: `/v1/jobs`; others fail the batch."
+    )
+    completion_window: str = Field(default="24h", max_length=8, description="1h to 168h.")
+    metadata: (
+        dict[
+            Annotated[str, StringConstraints(max_length=64)],
+            Annotated[str, StringConstraints(max_length=512)],
+        ]
+        | None
+    ) = Field(default=None, max_length=16, description="Up to 16 string pairs (OpenAI's limits).")
+    output_expires_after: dict[str, Any] | None = Field(
+        default=None, description="Accepted for the SDKs; Longdoc's output files do not expire."
+    )
+
+
 class BatchList(BaseModel):
     object: Literal["list"] = "list"
     data: list[BatchOut]
@@ -74,13 +97,19 @@ def _unix(at: datetime | None) -> int | None:
     return None if at is None else int(at.timestamp())
 
 
+def _file(row_id: uuid.UUID | None) -> str | None:
+    return None if row_id is None else file_id(row_id)
+
+
 def to_out(session: Session, batch: Batch) -> BatchOut:
     found: Counts = batches.counts(session, batch)
     return BatchOut(
         id=batches.public_id(batch.id),
         endpoint=batch.endpoint,
         errors=BatchErrors(data=batch.errors) if batch.errors else None,
-        input_file_id=None,
+        input_file_id=_file(batch.input_file_id),
+        output_file_id=_file(batch.output_file_id),
+        error_file_id=_file(batch.error_file_id),
         completion_window=batch.completion_window,
         status=batch.status.value,
         created_at=int(batch.created_at.timestamp()),
@@ -108,21 +137,6 @@ def to_out(session: Session, batch: Batch) -> BatchOut:
     )
 
 
-def _line(session: Session, item: BatchItem, job: Job | None, state: str, admin: bool) -> str:
-    out: dict[str, Any] = {"id": f"batch_req_{item.id.hex}", "custom_id": item.custom_id}
-    if state == "succeeded" and job is not None:
-        result = job_views.result_out(session, job, admin=admin)
-        body = result.model_dump(mode="json")
-        out["response"] = {"status_code": 200, "request_id": result.request_id, "body": body}
-        out["error"] = None
-    else:
-        code = (job.error_code if job is not None else None) or item.error_code or state
-        reason = (job.error_reason if job is not None else None) or item.error_reason or state
-        out["response"] = None
-        out["error"] = {"code": code, "message": reason}
-    return json.dumps(out, separators=(",", ":")) + "\n"
-
-
 def result_lines(batch: Batch, admin: bool) -> Iterator[str]:
     """The output lines of what is final now, in line order, read page by page in a
     session of their own (the request's is gone once the response streams)."""
@@ -134,5 +148,5 @@ def result_lines(batch: Batch, admin: bool) -> Iterator[str]:
                 return
             for item, job, state in page:
                 after = item.line
-                yield _line(session, item, job, state, admin)
+                yield results.line(session, item, job, state, admin)
             session.rollback()

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.jobs.results import ResultOut as ResultOut
 from service.models import JobStatus
 
 
@@ -69,16 +70,3 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
-
-
-class ResultOut(BaseModel):
-    job_id: uuid.UUID
-    text: str | None
-    data: dict[str, Any] | None
-    warnings: list[str]
-    model: str | None
-    backend_url: str | None = Field(description="Shown to admin keys only; null for tenants.")
-    request_id: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    created_at: datetime

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -14,10 +13,9 @@ from service.api.job_schemas import (
     JobError,
     JobOut,
     JobTimings,
-    ResultOut,
 )
-from service.errors import Conflict
-from service.models import FINAL, Backend, Job, JobStatus, Result, utcnow
+from service.jobs.results import result_out as result_out
+from service.models import FINAL, Backend, Job, JobStatus, utcnow
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -87,29 +85,4 @@ def to_out(session: Session, job: Job, *, admin: bool = False) -> JobOut:
         ),
         children=_children(session, job),
         result_url=f"/v1/jobs/{job.id}/result" if job.status == JobStatus.succeeded else None,
-    )
-
-
-def result_out(session: Session, job: Job, *, admin: bool = False) -> ResultOut:
-    result = session.scalar(select(Result).where(Result.job_id == job.id))
-    if job.status != JobStatus.succeeded or result is None:
-        extra: dict[str, Any] = {"status": job.status.value}
-        if job.raw_output is not None:
-            extra["raw_output"] = job.raw_output
-        raise Conflict(
-            "not_ready" if job.status not in ("failed", "cancelled") else job.status.value,
-            job.error_reason or f"the job is {job.status.value}",
-            **extra,
-        )
-    return ResultOut(
-        job_id=job.id,
-        text=result.text,
-        data=result.data,
-        warnings=list(result.warnings or []),
-        model=result.model,
-        backend_url=result.backend_url if admin else None,
-        request_id=result.request_id,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        created_at=result.created_at,
     )

@@ -25,6 +25,7 @@ from ingestion.archives import (
     ArchiveLimits,
     open_archive,
 )
+from service.batches import lifecycle as batches
 from service.batches import status as rules
 from service.blobstore import BlobStore
 from service.config import Settings
@@ -36,7 +37,6 @@ from service.jobs.schemas import JobCreate
 from service.models import Batch, BatchStatus, utcnow
 
 log = logging.getLogger(__name__)
-_RETRIED = (BatchStatus.failed, BatchStatus.cancelled, BatchStatus.expired)
 _SETTING = {
     "max_entries": "archive_max_entries",
     "max_total_bytes": "archive_max_total_bytes",
@@ -106,18 +106,6 @@ def scan(source: Any, archive_limits: ArchiveLimits, filename: str | None = None
         raise Invalid(f"archive_{exc.code}", exc.reason, field="body.file") from None
 
 
-def _reusable(session: Session, tenant_id: uuid.UUID, key: str) -> Batch | None:
-    """The batch this request names, or None. One that ended badly gives its key up."""
-    found = session.scalar(
-        select(Batch).where(Batch.tenant_id == tenant_id, Batch.dedup_key == key)
-    )
-    if found is None or found.status not in _RETRIED:
-        return found
-    found.dedup_key = f"{key}@{found.id.hex}"
-    session.flush()
-    return None
-
-
 def create(
     session: Session,
     settings: Settings,
@@ -130,7 +118,7 @@ def create(
     the batch it made before. The archive is checked whole before it is stored."""
     try:
         key = dedup_key(received.sha256, request)
-        existing = _reusable(session, tenant_id, key)
+        existing = batches.reusable(session, tenant_id, key)
         session.commit()
         if existing is not None:
             return existing, False

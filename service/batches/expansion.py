@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingestion.archives import ArchiveEntry, ArchiveError, EntryError, open_archive
+from service.batches import items, requests
 from service.batches.archives import custom_id, limits
 from service.blobstore import BlobStore
 from service.config import Settings
@@ -26,13 +27,9 @@ from service.documents import ReceivedFile, lock_blob, mark_dispatched, register
 from service.errors import DomainError
 from service.jobs import lifecycle as jobs
 from service.jobs.schemas import JobCreate
-from service.models import BATCH_FINAL, Batch, BatchItem, BatchItemStatus, BatchStatus, utcnow
+from service.models import BATCH_FINAL, Batch, BatchItemStatus
 
 log = logging.getLogger(__name__)
-
-
-def _job_key(batch_id: uuid.UUID, cid: str) -> str:
-    return "batch:" + hashlib.sha256(f"{batch_id}\0{cid}".encode()).hexdigest()
 
 
 def _filename(name: str) -> str:
@@ -72,22 +69,6 @@ class Expansion:
     send_jobs: Callable[[Session, list[uuid.UUID]], None]
 
 
-def _item(session: Session, batch_id: uuid.UUID, cid: str, line: int) -> BatchItem:
-    found = session.scalar(
-        select(BatchItem).where(BatchItem.batch_id == batch_id, BatchItem.custom_id == cid)
-    )
-    if found is None:
-        found = BatchItem(batch_id=batch_id, custom_id=cid, line=line)
-        session.add(found)
-    return found
-
-
-def _fail_item(session: Session, batch: Batch, cid: str, line: int, code: str, why: str) -> None:
-    item = _item(session, batch.id, cid, line)
-    item.status, item.error_code, item.error_reason = BatchItemStatus.failed, code, why
-    session.commit()
-
-
 def _entry(run: Expansion, session: Session, batch: Batch, cid: str, line: int, e: Any) -> None:
     """One line of the archive, once: a second run over it at the same time (a task
     sent again) loses on the unique custom_id, and leaves the line to the first."""
@@ -101,13 +82,13 @@ def _entry(run: Expansion, session: Session, batch: Batch, cid: str, line: int, 
 def _make(run: Expansion, session: Session, batch: Batch, cid: str, line: int, e: Any) -> None:
     """One line of the archive: a failed item, or a document, an item and a job."""
     if isinstance(e, EntryError):
-        _fail_item(session, batch, cid, line, e.code, e.reason)
+        items.fail_item(session, batch, cid, line, e.code, e.reason)
         return
     try:
         received = _receive(run.store, e)
         doc, created = register_upload(session, run.store, batch.tenant_id, received)
     except (EntryError, DomainError) as err:
-        _fail_item(session, batch, cid, line, err.code, err.reason)
+        items.fail_item(session, batch, cid, line, err.code, err.reason)
         return
     if created:
         doc.batch_id = batch.id
@@ -117,7 +98,7 @@ def _make(run: Expansion, session: Session, batch: Batch, cid: str, line: int, e
             mark_dispatched(session, doc)
         except Exception:
             log.exception("could not queue document %s; the sweeper will", doc.id)
-    item = _item(session, batch.id, cid, line)
+    item = items.item(session, batch.id, cid, line)
     item.document_id = doc.id
     session.commit()
     body = JobCreate(
@@ -125,45 +106,32 @@ def _make(run: Expansion, session: Session, batch: Batch, cid: str, line: int, e
         task=batch.task or "",
         params=batch.params or {},
         max_output_tokens=batch.max_output_tokens or 1024,
-        idempotency_key=_job_key(batch.id, cid),
+        idempotency_key=items.job_key(batch.id, cid),
     )
     try:
         job, _, send = jobs.create(session, run.settings, batch.tenant_id, body, batch_id=batch.id)
     except DomainError as err:
-        _fail_item(session, batch, cid, line, err.code, err.reason)
+        items.fail_item(session, batch, cid, line, err.code, err.reason)
         return
-    item = _item(session, batch.id, cid, line)
+    item = items.item(session, batch.id, cid, line)
     item.job_id, item.status = job.id, BatchItemStatus.queued
     session.commit()
     if send:
         run.send_jobs(session, send)
 
 
-def _running(session: Session, batch_id: uuid.UUID) -> bool:
-    now = session.scalar(select(Batch.status).where(Batch.id == batch_id))
-    session.rollback()  # read fresh each time: a cancel may land while we expand
-    return now in (BatchStatus.validating, BatchStatus.in_progress)
-
-
-def _start(session: Session, batch: Batch) -> dict[str, BatchItemStatus]:
-    if batch.status == BatchStatus.validating:
-        batch.status, batch.in_progress_at = BatchStatus.in_progress, utcnow()
-    done = session.execute(
-        select(BatchItem.custom_id, BatchItem.status).where(BatchItem.batch_id == batch.id)
-    ).all()
-    session.commit()
-    return {r.custom_id: r.status for r in done}
-
-
 def expand(run: Expansion, session: Session, batch_id: uuid.UUID) -> str:
-    """Make the batch's items, entry by entry; returns how it ended (for the log).
-    An ArchiveError met on the way fails the batch with it; the items made stay."""
+    """Make the batch's items, entry by entry (a request file's: line by line, in
+    `requests`); returns how it ended (for the log). An ArchiveError met on the way
+    fails the batch with it; the items made stay."""
     batch = session.get(Batch, batch_id)
     if batch is None or batch.expanded_at is not None or batch.status in BATCH_FINAL:
         return "nothing to do"
+    if batch.kind == requests.KIND:
+        return requests.expand(run, session, batch)
     if batch.sha256 is None:
         return "not an archive batch"
-    made = _start(session, batch)
+    made = items.start(session, batch)
     seen: set[str] = set()
     line = 0
     ended = "expanded"
@@ -175,22 +143,22 @@ def expand(run: Expansion, session: Session, batch_id: uuid.UUID) -> str:
                 cid = custom_id(found.name, line, seen)
                 if made.get(cid, BatchItemStatus.pending) != BatchItemStatus.pending:
                     continue  # made by an earlier run
-                if not _running(session, batch_id):
+                if not items.running(session, batch_id):
                     ended = "stopped"
                     break
                 _entry(run, session, batch, cid, line, found)
     except ArchiveError as exc:
         session.rollback()
         errors = [{"code": exc.code, "message": exc.reason, "line": line + 1}]
-        _end_expansion(session, batch_id, errors=errors)
+        items.end_expansion(session, batch_id, errors=errors)
         drop_archive(session, run.store, sha)
         return f"failed: {exc.reason}"
     except FileNotFoundError:
         session.rollback()
         errors = [{"code": "missing", "message": "the stored archive is gone", "line": None}]
-        _end_expansion(session, batch_id, errors=errors)
+        items.end_expansion(session, batch_id, errors=errors)
         return "failed: the stored archive is gone"
-    _end_expansion(session, batch_id, total=line if ended == "expanded" else None)
+    items.end_expansion(session, batch_id, total=line if ended == "expanded" else None)
     drop_archive(session, run.store, sha)
     return ended
 
@@ -203,26 +171,3 @@ def drop_archive(session: Session, store: BlobStore, sha256: str) -> None:
         busy = select(func.count()).where(Batch.sha256 == sha256, Batch.expanded_at.is_(None))
         if not session.scalar(busy):
             store.delete(store.archive(sha256))
-
-
-def _end_expansion(
-    session: Session,
-    batch_id: uuid.UUID,
-    *,
-    total: int | None = None,
-    errors: list[dict[str, Any]] | None = None,
-) -> None:
-    """Record that no more items will be made: `total` the lines read, or (stopped by a
-    cancel or an expiry, or failed) the items made, so the batch can end."""
-    now = utcnow()
-    if total is None:
-        made = select(func.count()).select_from(BatchItem).where(BatchItem.batch_id == batch_id)
-        total = session.scalar(made) or 0
-    values: dict[str, Any] = {"expanded_at": now, "total": total}
-    stmt = update(Batch).where(Batch.id == batch_id)
-    session.execute(stmt.values(**values))
-    if errors is not None:
-        running = Batch.status.in_((BatchStatus.validating, BatchStatus.in_progress))
-        stmt = update(Batch).where(Batch.id == batch_id, running)
-        session.execute(stmt.values(status=BatchStatus.failed, failed_at=now, errors=errors))
-    session.commit()

@@ -11,7 +11,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.batches import outputs
 from service.batches import status as rules
+from service.blobstore import BlobStore
+from service.config import get_settings
 from service.db import write_transaction
 from service.errors import NotFound
 from service.jobs import tree
@@ -29,6 +32,15 @@ from service.models import (
 
 log = logging.getLogger(__name__)
 PREFIX = "batch_"
+_RETRIED = (BatchStatus.failed, BatchStatus.cancelled, BatchStatus.expired)
+# Output lines written per step: a worker's advance, or the API's cancel (which the
+# worker's next advances finish, the batch `cancelling` until then).
+STEP_LINES = 5_000
+CANCEL_LINES = 500
+
+
+def _store(store: BlobStore | None) -> BlobStore:
+    return store if store is not None else BlobStore(get_settings().blobs)
 
 
 def public_id(batch_id: uuid.UUID) -> str:
@@ -67,6 +79,19 @@ def list_owned(
         )
     rows = list(session.scalars(query.order_by(Batch.created_at.desc(), Batch.id).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
+
+
+def reusable(session: Session, tenant_id: uuid.UUID, key: str) -> Batch | None:
+    """The batch this dedup key names, or None. One that ended badly gives its key up
+    (renamed `key@id`, in the caller's transaction) to the batch that retries it."""
+    found = session.scalar(
+        select(Batch).where(Batch.tenant_id == tenant_id, Batch.dedup_key == key)
+    )
+    if found is None or found.status not in _RETRIED:
+        return found
+    found.dedup_key = f"{key}@{found.id.hex}"
+    session.flush()
+    return None
 
 
 def counts(session: Session, batch: Batch) -> rules.Counts:
@@ -118,18 +143,20 @@ def _keep_counts(batch: Batch, found: rules.Counts) -> None:
     batch.total, batch.completed, batch.failed = found.total, found.completed, found.failed
 
 
-def cancel(session: Session, batch: Batch) -> list[str]:
+def cancel(session: Session, batch: Batch, store: BlobStore | None = None) -> list[str]:
     """Stop what has not finished and keep what has: cancelling, then cancelled once
-    every item is final and the expansion has stopped. Returns task ids to revoke."""
+    every item is final, its line written and the expansion stopped. Returns task
+    ids to revoke."""
     if batch.status in BATCH_FINAL or batch.status == BatchStatus.cancelling:
         return []
+    blobs = _store(store)
     with write_transaction(session):
         now = utcnow()
         # A batch whose requests all ended before the advancer saw it is completed,
         # not cancelled: a cancel changes nothing that has finished.
         session.refresh(batch, with_for_update=True)
-        _settle(session, batch, now)
-        if batch.status in BATCH_FINAL:
+        _settle(session, blobs, batch, now, CANCEL_LINES)
+        if batch.status in BATCH_FINAL or batch.status == BatchStatus.finalizing:
             return []
         _move(batch, BatchStatus.cancelling, now)
         tasks = _end_unfinished(
@@ -139,21 +166,28 @@ def cancel(session: Session, batch: Batch) -> list[str]:
             "cancelled with its batch",
             BatchItemStatus.cancelled,
         )
-        _settle(session, batch, now)
+        _settle(session, blobs, batch, now, CANCEL_LINES)
     session.refresh(batch)
     return tasks
 
 
-def _settle(session: Session, batch: Batch, now: datetime) -> None:
-    """Move the batch as far as its items allow (in the caller's transaction)."""
+def _settle(session: Session, store: BlobStore, batch: Batch, now: datetime, lines: int) -> None:
+    """Write up to `lines` output lines, and move the batch as far as its items and
+    its files allow (in the caller's transaction)."""
+    outputs.write(session, store, batch, lines)
     found = counts(session, batch)
     _keep_counts(batch, found)
     expanded = batch.expanded_at is not None
-    while (to := rules.next_status(batch.status, expanded, found)) is not None:
+    written = outputs.unwritten(session, batch.id) == 0
+    while (to := rules.next_status(batch.status, expanded, found, written)) is not None:
         _move(batch, to, now)
+    if batch.status in BATCH_FINAL:
+        outputs.seal(session, store, batch)
 
 
-def _expire(session: Session, batch: Batch, now: datetime) -> list[str]:
+def _expire(session: Session, store: BlobStore, batch: Batch, now: datetime) -> list[str]:
+    """Its unfinished requests ended `expired`; the batch is `expired` once their
+    lines are written too (until then it stays as it is, and the next step goes on)."""
     tasks = _end_unfinished(
         session,
         batch.id,
@@ -161,21 +195,28 @@ def _expire(session: Session, batch: Batch, now: datetime) -> list[str]:
         f"its batch's completion window ({batch.completion_window}) passed",
         BatchItemStatus.expired,
     )
+    outputs.write(session, store, batch, STEP_LINES)
     _keep_counts(batch, counts(session, batch))
-    _move(batch, BatchStatus.expired, now)
+    if outputs.unwritten(session, batch.id) == 0:
+        _move(batch, BatchStatus.expired, now)
+        outputs.seal(session, store, batch)
     return tasks
 
 
-def advance_one(session: Session, batch_id: uuid.UUID, now: datetime) -> list[str]:
-    """One batch moved on: expired past its window, stragglers of a cancel ended,
-    finalizing and completed once all is final. Returns task ids to revoke."""
+def advance_one(
+    session: Session, batch_id: uuid.UUID, now: datetime, store: BlobStore | None = None
+) -> list[str]:
+    """One batch moved on: the lines of requests that ended written, expired past its
+    window, stragglers of a cancel ended, finalizing and completed once all is final
+    and written. Returns task ids to revoke."""
     tasks: list[str] = []
+    blobs = _store(store)
     with write_transaction(session):
         batch = session.get(Batch, batch_id, with_for_update=True)
         if batch is None or batch.status in BATCH_FINAL:
             return []
         if rules.is_expired(batch.status, batch.expires_at, now):
-            tasks = _expire(session, batch, now)
+            tasks = _expire(session, blobs, batch, now)
         else:
             if batch.status == BatchStatus.cancelling:
                 # Jobs the expansion made after the cancel ended the others.
@@ -183,7 +224,7 @@ def advance_one(session: Session, batch_id: uuid.UUID, now: datetime) -> list[st
                     session, batch.id, "cancelled", "cancelled with its batch",
                     BatchItemStatus.cancelled,
                 )  # fmt: skip
-            _settle(session, batch, now)
+            _settle(session, blobs, batch, now, STEP_LINES)
     return tasks
 
 
@@ -196,23 +237,34 @@ def advance_all(
     sessions: Callable[[], Session],
     revoke: Callable[[Sequence[str]], None],
     dispatch_expand: Callable[[str], None] | None = None,
+    store: BlobStore | None = None,
 ) -> int:
     """The worker's periodic step over every batch not final; returns how many."""
     with sessions() as session:
         ids = list(session.scalars(select(Batch.id).where(Batch.status.not_in(BATCH_FINAL))))
-        unsent = session.scalars(
-            select(Batch.id).where(
-                Batch.status == BatchStatus.validating,
-                Batch.in_progress_at.is_(None),
-                Batch.created_at < utcnow() - UNSENT_AFTER,
+        # Sent again at most once a window, from the last sending: a request file's
+        # validation (or a long queue) keeps a batch validating longer than that,
+        # and every step would send it once more.
+        cutoff = utcnow() - UNSENT_AFTER
+        unsent = list(
+            session.scalars(
+                select(Batch.id).where(
+                    Batch.status == BatchStatus.validating,
+                    Batch.in_progress_at.is_(None),
+                    func.coalesce(Batch.resent_at, Batch.created_at) < cutoff,
+                )
             )
-        ).all()
+        )
+        if unsent and dispatch_expand is not None:
+            stmt = update(Batch).where(Batch.id.in_(unsent)).values(resent_at=utcnow())
+            session.execute(stmt)
+            session.commit()
     if dispatch_expand is not None:
         for batch_id in unsent:
             dispatch_expand(str(batch_id))  # a second run skips the items made
     for batch_id in ids:
         with sessions() as session:
-            revoke(advance_one(session, batch_id, utcnow()))
+            revoke(advance_one(session, batch_id, utcnow(), store))
     return len(ids)
 
 

@@ -66,15 +66,19 @@ def count(groups: Iterable[tuple[str, int]], total: int) -> Counts:
     )
 
 
-def next_status(status: BatchStatus, expanded: bool, counts: Counts) -> BatchStatus | None:
+def next_status(
+    status: BatchStatus, expanded: bool, counts: Counts, written: bool = True
+) -> BatchStatus | None:
     """Where a batch goes once its requests stand at `counts`, or None (it stays).
-    A batch finishes only once every request exists (`expanded`) and is final."""
+    A batch finishes only once every request exists (`expanded`) and is final, and
+    every request's line is in its output or error file (`written`): `finalizing`
+    is the time between."""
     done = expanded and counts.unfinished == 0
     if status == BatchStatus.in_progress and done:
         return BatchStatus.finalizing
-    if status == BatchStatus.finalizing:
+    if status == BatchStatus.finalizing and written:
         return BatchStatus.completed
-    if status == BatchStatus.cancelling and done:
+    if status == BatchStatus.cancelling and done and written:
         return BatchStatus.cancelled
     return None
 

@@ -49,10 +49,23 @@ class Batch(Base):
     completed: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     callback_url: Mapped[str | None] = mapped_column(Text)
+    # A request-file batch's input, and the files its lines are written to as its
+    # requests end (made with their first line). A deleted file leaves them null.
+    input_file_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("files.id", ondelete="SET NULL")
+    )
+    output_file_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("files.id", ondelete="SET NULL")
+    )
+    error_file_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("files.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The expansion (every request made an item) ended, done or stopped; before it
     # the batch cannot finish, however final its items so far are.
     expanded_at: Mapped[datetime | None]
+    # When the worker's advance last sent the expansion again (none came to it).
+    resent_at: Mapped[datetime | None]
     in_progress_at: Mapped[datetime | None]
     finalizing_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -85,5 +98,8 @@ class BatchItem(Base):
     )
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_reason: Mapped[str | None] = mapped_column(Text)
+    # When its line went into the batch's output or error file (committed with the
+    # file's new size): null until then, so a line is written once.
+    written_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,7 +1,8 @@
 """The `expand_batch` task (ingest queue): an archive batch's entries become documents,
-items and jobs. Idempotent (`service.batches.expansion.expand`): a re-delivered or
-re-sent task goes on from the entries already made; the unique custom_id per batch
-keeps any item from being made twice."""
+items and jobs; a request file's lines, once validated, items and jobs. Idempotent
+(`service.batches.expansion.expand`): a re-delivered or re-sent task goes on from the
+entries already made; the unique custom_id per batch keeps any item from being made
+twice."""
 
 from __future__ import annotations
 

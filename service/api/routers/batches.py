@@ -1,5 +1,5 @@
-"""/v1/batches: thin handlers over `service.batches` (archives as the way in here;
-request files, OpenAI's, come through the same batch object)."""
+"""/v1/batches: thin handlers over `service.batches`: two ways in (a request file,
+OpenAI's Batch API; an archive) and one batch object."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from service.api import batch_views as views
+from service.api import file_views
 from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
 from service.api.responses import V1, errors
 from service.api.upload import multipart_body, receive_file
-from service.batches import archives
+from service.batches import archives, requests
 from service.batches import lifecycle as batches
 from service.blobstore import BlobStore
 from service.db import release
 from service.errors import Invalid
+from service.models import BatchStatus
 from service.queue import dispatch_expand, revoke
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,50 @@ async def create_archive_batch(
     return await run_in_threadpool(views.to_out, session, batch)
 
 
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=views.BatchOut,
+    responses={
+        200: {"description": "The same file (its bytes) for the same endpoint: that batch"},
+        **errors(
+            400,
+            404,
+            413,
+            422,
+            e400="A body that is not JSON text (e.g. not UTF-8)",
+            e413="A JSON body over the API's limit",
+            e404="No such file of the tenant's",
+            e422="A bad body or window, or a file that is not purpose=batch",
+        ),
+    },
+)
+def create_batch(
+    body: views.BatchCreate,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+) -> views.BatchOut:
+    """A batch of a request file (OpenAI's Batch API): validated by a worker, its
+    lines are then run as jobs; a bad line fails it with `errors` naming the line."""
+    asked = requests.BatchRequest(
+        file_views.parse_id(body.input_file_id),
+        body.endpoint,
+        body.completion_window,
+        dict(body.metadata) if body.metadata is not None else None,
+    )
+    batch, created = requests.create(session, settings, tenant, asked)
+    if created and batch.status == BatchStatus.validating:
+        try:
+            dispatch_expand(str(batch.id))
+        except Exception:
+            log.exception("could not queue batch %s; the batch advancer will", batch.id)
+    elif not created:
+        response.status_code = status.HTTP_200_OK
+    return views.to_out(session, batch)
+
+
 @router.get("", response_model=views.BatchList, responses=errors(404, 422))
 def list_batches(
     session: SessionDep,
@@ -114,10 +160,12 @@ def get_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> views.Ba
 
 
 @router.post("/{batch_id}/cancel", response_model=views.BatchOut, responses=errors(404, 422))
-def cancel_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> views.BatchOut:
+def cancel_batch(
+    batch_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep
+) -> views.BatchOut:
     """Stop what has not finished, keep what has: `cancelling`, then `cancelled`."""
     batch = batches.get_owned(session, tenant, batch_id)
-    revoke(batches.cancel(session, batch))
+    revoke(batches.cancel(session, batch, BlobStore(settings.blobs)))
     return views.to_out(session, batch)
 
 

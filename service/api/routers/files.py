@@ -104,10 +104,11 @@ def file_content(
     row = files.get_owned(session, tenant, views.parse_id(file_id))
     release(session)  # the bytes come from the blob store, however slow the client
     f = files.open_content(BlobStore(settings.blobs), row)
+    size = min(row.size_bytes, os.fstat(f.fileno()).st_size)
     return StreamingResponse(
-        files.chunks(f),
+        files.chunks(f, size),
         media_type="application/octet-stream",
-        headers={"Content-Length": str(os.fstat(f.fileno()).st_size)},
+        headers={"Content-Length": str(size)},
     )
 
 
