@@ -120,3 +120,12 @@ def batch_ended(session: Session, batch: Batch, public_id: str, now: datetime) -
         callback_url=batch.callback_url,
         batch_id=batch.id,
     )
+
+
+def deliveries(
+    session: Session, *, job_id: uuid.UUID | None = None, batch_id: uuid.UUID | None = None
+) -> list[WebhookDelivery]:
+    """A job's or a batch's deliveries, oldest first (a handful: one per receiver)."""
+    where = WebhookDelivery.job_id == job_id if job_id else WebhookDelivery.batch_id == batch_id
+    stmt = select(WebhookDelivery).where(where).order_by(WebhookDelivery.created_at)
+    return list(session.scalars(stmt.limit(50)))
