@@ -7,9 +7,11 @@ document is parsed, and a job on a document not parsed yet can be cancelled."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -293,3 +295,34 @@ def test_a_cancelled_job_is_delivered_by_a_worker_started_after_it(
     event = _verified(secret, got)
     assert event["type"] == "job.cancelled"
     assert event["data"] == {"id": job["id"], "object": "job", "status": "cancelled"}
+
+
+def test_a_batch_that_ends_is_announced_and_its_jobs_are_not(
+    client: Client, key: str, receiver: Receiver
+) -> None:
+    path = f"/batch/{uuid.uuid4().hex}"
+    secret = _endpoint(client, key, receiver.url(path))["secret"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.txt", f"One entry of a batch, {uuid.uuid4().hex}.\n")
+    files = {"file": ("one.zip", archive.getvalue(), "application/octet-stream")}
+    r = client.post(
+        "/v1/batches/archive",
+        headers=auth(key),
+        params={"task": "summarize", "max_output_tokens": 16},
+        files=files,
+    )
+    assert r.status_code in (200, 202), r.text
+    batch_id = r.json()["id"]
+
+    def announced() -> dict[str, Any] | None:
+        out: dict[str, Any] = client.get(f"/v1/batches/{batch_id}", headers=auth(key)).json()
+        done = out["webhooks"] and all(w["status"] == "succeeded" for w in out["webhooks"])
+        return out if done else None
+
+    batch = wait_for(announced, timeout=WAIT_S, what=f"batch {batch_id}'s event delivered")
+    assert batch["status"] in ("completed", "failed"), batch
+    (got,) = receiver.at(path)  # the batch's event; its job's end is not announced
+    event = _verified(secret, got)
+    assert event["type"] == f"batch.{batch['status']}"
+    assert event["data"] == {"id": batch_id, "object": "batch", "status": batch["status"]}
