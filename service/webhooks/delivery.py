@@ -56,6 +56,7 @@ class Outcome:
     status_code: int | None
     error: str | None
     retry_after_s: float | None = None
+    final: bool = False  # no later attempt could go otherwise (e.g. a private address)
 
 
 def hold_s(settings: Settings) -> float:
@@ -147,7 +148,8 @@ def post(settings: Settings, claimed: Claimed) -> Outcome:
     try:
         dest = check_destination(claimed.url, allow_private=settings.webhook_private_allowed)
     except Invalid as err:
-        return Outcome(None, f"{err.code}: {err.reason}")
+        # A name that does not resolve may yet; a URL refused as such never will be.
+        return Outcome(None, f"{err.code}: {err.reason}", final=err.code != "callback_unresolvable")
     url, host = _request_target(dest)
     headers = signed_headers(claimed.secrets, claimed.body, message_id=claimed.id)
     headers |= {"Host": host, "Content-Type": "application/json", "User-Agent": "Longdoc-Webhooks"}
@@ -212,7 +214,7 @@ def record(session: Session, settings: Settings, claimed: Claimed, outcome: Outc
             if claimed.endpoint_id is not None:
                 session.flush()
                 _disable_endpoint(session, claimed.endpoint_id, reason)
-        elif row.attempts >= settings.webhook_max_attempts:
+        elif outcome.final or row.attempts >= settings.webhook_max_attempts:
             row.status, row.next_attempt_at = DeliveryStatus.failed, None
         else:
             wait = backoff_s(settings, row.attempts, outcome.retry_after_s)

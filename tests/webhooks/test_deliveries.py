@@ -24,6 +24,8 @@ from service.config import Settings, as_environment, get_settings
 from service.db import get_sessionmaker
 from service.keys import create_key
 from service.models import WebhookDelivery
+from service.webhooks.delivery import Claimed, post
+from service.webhooks.signing import generate_secret
 from tests.conftest import api_settings, auth, start_worker, stop_worker, wait_for
 from tests.webhooks.receiver import Receiver, start_receiver
 
@@ -326,3 +328,19 @@ def test_a_batch_that_ends_is_announced_and_its_jobs_are_not(
     event = _verified(secret, got)
     assert event["type"] == f"batch.{batch['status']}"
     assert event["data"] == {"id": batch_id, "object": "batch", "status": batch["status"]}
+
+
+def test_a_private_address_is_refused_again_at_send_time_for_good(
+    receiver: Receiver, settings: Settings
+) -> None:
+    """An endpoint registered while private addresses were allowed (or a name that
+    resolves elsewhere now) is checked at each attempt; the refusal is final."""
+    strict = settings.model_copy(update={"webhook_allow_private": False})
+    path = f"/late/{uuid.uuid4().hex}"
+    claimed = Claimed("msg_test", receiver.url(path), b"{}", [generate_secret()], None, 0)
+    outcome = post(strict, claimed)
+    assert outcome.final and outcome.status_code is None
+    assert "callback_private_address" in (outcome.error or "")
+    assert receiver.at(path) == []
+    assert post(settings, claimed).status_code == 200  # the same, allowed: delivered
+    assert len(receiver.at(path)) == 1
