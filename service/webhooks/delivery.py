@@ -103,7 +103,7 @@ def claim(session: Session, settings: Settings, delivery_id: str, held: str) -> 
         row = session.scalar(
             select(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == _PENDING)
-            .with_for_update(skip_locked=True)
+            .with_for_update()  # held by others only for a moment (a hand-out, a record)
         )
         if row is None or row.next_attempt_at is None:
             return None

@@ -344,3 +344,36 @@ def test_a_private_address_is_refused_again_at_send_time_for_good(
     assert receiver.at(path) == []
     assert post(settings, claimed).status_code == 200  # the same, allowed: delivered
     assert len(receiver.at(path)) == 1
+
+
+def test_endpoints_are_the_tenants_own_and_removing_one_stops_its_deliveries(
+    client: Client, key: str, receiver: Receiver, workers: Workers
+) -> None:
+    with get_sessionmaker()() as s:
+        other = create_key(s, f"hooks-other-{uuid.uuid4().hex[:8]}")
+    path = f"/removed/{uuid.uuid4().hex}"
+    endpoint = _endpoint(client, key, receiver.url(path))
+    for method, suffix in (("post", "/rotate"), ("delete", ""), ("delete", "/secrets/old")):
+        r = client.request(
+            method.upper(), f"/v1/webhooks/endpoints/{endpoint['id']}{suffix}", headers=auth(other)
+        )
+        assert r.status_code == 404, (method, suffix, r.text)
+    assert client.get("/v1/webhooks/endpoints", headers=auth(other)).json()["items"] == []
+    r = client.post(
+        "/v1/webhooks/endpoints", headers=auth(key), json={"url": receiver.url(path), "secret": "x"}
+    )
+    assert r.status_code == 422 and "whsec_" in r.text, r.text
+
+    workers.stop()
+    try:
+        job = _job(client, key, _upload(client, key))
+        client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(key))
+        (row,) = _deliveries(job["id"])
+        assert row.status == "pending"
+        r = client.delete(f"/v1/webhooks/endpoints/{endpoint['id']}", headers=auth(key))
+        assert r.status_code == 204, r.text
+        (row,) = _deliveries(job["id"])
+        assert row.status == "disabled" and "removed" in (row.last_error or "")
+    finally:
+        workers.start()
+    assert client.get("/v1/webhooks/endpoints", headers=auth(key)).json()["items"] == []
