@@ -189,6 +189,16 @@ class Settings(BaseSettings):
     # Postgres deployment refuses them. The tests' receivers are on 127.0.0.1, so
     # tests that deliver set it true.
     webhook_allow_private: bool | None = None
+    # Deliveries (service/webhooks/outbox.py): each attempt waits at most
+    # webhook_timeout_s; a 429, a 5xx or no answer is tried again after
+    # webhook_backoff_s doubling (capped at webhook_max_backoff_s, or later when the
+    # receiver's Retry-After says so), webhook_max_attempts times in all. The worker
+    # looks for due deliveries every webhook_poll_interval_s.
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, gt=0)
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_max_backoff_s: float = Field(default=3600.0, gt=0)
+    webhook_poll_interval_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:  # noqa: C901

@@ -25,6 +25,7 @@ INGEST_TASK = "longdoc.ingest"
 JOBS_QUEUE = "jobs"
 JOB_TASK = "longdoc.run_job"
 EXPAND_TASK = "longdoc.expand_batch"
+WEBHOOK_TASK = "longdoc.deliver_webhook"
 QUEUES = (INGEST_QUEUE, JOBS_QUEUE)
 
 
@@ -73,6 +74,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "soft_time_limit": settings.ingest_soft_time_limit_s,
             "time_limit": settings.ingest_time_limit_s,
         },
+        # One attempt: httpx's timeout is per read, so a receiver dribbling its headers
+        # is stopped here. The delivery's hold (service/webhooks/delivery.py) is longer.
+        WEBHOOK_TASK: {
+            "soft_time_limit": settings.webhook_timeout_s * 2,
+            "time_limit": settings.webhook_timeout_s * 2 + 10,
+        },
     }
     return dict(
         broker_url=settings.broker_url,
@@ -87,6 +94,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             INGEST_TASK: {"queue": INGEST_QUEUE},
             EXPAND_TASK: {"queue": INGEST_QUEUE},
             JOB_TASK: {"queue": JOBS_QUEUE},
+            WEBHOOK_TASK: {"queue": JOBS_QUEUE},
         },
         task_default_queue=INGEST_QUEUE,
         broker_transport_options=_transport_options(settings),
@@ -118,6 +126,12 @@ def dispatch_ingest(document_id: str) -> None:
 
 def dispatch_expand(batch_id: str) -> None:
     app.send_task(EXPAND_TASK, args=[batch_id], queue=INGEST_QUEUE)
+
+
+def dispatch_webhook(delivery_id: str, held: str) -> None:
+    # Above every job's priority (lower goes first): an attempt is short, and a
+    # receiver waiting behind long-context jobs would see its events late.
+    app.send_task(WEBHOOK_TASK, args=[delivery_id, held], queue=JOBS_QUEUE, priority=0)
 
 
 def dispatch_job(job_id: str, priority: int) -> str:

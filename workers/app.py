@@ -19,7 +19,12 @@ from service.queue import app, dispatch_ingest, dispatch_job
 __all__ = ["app"]
 log = logging.getLogger(__name__)
 # Written into the configuration still pending: it sets no other setting, and reads none.
-app.conf.imports = ("workers.ingest.tasks", "workers.jobs.tasks", "workers.batches.tasks")
+app.conf.imports = (
+    "workers.ingest.tasks",
+    "workers.jobs.tasks",
+    "workers.batches.tasks",
+    "workers.webhooks.tasks",
+)
 
 
 def _start_background_threads(**_: Any) -> None:

@@ -20,7 +20,8 @@ from service.blobstore import BlobStore
 from service.config import Settings
 from service.models import utcnow
 from service.periodic import Job, Scheduler
-from service.queue import dispatch_expand, revoke
+from service.queue import dispatch_expand, dispatch_webhook, revoke
+from service.webhooks.delivery import hand_out
 from workers.sweeper import sweep_all
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,18 @@ def batches_job(sessions: Callable[[], Session], settings: Settings) -> Job:
     return Job("batch advance", settings.batch_advance_interval_s, fn)
 
 
+def hand_out_webhooks(sessions: Callable[[], Session], settings: Settings) -> None:
+    with sessions() as session:
+        hand_out(session, settings, dispatch_webhook)
+
+
+def webhooks_job(sessions: Callable[[], Session], settings: Settings) -> Job:
+    """Due webhook deliveries handed to tasks: new events, retries whose backoff
+    passed, and those a stopped worker held."""
+    fn = partial(hand_out_webhooks, sessions, settings)
+    return Job("webhooks", settings.webhook_poll_interval_s, fn)
+
+
 def worker_schedule(
     sessions: Callable[[], Session],
     settings: Settings,
@@ -66,5 +79,6 @@ def worker_schedule(
         sweeper_job(sessions, settings, dispatch, dispatch_job),
         refresher_job(sessions, settings),
         batches_job(sessions, settings),
+        webhooks_job(sessions, settings),
     ]
     return Scheduler(jobs, log, name="worker schedule")

@@ -12,12 +12,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
 
+from service.api import job_views
 from service.api.file_views import file_id
+from service.api.job_schemas import WebhookOut
 from service.batches import lifecycle as batches
 from service.batches import results
 from service.batches.status import Counts
 from service.db import get_sessionmaker
 from service.models import Batch
+from service.webhooks import outbox
 
 PAGE = 200
 
@@ -61,6 +64,9 @@ class BatchOut(BaseModel):
     params: dict[str, Any] | None
     max_output_tokens: int | None
     filename: str | None
+    webhooks: list[WebhookOut] = Field(
+        default_factory=list, description="Longdoc's: deliveries of the batch's final event"
+    )
 
 
 class BatchCreate(BaseModel):
@@ -134,6 +140,7 @@ def to_out(session: Session, batch: Batch) -> BatchOut:
         params=batch.params,
         max_output_tokens=batch.max_output_tokens,
         filename=batch.filename,
+        webhooks=job_views.webhooks_out(outbox.deliveries(session, batch_id=batch.id)),
     )
 
 

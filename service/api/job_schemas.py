@@ -47,6 +47,20 @@ class JobChildren(BaseModel):
     failed: int
 
 
+class WebhookOut(BaseModel):
+    """One delivery of an event about this job (or batch): how its attempts went."""
+
+    id: str = Field(description="The webhook-id header, the same on every attempt")
+    event: str
+    url: str
+    status: str = Field(description="pending, succeeded, failed or disabled")
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     document_id: uuid.UUID | None = Field(description="Null once the document is deleted.")
@@ -63,6 +77,10 @@ class JobOut(BaseModel):
     timings: JobTimings
     children: JobChildren | None
     result_url: str | None
+    callback_url: str | None = None
+    webhooks: list[WebhookOut] = Field(
+        default_factory=list, description="Deliveries of the job's final event, once it ended"
+    )
 
 
 class JobList(BaseModel):

@@ -13,9 +13,11 @@ from service.api.job_schemas import (
     JobError,
     JobOut,
     JobTimings,
+    WebhookOut,
 )
 from service.jobs.results import result_out as result_out
-from service.models import FINAL, Backend, Job, JobStatus, utcnow
+from service.models import FINAL, Backend, Job, JobStatus, WebhookDelivery, utcnow
+from service.webhooks import outbox
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -85,4 +87,23 @@ def to_out(session: Session, job: Job, *, admin: bool = False) -> JobOut:
         ),
         children=_children(session, job),
         result_url=f"/v1/jobs/{job.id}/result" if job.status == JobStatus.succeeded else None,
+        callback_url=job.webhook_url,
+        webhooks=webhooks_out(outbox.deliveries(session, job_id=job.id)) if final else [],
     )
+
+
+def webhooks_out(rows: list[WebhookDelivery]) -> list[WebhookOut]:
+    return [
+        WebhookOut(
+            id=d.id,
+            event=d.event_type,
+            url=d.url,
+            status=d.status.value,
+            attempts=d.attempts,
+            last_status_code=d.last_status_code,
+            last_error=d.last_error,
+            next_attempt_at=d.next_attempt_at,
+            delivered_at=d.delivered_at,
+        )
+        for d in rows
+    ]

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import body_limit, load_shedding, problems
-from service.api.routers import backends, batches, documents, files, health, jobs
+from service.api.routers import backends, batches, documents, files, health, jobs, webhooks
 from service.config import get_settings
 
 
@@ -37,6 +37,7 @@ def create_app() -> FastAPI:
     app.include_router(backends.router)
     app.include_router(files.router)
     app.include_router(batches.router)
+    app.include_router(webhooks.router)
     return app
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from service.batches import outputs
 from service.batches import status as rules
@@ -29,6 +29,7 @@ from service.models import (
     JobStatus,
     utcnow,
 )
+from service.webhooks import outbox
 
 log = logging.getLogger(__name__)
 PREFIX = "batch_"
@@ -137,6 +138,9 @@ def _move(batch: Batch, to: BatchStatus, now: datetime) -> None:
     column = rules.stamp(to)
     if column is not None:
         setattr(batch, column, now)
+    session = object_session(batch)
+    if to in BATCH_FINAL and session is not None:
+        outbox.batch_ended(session, batch, public_id(batch.id), now)  # in the move's transaction
 
 
 def _keep_counts(batch: Batch, found: rules.Counts) -> None:

@@ -25,6 +25,8 @@ from service.jobs.planning import plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from service.tenancy import owned
+from service.webhooks import outbox
+from service.webhooks.destinations import check_destination
 
 log = logging.getLogger(__name__)
 # Without a client key, asking again for what failed or was cancelled is a retry.
@@ -65,6 +67,18 @@ def validated(body: JobCreate, settings: Settings) -> dict[str, Any]:
             field="max_output_tokens",
         )
     return params
+
+
+def _check_callback(session: Session, settings: Settings, tenant_id: uuid.UUID, url: str) -> None:
+    """A callback URL that may be delivered to, and a secret to sign it with."""
+    check_destination(url, allow_private=settings.webhook_private_allowed)
+    if not outbox.endpoints(session, tenant_id):
+        raise Invalid(
+            "no_webhook_secret",
+            "a callback is signed with the secret of a webhook endpoint: register one first "
+            "(POST /v1/webhooks/endpoints)",
+            field="callback_url",
+        )
 
 
 def plan_and_start(
@@ -130,6 +144,8 @@ def create(  # noqa: C901 - one path per outcome of a creation
     waiting (a repeated request still gets its existing job). A batch's job
     (`batch_id`) is bounded by its archive's limits, not by the interactive quota."""
     params = validated(body, settings)
+    if body.callback_url is not None:
+        _check_callback(session, settings, tenant_id, body.callback_url)
     doc = get_owned_document(session, tenant_id, body.document_id)
     key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
     existing = _reusable(session, tenant_id, key, automatic=body.idempotency_key is None)
@@ -154,6 +170,7 @@ def create(  # noqa: C901 - one path per outcome of a creation
         status=JobStatus.queued,
         created_at=now,
         batch_id=batch_id,
+        webhook_url=body.callback_url,
     )
     session.add(job)
     try:

@@ -20,3 +20,11 @@ class JobCreate(BaseModel):
     )
     max_output_tokens: int = Field(default=1024, gt=0, description="Output budget per request.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="http(s) URL that gets a signed job.succeeded, job.failed or "
+        "job.cancelled event when the job ends (Standard Webhooks; signed with the secret "
+        "of the tenant's first webhook endpoint, which must exist)",
+    )

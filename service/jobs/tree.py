@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from ingestion.capacity.route_plan import Plan, ReduceStep, Step
 from service.db import NO_SYNC
 from service.models import FINAL, Job, JobStatus, KvLease, Result
+from service.webhooks import outbox
 
 
 def _lock_where(session: Session, where: ColumnElement[bool]) -> list[uuid.UUID]:
@@ -169,6 +170,8 @@ def _finish_parent(session: Session, parent: Job, last: Job, now: datetime) -> N
         )
     )
     parent.status, parent.finished_at = JobStatus.succeeded, now
+    session.flush()
+    outbox.jobs_ended(session, [parent.id], now)
 
 
 def _sum(session: Session, parent_id: uuid.UUID, column: Any) -> int | None:
@@ -211,6 +214,7 @@ def end_tree(
     )
     if moved:
         session.execute(delete(KvLease).where(KvLease.job_id.in_(moved)), execution_options=NO_SYNC)
+        outbox.jobs_ended(session, moved, now)
     return moved
 
 

@@ -17,6 +17,7 @@ from ingestion.capacity import admission
 from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
 from service.ledger.reaping import reap
 from service.models import Backend, Job, JobStatus, KvLease
+from service.webhooks import outbox
 
 _WAITING = JobStatus.waiting_for_capacity
 
@@ -114,6 +115,7 @@ def try_admit(
             values = {"status": JobStatus.failed, "error_reason": reason, "finished_at": now}
             if rows_changed(session.execute(stmt.values(values), execution_options=NO_SYNC)):
                 failed.append((job.id, reason))
+        outbox.jobs_ended(session, [job_id for job_id, _ in failed], now)
         placeable = _lock_waiting(session, [by_id[p.job_id].id for p in decision.placements],
                                   ready_after)  # fmt: skip
         admitted = [

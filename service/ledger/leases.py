@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
 from service.jobs.tree import lock
 from service.models import FINAL, Backend, Job, JobStatus, KvLease
+from service.webhooks import outbox
 
 _WAITING = JobStatus.waiting_for_capacity
 
@@ -104,7 +105,10 @@ def _release(
         changes["finished_at" if final else "waiting_since"] = now
         done = update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
         # A lease whose job is not running is garbage: deleting it is right anyway.
-        return rows_changed(session.execute(done.values(changes), execution_options=NO_SYNC)) == 1
+        moved = rows_changed(session.execute(done.values(changes), execution_options=NO_SYNC)) == 1
+        if moved and final:
+            outbox.jobs_ended(session, [job_id], now)
+        return moved
 
 
 def capacity(

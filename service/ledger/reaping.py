@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from service.db import NO_SYNC, retry_conflicts, write_transaction
 from service.jobs.tree import lock
 from service.models import Backend, Job, JobStatus, KvLease
+from service.webhooks import outbox
 
 
 @retry_conflicts
@@ -63,7 +64,6 @@ def reap(
     fail = fail.values(status=JobStatus.failed, error_reason=reason, finished_at=now, **common)
     requeue = update(Job).where(*was_running)
     requeue = requeue.values(status=JobStatus.waiting_for_capacity, waiting_since=now, **common)
-    return [
-        *session.scalars(fail.returning(Job.id), execution_options=NO_SYNC),
-        *session.scalars(requeue.returning(Job.id), execution_options=NO_SYNC),
-    ]
+    failed = list(session.scalars(fail.returning(Job.id), execution_options=NO_SYNC))
+    outbox.jobs_ended(session, failed, now)
+    return [*failed, *session.scalars(requeue.returning(Job.id), execution_options=NO_SYNC)]

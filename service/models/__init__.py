@@ -14,12 +14,14 @@ from service.models.status import (
     FINAL,
     BatchItemStatus,
     BatchStatus,
+    DeliveryStatus,
     DocumentStatus,
     FilePurpose,
     FileStatus,
     JobStatus,
 )
 from service.models.tenants import ApiKey, Tenant
+from service.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "BATCH_FINAL",
@@ -31,6 +33,7 @@ __all__ = [
     "BatchItem",
     "BatchItemStatus",
     "BatchStatus",
+    "DeliveryStatus",
     "Document",
     "DocumentStatus",
     "DocumentTokenCount",
@@ -45,5 +48,7 @@ __all__ = [
     "StepJSON",
     "Tenant",
     "UTCDateTime",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "utcnow",
 ]

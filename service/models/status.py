@@ -68,3 +68,10 @@ class FileStatus(enum.StrEnum):
     uploaded = "uploaded"
     processed = "processed"
     error = "error"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"  # due at next_attempt_at
+    succeeded = "succeeded"  # a 2xx came back
+    failed = "failed"  # out of attempts, or refused for good (e.g. a private address)
+    disabled = "disabled"  # its endpoint answered 410 Gone, or was disabled

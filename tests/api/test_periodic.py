@@ -185,7 +185,7 @@ def test_a_database_job_outlives_an_outage(database: str, caplog: pytest.LogCapt
         engine.dispose()
 
 
-def test_the_worker_schedule_is_the_sweeper_refresher_and_batches_at_their_intervals() -> None:
+def test_the_worker_schedule_is_its_chores_at_their_intervals() -> None:
     settings = get_settings()
     sched = worker_schedule(get_sessionmaker(), settings, lambda _d: None, lambda _j, _p: None)
     got = {j.name: (j.every_s, j.first_now) for j in sched.jobs}
@@ -193,6 +193,7 @@ def test_the_worker_schedule_is_the_sweeper_refresher_and_batches_at_their_inter
         "sweeper": (settings.sweep_interval_s, True),
         "backend refresh": (settings.backend_refresh_interval_s, True),
         "batch advance": (settings.batch_advance_interval_s, True),
+        "webhooks": (settings.webhook_poll_interval_s, True),
     }
     assert not sched.is_alive()  # the worker starts it, on worker_ready
 

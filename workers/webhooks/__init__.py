@@ -1,0 +1,1 @@
+"""The Celery task that sends one webhook delivery."""
