@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +22,11 @@ from sqlalchemy import func, select
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.models import File
+from tests.api.conftest import sdk
 from tests.api.live import blob_tmp_files, read_reply, send_chunked
 from tests.conftest import api_settings, auth, corpus_file
 
 MiB = 1024 * 1024
-
-
-def sdk(base: str, key: str) -> openai.OpenAI:
-    # No retries: each refusal must come from the one request the test made.
-    return openai.OpenAI(api_key=key, base_url=f"{base}/v1", max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def base(live_server: tuple[str, int]) -> str:
-    host, port = live_server
-    return f"http://{host}:{port}"
-
-
-@pytest.fixture(scope="module")
-def ours(base: str, api_key: str) -> Iterator[openai.OpenAI]:
-    with sdk(base, api_key) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def theirs(base: str, other_key: str) -> Iterator[openai.OpenAI]:
-    with sdk(base, other_key) as client:
-        yield client
 
 
 def request_file(lines: int, offset: int = 0) -> bytes:

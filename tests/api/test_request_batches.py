@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -34,28 +33,6 @@ from service.models import (
 )
 from tests.api.test_archive_batches import _tenant
 from tests.conftest import auth, wait_for
-
-
-def sdk(base: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=f"{base}/v1", max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def base(live_server: tuple[str, int]) -> str:
-    host, port = live_server
-    return f"http://{host}:{port}"
-
-
-@pytest.fixture(scope="module")
-def ours(base: str, api_key: str) -> Iterator[openai.OpenAI]:
-    with sdk(base, api_key) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def theirs(base: str, other_key: str) -> Iterator[openai.OpenAI]:
-    with sdk(base, other_key) as client:
-        yield client
 
 
 def upload_doc(client: Any, key: str) -> str:
