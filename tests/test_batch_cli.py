@@ -34,10 +34,17 @@ from typer.testing import CliRunner
 from service.cli.app import cli
 from service.cli.packing import StreamReader, entries, tar_stream
 from tests.api.conftest import live_server as live_server
-from tests.conftest import REPO, auth, corpus_file
+from tests.conftest import REPO, _new_key, auth, corpus_file
 
 SMALL = "pdf/latex-ltnews01.pdf"
 runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def api_key(database: str) -> str:
+    """A tenant of this module's own: corpus files that other modules upload must not
+    come back here as existing documents (dedup), nor this module's go there."""
+    return _new_key(f"batch-cli-{uuid.uuid4().hex[:6]}")
 
 
 def _base(server: tuple[str, int]) -> str:
