@@ -51,12 +51,16 @@ def test_heartbeat_survives_a_database_outage(client: Any, api_key: str, tmp_pat
         # at the suite's 3 s the worker's own sweeper could rightly take the parse as
         # soon as the database came back, before the heartbeat's next beat.
         "LONGDOC_STALE_AFTER_S": "30",
+        # Three failed beats sooner: the outage stays short next to the parse.
+        "LONGDOC_HEARTBEAT_INTERVAL_S": "0.2",
     }
     worker = start_worker(log, env=env)
     try:
-        # ~48 MB of text: counting it takes many heartbeats, also on a fast machine.
+        # ~63 MB of text (under the suite's 64 MiB upload limit): counting it takes many
+        # heartbeats, also on a fast machine, and outlasts the outage.
         text = tmp_path / "long.txt"
-        text.write_text("".join(_LINE.format(n) for n in range(600_000)))
+        with text.open("w") as f:
+            f.writelines(_LINE.format(n) for n in range(750_000))
         doc_id = uuid.UUID(upload(client, api_key, text).json()["id"])
         # Into the parse: the heartbeat has written progress, so the task itself holds
         # no connection now (it is between its claim and its finish).
@@ -74,9 +78,14 @@ def test_heartbeat_survives_a_database_outage(client: Any, api_key: str, tmp_pat
         relay.start()
 
         # The same thread beats again (before the fix it had died on the first error).
-        wait_for(
-            lambda: (_heartbeat(doc_id)[1] or restored_at) > restored_at, timeout=30, interval=0.1
-        )
+        def beats_again() -> bool:
+            # A parse that ended inside the outage could not write its end (the task is
+            # retried): no beat will come, and that is no test of the heartbeat.
+            ended = "retry:" in log.read_text(errors="replace")
+            assert not ended, "the parse ended during the outage: make the text longer"
+            return (_heartbeat(doc_id)[1] or restored_at) > restored_at
+
+        wait_for(beats_again, timeout=30, interval=0.1)
         doc = settled(client, api_key, str(doc_id), timeout=300)
     finally:
         stop_worker(worker)
