@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.config import Settings, get_settings
@@ -30,15 +30,33 @@ SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `longdoc keys create`.")
+# How the `anthropic` SDK sends its key: the same keys, in Anthropic's header.
+_x_api_key = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="The same key, as Anthropic's clients send it."
+)
+
+
+def presented_key(creds: HTTPAuthorizationCredentials | None, header: str | None) -> str:
+    """The one key a request presents. Two different keys are refused rather than one
+    picked: which tenant the caller meant would be a guess."""
+    bearer = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
+    if bearer is not None and header is not None and bearer != header:
+        raise Unauthenticated(
+            "conflicting_keys", "'Authorization: Bearer' and 'x-api-key' name different keys"
+        )
+    key = bearer or header
+    if not key:
+        send = "send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+        raise Unauthenticated("missing_key", f"missing API key: {send}")
+    return key
 
 
 def current_principal(
     session: SessionDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_x_api_key)],
 ) -> Principal:
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthenticated("missing_key", "missing API key: send 'Authorization: Bearer <key>'")
-    principal = authenticate(session, creds.credentials)
+    principal = authenticate(session, presented_key(creds, header))
     # Always end the transaction: the handler waits for a thread next, and a connection
     # held through that wait is one that the threads running now may be waiting for.
     release(session)

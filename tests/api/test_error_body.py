@@ -65,6 +65,21 @@ def test_missing_and_invalid_keys_are_401_with_a_challenge(client: Any) -> None:
     assert missing.headers["www-authenticate"] == "Bearer"
     wrong = client.get("/v1/jobs", headers=auth("ld_" + "x" * 40))
     assert error_of(wrong, 401)["code"] == "invalid_key"
+    wrong = client.get("/v1/jobs", headers={"x-api-key": "ld_" + "x" * 40})
+    assert error_of(wrong, 401)["code"] == "invalid_key"
+
+
+def test_x_api_key_is_the_same_key(client: Any, api_key: str, other_key: str) -> None:
+    # Anthropic's SDK sends its key in x-api-key; it is the same key as a Bearer one.
+    mine = client.get("/v1/jobs", headers={"x-api-key": api_key})
+    assert mine.status_code == 200, mine.text
+    assert mine.json() == client.get("/v1/jobs", headers=auth(api_key)).json()
+    same = client.get("/v1/jobs", headers={**auth(api_key), "x-api-key": api_key})
+    assert same.status_code == 200, same.text
+    both = client.get("/v1/jobs", headers={**auth(api_key), "x-api-key": other_key})
+    assert error_of(both, 401)["code"] == "conflicting_keys"
+    empty = client.get("/v1/jobs", headers={"x-api-key": ""})
+    assert error_of(empty, 401)["code"] == "missing_key"
 
 
 def test_oversize_upload_is_413(client: Any, api_key: str, monkeypatch: pytest.MonkeyPatch) -> None:

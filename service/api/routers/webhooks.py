@@ -62,7 +62,14 @@ def _out(e: WebhookEndpoint) -> EndpointOut:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=EndpointCreated,
-    responses=errors(422, e422="A bad or private URL, or a bad secret"),
+    responses=errors(
+        400,
+        413,
+        422,
+        e400="A body that is not JSON text (e.g. not UTF-8)",
+        e413="A JSON body over the API's limit",
+        e422="A bad or private URL, or a bad secret",
+    ),
 )
 def create_endpoint(
     body: EndpointCreate, session: SessionDep, tenant: TenantDep, settings: SettingsDep
