@@ -190,9 +190,13 @@ def test_metrics_cache_config(client: httpx.Client, smollm2_server: VllmServer) 
     assert blocks > 0
     assert int(labels["kv_cache_memory_bytes"]) == KV_CACHE_GIB * GIB
     # SmolLM2 is all full attention: bytes per block = layers x 2 (K, V) x KV heads x
-    # head_dim x 2 (bf16) x block size, and the pool is whole blocks.
+    # head_dim x element size x block size, and the pool is whole blocks. The KV cache
+    # is stored in the served dtype: 2 bytes for bf16, 4 for float32 (the pick on CPUs
+    # without bf16 instructions), so a slow CI machine gets half the blocks.
+    element = {"bfloat16": 2, "float32": 4}[smollm2_server.dtype]
     cfg = json.loads((MODELS / SMOLLM2 / "config.json").read_text())
-    per_block = cfg["num_hidden_layers"] * 2 * cfg["num_key_value_heads"] * cfg["head_dim"] * 2
+    heads = cfg["num_key_value_heads"]
+    per_block = cfg["num_hidden_layers"] * 2 * heads * cfg["head_dim"] * element
     assert blocks == KV_CACHE_GIB * GIB // (per_block * 128)
     # The log line and the metric agree.
     logged = parse_kv_capacity_log(smollm2_server.log_path.read_text())
