@@ -72,5 +72,17 @@ def errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+_JSON_BODY = {
+    "e400": "A body that is not JSON text (e.g. not UTF-8)",
+    "e413": "A JSON body over the API's limit",
+}
+
+
+def json_body_errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """`errors` for a route that reads a JSON body, which may also be refused as not JSON
+    text (400) or over the API's JSON limit (413, from the body-limit middleware)."""
+    return errors(*sorted({400, 413, *codes}), **{**_JSON_BODY, **described})
+
+
 # Every /v1 route: a key is needed, and load may be shed.
 V1 = errors(401, 503)

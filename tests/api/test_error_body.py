@@ -71,9 +71,18 @@ def test_missing_and_invalid_keys_are_401_with_a_challenge(client: Any) -> None:
 
 def test_x_api_key_is_the_same_key(client: Any, api_key: str, other_key: str) -> None:
     # Anthropic's SDK sends its key in x-api-key; it is the same key as a Bearer one.
-    mine = client.get("/v1/jobs", headers={"x-api-key": api_key})
-    assert mine.status_code == 200, mine.text
-    assert mine.json() == client.get("/v1/jobs", headers=auth(api_key)).json()
+    files = {"file": ("x-api-key.txt", uuid.uuid4().hex.encode(), "text/plain")}
+    made = client.post("/v1/documents", headers={"x-api-key": api_key}, files=files)
+    assert made.status_code == 202, made.text
+    doc = made.json()["id"]
+
+    def listed(headers: dict[str, str]) -> set[str]:
+        r = client.get("/v1/documents", headers=headers, params={"limit": 200})
+        assert r.status_code == 200, r.text
+        return {d["id"] for d in r.json()["items"]}
+
+    assert doc in listed(auth(api_key)) and doc in listed({"x-api-key": api_key})
+    assert doc not in listed({"x-api-key": other_key})
     same = client.get("/v1/jobs", headers={**auth(api_key), "x-api-key": api_key})
     assert same.status_code == 200, same.text
     both = client.get("/v1/jobs", headers={**auth(api_key), "x-api-key": other_key})

@@ -131,6 +131,10 @@ def _attempts(
                 tries += 1
                 log.warning("job %s: unusable output (%s), try %d", job_id, err.reason, tries)
                 last = err
+                # Greedy decoding gives the same unusable output again (SmolLM2 in float32
+                # closing braces until the budget ran out, three times): retries penalise
+                # repetition, so each asks differently.
+                sampling = after_loop(sampling, settings)
                 continue
             if done.loop is not None:
                 out = replace(out, warnings=(*out.warnings, _loop_warning(done.loop)))

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from service.api import batch_views as views
 from service.api import file_views
 from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
-from service.api.responses import V1, errors
+from service.api.responses import V1, errors, json_body_errors
 from service.api.upload import multipart_body, receive_file
 from service.batches import archives, requests
 from service.batches import lifecycle as batches
@@ -99,13 +99,9 @@ async def create_archive_batch(
     response_model=views.BatchOut,
     responses={
         200: {"description": "The same file (its bytes) for the same endpoint: that batch"},
-        **errors(
-            400,
+        **json_body_errors(
             404,
-            413,
             422,
-            e400="A body that is not JSON text (e.g. not UTF-8)",
-            e413="A JSON body over the API's limit",
             e404="No such file of the tenant's",
             e422="A bad body or window, or a file that is not purpose=batch",
         ),

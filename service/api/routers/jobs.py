@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 from service.api import job_views as views
 from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
 from service.api.job_schemas import JobList, JobOut, ResultOut
-from service.api.responses import V1, errors
+from service.api.responses import V1, errors, json_body_errors
 from service.api.schemas import Offset
 from service.jobs import lifecycle
 from service.jobs.dispatch import send
@@ -29,14 +29,11 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1)
     response_model=JobOut,
     responses={
         200: {"description": "The same request (or idempotency key) was made before"},
-        **errors(
-            400,
+        **json_body_errors(
             404,
             409,
-            413,
             422,
             429,
-            e400="A body that is not JSON text (e.g. not UTF-8)",
             e404="No such document for this tenant",
             e409="The document failed to parse, or the key was used otherwise",
             e422="Unknown task, bad params, or an impossible budget",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import SessionDep, SettingsDep, TenantDep
-from service.api.responses import V1, errors
+from service.api.responses import V1, errors, json_body_errors
 from service.models import WebhookEndpoint
 from service.webhooks import endpoints
 
@@ -62,12 +62,8 @@ def _out(e: WebhookEndpoint) -> EndpointOut:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=EndpointCreated,
-    responses=errors(
-        400,
-        413,
+    responses=json_body_errors(
         422,
-        e400="A body that is not JSON text (e.g. not UTF-8)",
-        e413="A JSON body over the API's limit",
         e422="A bad or private URL, or a bad secret",
     ),
 )
