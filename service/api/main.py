@@ -8,7 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import body_limit, load_shedding, problems
-from service.api.routers import backends, batches, documents, files, health, jobs, webhooks
+from service.api.routers import (
+    backends,
+    batches,
+    documents,
+    files,
+    health,
+    jobs,
+    messages,
+    webhooks,
+)
 from service.config import get_settings
 
 
@@ -37,6 +46,7 @@ def create_app() -> FastAPI:
     app.include_router(backends.router)
     app.include_router(files.router)
     app.include_router(batches.router)
+    app.include_router(messages.router)
     app.include_router(webhooks.router)
     return app
 

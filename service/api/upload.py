@@ -248,3 +248,37 @@ def _callbacks(sink: _FileSink) -> dict[str, object]:
         "on_part_end": sink.on_part_end,
         "on_end": sink.on_end,
     }
+
+
+async def receive_body(
+    request: Request, store: BlobStore, limit: int, filename: str
+) -> ReceivedFile:
+    """The raw request body (a JSON document too large to hold, such as a message
+    batch), streamed into a temp file of the store and cut off past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body_limit.allow(request, limit)  # counted as it arrives, as every body is
+    fd, tmp = store.temp_file()
+    digest, size, head = hashlib.sha256(), 0, bytearray()
+    try:
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge
+                digest.update(chunk)
+                if len(head) < _HEAD_BYTES:
+                    head += chunk[: _HEAD_BYTES - len(head)]
+                os.write(fd, chunk)  # whole: a regular file takes every byte at once
+        finally:
+            os.close(fd)
+    except _TooLarge:
+        tmp.unlink(missing_ok=True)
+        raise _too_large(limit) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ReceivedFile(
+        tmp_path=tmp, sha256=digest.hexdigest(), size=size, filename=filename, head=bytes(head)
+    )

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingestion.archives import ArchiveEntry, ArchiveError, EntryError, open_archive
-from service.batches import items, requests
+from service.batches import items, messages, requests
 from service.batches.archives import custom_id, limits
 from service.blobstore import BlobStore
 from service.config import Settings
@@ -129,6 +129,8 @@ def expand(run: Expansion, session: Session, batch_id: uuid.UUID) -> str:
         return "nothing to do"
     if batch.kind == requests.KIND:
         return requests.expand(run, session, batch)
+    if batch.kind == messages.KIND:
+        return messages.expand(run, session, batch)
     if batch.sha256 is None:
         return "not an archive batch"
     made = items.start(session, batch)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session
 
 from service.batches import outputs
@@ -63,23 +63,6 @@ def get_owned(session: Session, tenant_id: uuid.UUID, text: str) -> Batch:
     if batch is None or batch.tenant_id != tenant_id:
         raise NotFound("not_found", "batch not found")
     return batch
-
-
-def list_owned(
-    session: Session, tenant_id: uuid.UUID, limit: int, after: str | None
-) -> tuple[list[Batch], bool]:
-    """Newest first; `after` a batch id from an earlier page. (rows, has_more)."""
-    query = select(Batch).where(Batch.tenant_id == tenant_id)
-    if after is not None:
-        mark = get_owned(session, tenant_id, after)
-        query = query.where(
-            or_(
-                Batch.created_at < mark.created_at,
-                and_(Batch.created_at == mark.created_at, Batch.id > mark.id),
-            )
-        )
-    rows = list(session.scalars(query.order_by(Batch.created_at.desc(), Batch.id).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
 
 
 def reusable(session: Session, tenant_id: uuid.UUID, key: str) -> Batch | None:

@@ -139,7 +139,7 @@ def _make(run: Expansion, session: Session, batch: Batch, req: lines.Request) ->
         run.send_jobs(session, send)
 
 
-def _once(run: Expansion, session: Session, batch: Batch, req: lines.Request) -> None:
+def run_line(run: Expansion, session: Session, batch: Batch, req: lines.Request) -> None:
     # A second run over the same line at the same time loses on the unique custom_id.
     try:
         _make(run, session, batch, req)
@@ -184,7 +184,7 @@ def expand(run: Expansion, session: Session, batch: Batch) -> str:
             if not items.running(session, batch.id):
                 items.end_expansion(session, batch.id)
                 return "stopped"
-            _once(run, session, batch, req)
+            run_line(run, session, batch, req)
     items.end_expansion(session, batch.id, total=total)
     return "expanded"
 

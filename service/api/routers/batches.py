@@ -16,7 +16,7 @@ from service.api import file_views
 from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
 from service.api.responses import V1, errors, json_body_errors
 from service.api.upload import multipart_body, receive_file
-from service.batches import archives, requests
+from service.batches import archives, catalog, requests
 from service.batches import lifecycle as batches
 from service.blobstore import BlobStore
 from service.db import release
@@ -140,7 +140,7 @@ def list_batches(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> views.BatchList:
-    rows, more = batches.list_owned(session, tenant, limit, after)
+    rows, more = catalog.list_owned(session, tenant, limit, after)
     data = [views.to_out(session, b) for b in rows]
     return views.BatchList(
         data=data,

@@ -1,0 +1,250 @@
+"""Anthropic Message Batches: one JSON body `{requests: [{custom_id, params}]}` becomes
+a batch whose requests run as chat jobs, like the lines of a `/v1/chat/completions`
+request file.
+
+The body is streamed to the blob store by the API and checked there request by
+request (`ijson`: the API's memory does not grow with the body); a bad request refuses
+the whole batch with the request named, as Anthropic does. The stored body is kept as
+the batch's input file, and the worker's expansion reads it again, request by request,
+turning each request's `params` into an OpenAI chat body (`to_chat`). The same body
+(its bytes) from one tenant is the same batch, unless that one ended badly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import IO, TYPE_CHECKING, Any
+
+import ijson
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service import files
+from service.batches import items, requests
+from service.batches import lifecycle as batches
+from service.batches import request_lines as lines
+from service.blobstore import BlobStore
+from service.config import Settings
+from service.documents import ReceivedFile
+from service.errors import BadRequest
+from service.models import (
+    BATCH_FINAL,
+    Batch,
+    BatchItemStatus,
+    BatchStatus,
+    File,
+    FilePurpose,
+    utcnow,
+)
+
+if TYPE_CHECKING:  # it imports this module, to hand a message batch over
+    from service.batches.expansion import Expansion
+
+log = logging.getLogger(__name__)
+KIND = "anthropic"
+# What every request runs as: Anthropic's params are turned into a chat request.
+ENDPOINT = "/v1/chat/completions"
+WINDOW = "24h"  # Anthropic's: a message batch expires 24 hours after it is made
+_CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_PARAMS = frozenset(
+    {"model", "max_tokens", "messages", "system", "temperature", "top_p", "stop_sequences"}
+)
+# Accepted and not acted on: they change nothing a text-only completion gives back.
+_IGNORED = frozenset({"metadata", "top_k", "stream", "service_tier"})
+
+
+@dataclass(frozen=True)
+class MessageRequest:
+    index: int  # 0-based place in `requests`
+    custom_id: str
+    params: dict[str, Any]
+
+
+def _refuse(index: int | None, what: str, field: str = "") -> BadRequest:
+    where = "body.requests" if index is None else f"body.requests[{index}]{field}"
+    prefix = "" if index is None else f"requests[{index}]{field}: "
+    return BadRequest("invalid_request", f"{prefix}{what}", field=where)
+
+
+def _text_blocks(value: object, index: int, field: str) -> str:
+    """A content value as text: a string, or a list of `{type: "text", text}` blocks."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not value:
+        raise _refuse(index, "must be a string or a non-empty list of content blocks", field)
+    parts = []
+    for k, block in enumerate(value):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind != "text" or not isinstance(block.get("text"), str):
+            raise _refuse(
+                index,
+                f"block {k} is of type {kind!r}; only text blocks are served",
+                field,
+            )
+        parts.append(block["text"])
+    return "\n\n".join(parts)
+
+
+def _messages(index: int, params: dict[str, Any]) -> list[dict[str, str]]:
+    given = params.get("messages")
+    if not isinstance(given, list) or not given:
+        raise _refuse(index, "messages must be a non-empty list", ".params.messages")
+    out: list[dict[str, str]] = []
+    if "system" in params:
+        system = _text_blocks(params["system"], index, ".params.system")
+        out.append({"role": "system", "content": system})
+    for k, m in enumerate(given):
+        field = f".params.messages[{k}]"
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            role = m.get("role") if isinstance(m, dict) else None
+            raise _refuse(index, f"role must be user or assistant, not {role!r}", field)
+        out.append({"role": m["role"], "content": _text_blocks(m.get("content"), index, field)})
+    return out
+
+
+def to_chat(index: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI chat body Anthropic's `params` ask for; BadRequest naming the field
+    when they are not a request Longdoc serves."""
+    unknown = sorted(set(params) - _PARAMS - _IGNORED)
+    if unknown:
+        raise _refuse(index, f"unknown or unserved parameters {unknown}", ".params")
+    model, max_tokens = params.get("model"), params.get("max_tokens")
+    if not isinstance(model, str) or not model:
+        why = "a model is required (a role, a served model or auto)"
+        raise _refuse(index, why, ".params.model")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _refuse(index, "max_tokens must be a positive integer", ".params.max_tokens")
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": _messages(index, params),
+    }
+    for name in ("temperature", "top_p"):
+        if name in params:
+            body[name] = params[name]
+    if "stop_sequences" in params:
+        body["stop"] = params["stop_sequences"]
+    return body
+
+
+def read(f: IO[bytes], max_requests: int) -> Iterator[MessageRequest]:
+    """The body's requests in order, each checked for shape (not yet for its params);
+    BadRequest for a body that is not `{requests: [...]}` or a request that is bad."""
+    try:
+        top = next(ijson.parse(f, use_float=True), None)
+        if top is None or top[1] != "start_map":
+            raise BadRequest("invalid_request", "the body must be a JSON object", field="body")
+        f.seek(0)
+        seen: set[str] = set()
+        index = -1
+        for index, raw in enumerate(ijson.items(f, "requests.item", use_float=True)):
+            if index >= max_requests:
+                raise _refuse(None, f"more than {max_requests} requests in one batch")
+            yield _one(index, raw, seen)
+        if index < 0:
+            raise _refuse(None, "requests must be a non-empty list")
+    except ijson.JSONError as exc:
+        why = f"the body is not valid JSON: {exc}"
+        raise BadRequest("invalid_json", why, field="body") from None
+
+
+def _one(index: int, raw: object, seen: set[str]) -> MessageRequest:
+    if not isinstance(raw, dict):
+        raise _refuse(index, "each request must be an object {custom_id, params}")
+    extra = sorted(set(raw) - {"custom_id", "params"})
+    if extra:
+        raise _refuse(index, f"unknown fields {extra}")
+    cid, params = raw.get("custom_id"), raw.get("params")
+    if not isinstance(cid, str) or not _CUSTOM_ID.fullmatch(cid):
+        raise _refuse(index, "custom_id must be 1 to 64 of a-z A-Z 0-9 _ -", ".custom_id")
+    if cid in seen:
+        raise _refuse(index, f"custom_id {cid!r} is used twice", ".custom_id")
+    seen.add(cid)
+    if not isinstance(params, dict):
+        raise _refuse(index, "params must be an object", ".params")
+    return MessageRequest(index, cid, params)
+
+
+def check(path: Any, settings: Settings) -> int:
+    """How many requests the stored body holds, each of them one Longdoc can serve."""
+    n = 0
+    with open(path, "rb") as f:
+        for req in read(f, settings.batch_max_requests):
+            to_chat(req.index, req.params)
+            n += 1
+    return n
+
+
+def _dedup_key(sha256: str) -> str:
+    return hashlib.sha256(json.dumps([KIND, sha256]).encode()).hexdigest()
+
+
+def create(
+    session: Session,
+    settings: Settings,
+    store: BlobStore,
+    tenant_id: uuid.UUID,
+    received: ReceivedFile,
+) -> tuple[Batch, bool]:
+    """(batch, created) for a received body, checked whole before anything is kept."""
+    try:
+        total = check(received.tmp_path, settings)
+        key = _dedup_key(received.sha256)
+        existing = batches.reusable(session, tenant_id, key)
+        session.commit()
+        if existing is not None:
+            return existing, False
+    except BaseException:
+        received.tmp_path.unlink(missing_ok=True)
+        raise
+    source = files.create(session, store, tenant_id, received, FilePurpose.batch)
+    now = utcnow()
+    batch = Batch(
+        tenant_id=tenant_id, kind=KIND, status=BatchStatus.validating, endpoint=ENDPOINT,
+        filename=source.filename, input_file_id=source.id, completion_window=WINDOW,
+        expires_at=now + timedelta(hours=24), total=total, dedup_key=key, created_at=now,
+    )  # fmt: skip
+    session.add(batch)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        winner = batches.reusable(session, tenant_id, key)
+        if winner is None:
+            raise
+        files.delete(session, store, source)
+        return winner, False
+    return batch, True
+
+
+def expand(run: Expansion, session: Session, batch: Batch) -> str:
+    """Make the batch's items and chat jobs request by request; idempotent like a
+    request file's expansion (a request made by an earlier run is left alone)."""
+    if batch.expanded_at is not None or batch.status in BATCH_FINAL:
+        return "nothing to do"
+    source = session.get(File, batch.input_file_id) if batch.input_file_id else None
+    if source is None:
+        gone = {"code": "missing_file", "message": "the stored body is gone", "line": None}
+        session.rollback()
+        items.end_expansion(session, batch.id, total=0, errors=[gone])
+        return "failed: the stored body is gone"
+    made = items.start(session, batch, batch.total)
+    with run.store.path(source.blob_key).open("rb") as f:
+        for req in read(f, run.settings.batch_max_requests):
+            if made.get(req.custom_id, BatchItemStatus.pending) != BatchItemStatus.pending:
+                continue
+            if not items.running(session, batch.id):
+                items.end_expansion(session, batch.id)
+                return "stopped"
+            body = to_chat(req.index, req.params)  # checked at creation
+            line = lines.Request(req.index + 1, req.custom_id, body)
+            requests.run_line(run, session, batch, line)
+    items.end_expansion(session, batch.id, total=batch.total)
+    return "expanded"
