@@ -64,6 +64,7 @@ class BatchOut(BaseModel):
     params: dict[str, Any] | None
     max_output_tokens: int | None
     filename: str | None
+    callback_url: str | None = None
     webhooks: list[WebhookOut] = Field(
         default_factory=list, description="Longdoc's: deliveries of the batch's final event"
     )
@@ -88,6 +89,14 @@ class BatchCreate(BaseModel):
     ) = Field(default=None, max_length=16, description="Up to 16 string pairs (OpenAI's limits).")
     output_expires_after: dict[str, Any] | None = Field(
         default=None, description="Accepted for the SDKs; Longdoc's output files do not expire."
+    )
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Longdoc's (the SDKs send it in `extra_body`): an http(s) URL that gets "
+        "the signed batch.completed, batch.failed, batch.expired or batch.cancelled event, "
+        "signed with the secret of the tenant's first webhook endpoint, which must exist",
     )
 
 
@@ -140,6 +149,7 @@ def to_out(session: Session, batch: Batch) -> BatchOut:
         params=batch.params,
         max_output_tokens=batch.max_output_tokens,
         filename=batch.filename,
+        callback_url=batch.callback_url,
         webhooks=job_views.webhooks_out(outbox.deliveries(session, batch_id=batch.id)),
     )
 

@@ -50,9 +50,11 @@ _HTTP_CODES = {
 
 
 def body(code: str, reason: str, field: str | None = None, /, **extra: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"code": code, "reason": reason, **extra}
+    # `message` and `param` repeat `reason` and `field` under the names the openai and
+    # anthropic SDKs read off an error (`err.param`, the message they show).
+    info: dict[str, Any] = {"code": code, "reason": reason, "message": reason, **extra}
     if field is not None:
-        info["field"] = field
+        info["field"] = info["param"] = field
     return {"error": info}
 
 

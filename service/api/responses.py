@@ -26,6 +26,8 @@ class ErrorInfo(FieldIssue):
     model_config = ConfigDict(extra="allow")
 
     code: str = Field(description="Stable: branch on this, not on `reason`.")
+    message: str | None = Field(default=None, description="`reason` again, as SDKs read it.")
+    param: str | None = Field(default=None, description="`field` again, as SDKs read it.")
     errors: list[FieldIssue] | None = Field(
         default=None, description="Every issue, when the request has more than one."
     )

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -54,6 +54,7 @@ class ArchiveRequest:
     max_output_tokens: int = 1024
     completion_window: str = "24h"
     metadata: dict[str, Any] | None = None
+    callback_url: str | None = None
 
 
 def validated(request: ArchiveRequest, settings: Settings) -> ArchiveRequest:
@@ -69,9 +70,7 @@ def validated(request: ArchiveRequest, settings: Settings) -> ArchiveRequest:
         max_output_tokens=request.max_output_tokens,
     )
     params = jobs.validated(body, settings)
-    return ArchiveRequest(
-        request.task, params, request.max_output_tokens, request.completion_window, request.metadata
-    )
+    return replace(request, params=params)
 
 
 def limits(settings: Settings) -> ArchiveLimits:
@@ -133,6 +132,7 @@ def create(
             task=request.task,
             params=request.params,
             max_output_tokens=request.max_output_tokens,
+            callback_url=request.callback_url,
             dedup_key=key,
             completion_window=request.completion_window,
             expires_at=now + rules.window(request.completion_window),

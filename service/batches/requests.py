@@ -42,6 +42,7 @@ from service.models import (
     FilePurpose,
     utcnow,
 )
+from service.webhooks.endpoints import check_callback
 
 if TYPE_CHECKING:  # it imports this module, to hand a request file's batch over
     from service.batches.expansion import Expansion
@@ -58,6 +59,7 @@ class BatchRequest:
     endpoint: str
     completion_window: str = "24h"
     metadata: dict[str, Any] | None = None
+    callback_url: str | None = None
 
 
 def dedup_key(file_sha256: str, endpoint: str) -> str:
@@ -75,6 +77,8 @@ def create(
         window = rules.window(asked.completion_window)
     except ValueError as exc:
         raise Invalid("bad_window", str(exc), field="body.completion_window") from None
+    if asked.callback_url is not None:
+        check_callback(session, settings, tenant_id, asked.callback_url, "body.callback_url")
     source = get_owned_file(session, tenant_id, asked.input_file_id)
     if source.purpose != FilePurpose.batch:
         raise Invalid(
@@ -87,7 +91,7 @@ def create(
         tenant_id=tenant_id, kind=KIND, status=BatchStatus.validating,
         endpoint=asked.endpoint, filename=source.filename, input_file_id=source.id,
         completion_window=asked.completion_window, expires_at=now + window,
-        meta=asked.metadata, total=0, created_at=now,
+        meta=asked.metadata, total=0, created_at=now, callback_url=asked.callback_url,
     )  # fmt: skip
     if asked.endpoint not in ENDPOINTS:
         batch.status, batch.failed_at, batch.expanded_at = BatchStatus.failed, now, now

@@ -16,6 +16,7 @@ from service.config import Settings
 from service.db import NO_SYNC, write_transaction
 from service.errors import Invalid, NotFound
 from service.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
+from service.webhooks import outbox
 from service.webhooks.destinations import check_destination
 from service.webhooks.signing import generate_secret, secret_key
 
@@ -94,3 +95,18 @@ def remove_old_secrets(session: Session, tenant_id: uuid.UUID, endpoint_id: uuid
         endpoint = get_owned(session, tenant_id, endpoint_id)
         session.refresh(endpoint, with_for_update=True)
         endpoint.secrets = endpoint.secrets[-1:]
+
+
+def check_callback(
+    session: Session, settings: Settings, tenant_id: uuid.UUID, url: str, field: str
+) -> None:
+    """A job's or a batch's callback URL that may be delivered to, and a secret to sign
+    it with (the tenant's endpoints'); Invalid naming `field` otherwise."""
+    check_destination(url, allow_private=settings.webhook_private_allowed, field=field)
+    if not outbox.endpoints(session, tenant_id):
+        raise Invalid(
+            "no_webhook_secret",
+            "a callback is signed with the secret of a webhook endpoint: register one first "
+            "(POST /v1/webhooks/endpoints)",
+            field=field,
+        )

@@ -29,6 +29,8 @@ def error_of(resp: Any, status: int) -> dict[str, Any]:
     ErrorResponse.model_validate(payload)
     error: dict[str, Any] = payload["error"]
     assert error["code"] and error["reason"], error
+    # The names the SDKs read: `message` always, `param` where a field is named.
+    assert error["message"] == error["reason"] and error.get("param") == error.get("field")
     return error
 
 

@@ -343,3 +343,16 @@ def test_a_line_is_written_once_though_the_commit_after_it_is_lost(
         text = store.path(row.blob_key).read_bytes()
         assert len(text) == row.size_bytes
         assert [json.loads(x)["custom_id"] for x in text.splitlines()] == ["c1", "c2", "c3"]
+
+
+def test_the_sdk_reads_the_code_and_the_field_off_a_refusal(ours: openai.OpenAI) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        ours.batches.create(
+            input_file_id=upload(ours, [line("a", {})]),
+            endpoint="/v1/jobs",  # type: ignore[arg-type]
+            completion_window="1000h",  # type: ignore[arg-type]
+        )
+    assert (info.value.code, info.value.param) == ("bad_window", "body.completion_window")
+    with pytest.raises(openai.NotFoundError) as missing:
+        ours.batches.retrieve("batch_" + "0" * 32)
+    assert missing.value.code == "not_found" and missing.value.param is None

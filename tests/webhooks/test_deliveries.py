@@ -302,20 +302,18 @@ def test_a_cancelled_job_is_delivered_by_a_worker_started_after_it(
 def test_a_batch_that_ends_is_announced_and_its_jobs_are_not(
     client: Client, key: str, receiver: Receiver
 ) -> None:
-    path = f"/batch/{uuid.uuid4().hex}"
+    path, cb = f"/batch/{uuid.uuid4().hex}", f"/batch-cb/{uuid.uuid4().hex}"
+    files = _one_entry_zip()
+    params = {"task": "summarize", "max_output_tokens": 16, "callback_url": receiver.url(cb)}
+    # A callback is signed with an endpoint's secret: none yet, so it is refused first.
+    r = client.post("/v1/batches/archive", headers=auth(key), params=params, files=files)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_webhook_secret", r.text
+    assert r.json()["error"]["field"] == "query.callback_url"
     secret = _endpoint(client, key, receiver.url(path))["secret"]
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("a.txt", f"One entry of a batch, {uuid.uuid4().hex}.\n")
-    files = {"file": ("one.zip", archive.getvalue(), "application/octet-stream")}
-    r = client.post(
-        "/v1/batches/archive",
-        headers=auth(key),
-        params={"task": "summarize", "max_output_tokens": 16},
-        files=files,
-    )
+    r = client.post("/v1/batches/archive", headers=auth(key), params=params, files=files)
     assert r.status_code in (200, 202), r.text
     batch_id = r.json()["id"]
+    assert r.json()["callback_url"] == receiver.url(cb)
 
     def announced() -> dict[str, Any] | None:
         out: dict[str, Any] = client.get(f"/v1/batches/{batch_id}", headers=auth(key)).json()
@@ -324,10 +322,37 @@ def test_a_batch_that_ends_is_announced_and_its_jobs_are_not(
 
     batch = wait_for(announced, timeout=WAIT_S, what=f"batch {batch_id}'s event delivered")
     assert batch["status"] in ("completed", "failed"), batch
-    (got,) = receiver.at(path)  # the batch's event; its job's end is not announced
-    event = _verified(secret, got)
-    assert event["type"] == f"batch.{batch['status']}"
-    assert event["data"] == {"id": batch_id, "object": "batch", "status": batch["status"]}
+    assert len(batch["webhooks"]) == 2  # the endpoint's and the callback's
+    for where in (path, cb):
+        (got,) = receiver.at(where)  # the batch's event; its job's end is not announced
+        event = _verified(secret, got)
+        assert event["type"] == f"batch.{batch['status']}"
+        assert event["data"] == {"id": batch_id, "object": "batch", "status": batch["status"]}
+
+
+def _one_entry_zip() -> dict[str, Any]:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.txt", f"One entry of a batch, {uuid.uuid4().hex}.\n")
+    return {"file": ("one.zip", archive.getvalue(), "application/octet-stream")}
+
+
+def test_a_request_file_batch_takes_a_callback_only_with_an_endpoint(
+    client: Client, key: str, receiver: Receiver
+) -> None:
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/jobs", "body": {}}
+    up = {"file": ("r.jsonl", json.dumps(line).encode() + b"\n")}
+    r = client.post("/v1/files", headers=auth(key), data={"purpose": "batch"}, files=up)
+    assert r.status_code == 200, r.text
+    body = {"input_file_id": r.json()["id"], "endpoint": "/v1/jobs", "callback_url": "x"}
+    r = client.post("/v1/batches", headers=auth(key), json=body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body.callback_url", r.text
+    body["callback_url"] = receiver.url(f"/rf/{uuid.uuid4().hex}")
+    r = client.post("/v1/batches", headers=auth(key), json=body)
+    assert r.json()["error"]["code"] == "no_webhook_secret", r.text
+    _endpoint(client, key, receiver.url("/rf-endpoint"))
+    r = client.post("/v1/batches", headers=auth(key), json=body)
+    assert r.status_code == 202 and r.json()["callback_url"] == body["callback_url"], r.text
 
 
 def test_a_private_address_is_refused_again_at_send_time_for_good(

@@ -23,6 +23,7 @@ from service.db import release
 from service.errors import Invalid
 from service.models import BatchStatus
 from service.queue import dispatch_expand, revoke
+from service.webhooks.endpoints import check_callback
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=V1)
@@ -70,14 +71,22 @@ async def create_archive_batch(
     max_output_tokens: Annotated[int, Query(gt=0)] = 1024,
     completion_window: Annotated[str, Query(max_length=8)] = "24h",
     metadata: Annotated[str | None, Query(description="A JSON object kept with it.")] = None,
+    callback_url: Annotated[
+        str | None,
+        Query(min_length=1, max_length=2048, description="Gets the batch's signed final event."),
+    ] = None,
 ) -> views.BatchOut:
     """An archive (zip, tar, tar.gz/.bz2/.xz; multipart field `file`) as one batch:
     every entry becomes a document and a job, `custom_id` its path in the archive."""
     asked = archives.ArchiveRequest(
         task, _json(params, "params") or {}, max_output_tokens, completion_window,
-        _json(metadata, "metadata"),
+        _json(metadata, "metadata"), callback_url,
     )  # fmt: skip
     checked = archives.validated(asked, settings)  # before a byte of the upload is read
+    if callback_url is not None:
+        await run_in_threadpool(
+            check_callback, session, settings, tenant, callback_url, "query.callback_url"
+        )
     store = BlobStore(settings.blobs)
     received = await receive_file(request, store, settings.archive_max_upload_bytes)
     batch, created = await run_in_threadpool(
@@ -121,6 +130,7 @@ def create_batch(
         body.endpoint,
         body.completion_window,
         dict(body.metadata) if body.metadata is not None else None,
+        body.callback_url,
     )
     batch, created = requests.create(session, settings, tenant, asked)
     if created and batch.status == BatchStatus.validating:
