@@ -18,7 +18,7 @@ from service.errors import Invalid
 from service.jobs.chat import ChatRequest, chat_params
 from service.jobs.planner import plan_chat
 
-MESSAGES = [
+MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "Answer in one short sentence."},
     {"role": "user", "content": [{"type": "text", "text": "What is a KV cache?"}]},
 ]
