@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # refused at validation without being held whole).
     batch_max_requests: int = Field(default=50_000, gt=0)
     batch_max_line_bytes: int = Field(default=1024 * 1024, gt=0)
+    # A chat request's messages (`/v1/chat/completions` lines, service/jobs/chat.py): how
+    # many, and their text in characters (bounded by the line too, in a request file).
+    chat_max_messages: int = Field(default=1_000, gt=0)
+    chat_max_chars: int = Field(default=1024 * 1024, gt=0)
 
     # Blob store: a temp file (an upload or a parse in progress) that nothing has
     # written to for this long was left by a crash; the sweeper removes it. Above the

@@ -39,7 +39,8 @@ class RouteRefused(Exception):
 
     Not a ValueError on purpose: the request was well formed (that would be a
     422); it is the job that fails, with `code` ``no_backend``, ``unsplittable``,
-    ``reduce_too_large`` or ``no_tokenizer`` (exact chunk counts need the file).
+    ``reduce_too_large``, ``no_tokenizer`` (exact chunk counts need the file) or
+    ``too_long`` (a chat request, which is never split, fits no backend).
     """
 
     def __init__(self, code: str, reason: str, rejected: tuple[Rejection, ...] = ()) -> None:

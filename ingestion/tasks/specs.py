@@ -17,6 +17,12 @@ TASK_NAMES: tuple[str, ...] = ("summarize", "extract", "ask", "classify", "promp
 # Chat-template special tokens around the two messages (Gemma's <start_of_turn>... and
 # Llama 4's <|header_start|>...: about 10 each), with room to spare.
 TEMPLATE_TOKENS: int = 64
+# A chat request (`service/jobs/chat.py`) is not a task on a document: its messages are
+# the prompt. Each message adds its turn's header and end (Gemma's `<start_of_turn>user`
+# ... `<end_of_turn>`, Llama 4's `<|header_start|>user<|header_end|>` ... `<|eot|>`:
+# about 5 tokens), with room to spare, on top of TEMPLATE_TOKENS for the whole.
+CHAT_TASK = "chat"
+CHAT_MESSAGE_TOKENS: int = 8
 
 FOCUS_CHARS = 2_000
 QUESTION_CHARS = 2_000
@@ -35,7 +41,7 @@ class TaskError(ValueError):
         self.reason = reason
 
 
-def _bad_char(text: str, *, one_line: bool) -> str | None:
+def bad_char(text: str, *, one_line: bool) -> str | None:
     # NUL and lone surrogates break the database and the JSON sent to vLLM; a label
     # must stay one line so the prompt's label list stays unambiguous.
     for ch in text:
@@ -57,7 +63,7 @@ def _text(field: str, value: object, limit: int, *, one_line: bool = False) -> s
         raise TaskError(field, "must not be empty")
     if len(text) > limit:
         raise TaskError(field, f"is {len(text):,} characters long; the limit is {limit:,}")
-    bad = _bad_char(text, one_line=one_line)
+    bad = bad_char(text, one_line=one_line)
     if bad is not None:
         raise TaskError(field, bad)
     return text

@@ -77,7 +77,9 @@ class BatchCreate(BaseModel):
 
     input_file_id: str = Field(max_length=100, description="A purpose=batch file's id.")
     endpoint: str = Field(
-        max_length=100, description="What every line calls: `/v1/jobs`; others fail the batch."
+        max_length=100,
+        description="What every line calls: `/v1/jobs` or `/v1/chat/completions`; others "
+        "fail the batch.",
     )
     completion_window: str = Field(default="24h", max_length=8, description="1h to 168h.")
     metadata: (

@@ -94,8 +94,14 @@ def to_message_batch(session: Session, batch: Batch, base_url: str) -> MessageBa
 
 
 def _stop_reason(result: Result, job: Job) -> str:
-    used = result.completion_tokens
-    return "max_tokens" if used is not None and used >= job.max_output_tokens else "end_turn"
+    """Anthropic's name for how the output ended: vLLM's `stop` (the model ended, or a
+    stop sequence) is `end_turn`, anything else (`length`, a loop cut short) is
+    `max_tokens`, as a cut output is one the model did not finish."""
+    finish = (result.data or {}).get("finish_reason")
+    if finish is None:  # a result stored before finish reasons were
+        used = result.completion_tokens
+        return "max_tokens" if used is not None and used >= job.max_output_tokens else "end_turn"
+    return "end_turn" if finish == "stop" else "max_tokens"
 
 
 def _succeeded(result: Result, job: Job) -> dict[str, Any]:

@@ -199,7 +199,7 @@ class VllmClient:
         self,
         *,
         model: str,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         max_tokens: int,
         prompt_tokens: int,
         request_id: str,

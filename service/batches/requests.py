@@ -5,9 +5,10 @@ makes an item and a job of each line (`expand`).
 Validation is OpenAI's: a bad line (not JSON, a missing or repeated custom_id, another
 method, a url other than the batch's endpoint, one line too many) fails the batch with
 `errors.data[{code, message, line}]` and no job is made. A well-formed line whose body
-names a document the tenant has not, or a bad task, is that request's own failed item;
-the others go on. The same file (its bytes) for the same endpoint from one tenant is
-the same batch, unless that one ended badly.
+names a document the tenant has not, or a bad task (for `/v1/jobs`), or bad messages or
+a model not served (for `/v1/chat/completions`, `service.jobs.chat`), is that request's
+own failed item; the others go on. The same file (its bytes) for the same endpoint
+from one tenant is the same batch, unless that one ended badly.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from service.blobstore import BlobStore
 from service.config import Settings
 from service.errors import DomainError, Invalid
 from service.files import get_owned as get_owned_file
+from service.jobs import chat
 from service.jobs import lifecycle as jobs
 from service.jobs.schemas import JobCreate
 from service.models import (
@@ -40,6 +42,7 @@ from service.models import (
     BatchStatus,
     File,
     FilePurpose,
+    Job,
     utcnow,
 )
 from service.webhooks.endpoints import check_callback
@@ -50,7 +53,8 @@ if TYPE_CHECKING:  # it imports this module, to hand a request file's batch over
 log = logging.getLogger(__name__)
 KIND = "openai"
 # The endpoints a request file's lines may call; others fail the batch at validation.
-ENDPOINTS = ("/v1/jobs",)
+JOBS, CHAT = "/v1/jobs", "/v1/chat/completions"
+ENDPOINTS = (JOBS, CHAT)
 
 
 @dataclass(frozen=True)
@@ -118,20 +122,32 @@ def create(
     return batch, True
 
 
+def _create(
+    run: Expansion, session: Session, batch: Batch, cid: str, body: dict[str, Any]
+) -> tuple[Job, bool, list[uuid.UUID]]:
+    """The line's job, made as its endpoint makes one. ValidationError for a body that
+    is not that endpoint's request; what the job's creation raises."""
+    key = items.job_key(batch.id, cid)
+    if batch.endpoint == CHAT:
+        asked = chat.ChatRequest.model_validate(body)
+        return chat.create_chat(
+            session, run.settings, batch.tenant_id, asked, batch_id=batch.id, idempotency_key=key
+        )
+    create = JobCreate.model_validate({**body, "idempotency_key": key})
+    return jobs.create(session, run.settings, batch.tenant_id, create, batch_id=batch.id)
+
+
 def _make(run: Expansion, session: Session, batch: Batch, req: lines.Request) -> None:
     """One line: its item and its job, or its item failed with the job's refusal."""
     cid, line = req.custom_id, req.line
     try:
-        body = JobCreate.model_validate(
-            {**req.body, "idempotency_key": items.job_key(batch.id, cid)}
-        )
+        job, _, send = _create(run, session, batch, cid, req.body)
     except ValidationError as exc:
+        session.rollback()
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        items.fail_item(session, batch, cid, line, "invalid_body", f"body.{where}: {first['msg']}")
+        where = ".".join(["body", *(str(p) for p in first["loc"])])
+        items.fail_item(session, batch, cid, line, "invalid_body", f"{where}: {first['msg']}")
         return
-    try:
-        job, _, send = jobs.create(session, run.settings, batch.tenant_id, body, batch_id=batch.id)
     except DomainError as err:
         session.rollback()
         items.fail_item(session, batch, cid, line, err.code, err.reason)

@@ -1,7 +1,8 @@
 """A request's output line, `{id, custom_id, response: {status_code, request_id,
 body}, error}`: the one shape of the results endpoint and of the output and error
-files. `body` is the job's result as `/v1/jobs/{id}/result` gives it; `error` is
-`{code, message}` for failed, cancelled and expired requests."""
+files. `body` is the job's result as `/v1/jobs/{id}/result` gives it, for a chat
+request OpenAI's `chat.completion`; `error` is `{code, message}` for failed, cancelled
+and expired requests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ingestion.tasks.specs import CHAT_TASK
 from service.errors import Conflict
+from service.jobs.chat import completion
 from service.jobs.results import result_out
 from service.models import BatchItem, Job
 
@@ -42,7 +45,8 @@ def entry(
         except Conflict:
             out["error"] = {"code": "result_missing", "message": "the job's result is gone"}
         else:
-            body = result.model_dump(mode="json")
+            is_chat = job.task == CHAT_TASK
+            body = completion(job, result) if is_chat else result.model_dump(mode="json")
             out["response"] = {"status_code": 200, "request_id": result.request_id, "body": body}
             out["error"] = None
     return json.dumps(out, separators=(",", ":")) + "\n", out["error"] is None

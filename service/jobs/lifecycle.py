@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, inspect, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from ingestion.capacity.route_plan import RouteRefused
 from ingestion.tasks.specs import TaskError, validate
 from service.config import Settings
-from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
+from service.db import retry_conflicts, write_transaction
 from service.documents import get_owned as get_owned_document
-from service.errors import Conflict, Invalid, QuotaExceeded
-from service.jobs import quota, tree
-from service.jobs.planner import SplitDeferred, est_duration_s
+from service.errors import Conflict, Invalid
+from service.jobs import creation, quota, tree
+from service.jobs.planner import Planned, SplitDeferred, est_duration_s
 from service.jobs.planning import plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
@@ -29,23 +27,6 @@ from service.webhooks import outbox
 from service.webhooks.destinations import check_destination
 
 log = logging.getLogger(__name__)
-# Without a client key, asking again for what failed or was cancelled is a retry.
-_RETRIED = (JobStatus.failed, JobStatus.cancelled)
-
-
-def _key(doc_id: uuid.UUID, task: str, params: dict[str, Any], max_out: int) -> str:
-    # Same document + task + params + budget, no key given: the same job.
-    body = json.dumps([str(doc_id), task, params, max_out], sort_keys=True, separators=(",", ":"))
-    return "auto:" + hashlib.sha256(body.encode()).hexdigest()
-
-
-def _same_request(job: Job, doc_id: uuid.UUID, task: str, params: Any, max_out: int) -> bool:
-    return (job.document_id, job.task, job.params, job.max_output_tokens) == (
-        doc_id,
-        task,
-        params,
-        max_out,
-    )
 
 
 def task_field(name: str) -> str:
@@ -95,8 +76,12 @@ def plan_and_start(
     fails with the router's reason. ValueError (bad budget) and SplitDeferred
     propagate. Returns the jobs whose tasks to send; None when another planner (or a
     cancel) got to the job first, and nothing was written."""
-    try:
-        planned = plan_document_job(
+    return start_planned(
+        session,
+        settings,
+        job,
+        now,
+        lambda: plan_document_job(
             session,
             settings,
             doc,
@@ -105,7 +90,17 @@ def plan_and_start(
             job.max_output_tokens,
             max_split_bytes=max_split_bytes,
             defer_tokenize_errors=defer_tokenize_errors,
-        )
+        ),
+    )
+
+
+def start_planned(
+    session: Session, settings: Settings, job: Job, now: datetime, plan: Callable[[], Planned]
+) -> list[uuid.UUID] | None:
+    """Start a queued job on what `plan` makes of it, or fail it with the router's
+    reason; as `plan_and_start`, whose planning `plan` does."""
+    try:
+        planned = plan()
     except RouteRefused as exc:
         rejected = "; ".join(r.reason for r in exc.rejected)
         reason = exc.reason + (f" (rejected: {rejected})" if rejected else "")
@@ -131,7 +126,7 @@ def still_unplanned(session: Session, job: Job) -> bool:
     return row is not None and row.status == JobStatus.queued and row.plan is None
 
 
-def create(  # noqa: C901 - one path per outcome of a creation
+def create(
     session: Session,
     settings: Settings,
     tenant_id: uuid.UUID,
@@ -147,10 +142,10 @@ def create(  # noqa: C901 - one path per outcome of a creation
     if body.callback_url is not None:
         _check_callback(session, settings, tenant_id, body.callback_url)
     doc = get_owned_document(session, tenant_id, body.document_id)
-    key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
-    existing = _reusable(session, tenant_id, key, automatic=body.idempotency_key is None)
-    if existing is not None:
-        return _existing(existing, doc.id, body, params), False, []
+    asked = creation.Asked(doc.id, body.task, params, body.max_output_tokens)
+    key, found = creation.existing(session, tenant_id, asked, body.idempotency_key)
+    if found is not None:
+        return found, False, []
     if doc.status == DocumentStatus.failed:
         raise Conflict(
             "document_failed",
@@ -159,104 +154,28 @@ def create(  # noqa: C901 - one path per outcome of a creation
     if batch_id is None:
         quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
     now = utcnow()
-    job = Job(
-        id=uuid.uuid4(),
-        tenant_id=tenant_id,
-        document_id=doc.id,
-        task=body.task,
-        params=params,
-        max_output_tokens=body.max_output_tokens,
-        idempotency_key=key,
-        status=JobStatus.queued,
-        created_at=now,
-        batch_id=batch_id,
-        webhook_url=body.callback_url,
-    )
-    session.add(job)
-    try:
-        # Now, not at whichever query autoflushes first: a lost race on the key, or the
-        # document deleted meanwhile, surfaces here or at the commit, and nowhere else.
-        session.flush()
-    except IntegrityError:
-        return _lost_race(session, tenant_id, key, body.document_id, body, params)
-    send = [job.id]
-    if doc.status == DocumentStatus.parsed:
+    job = creation.new_job(tenant_id, asked, key, now, batch_id, webhook_url=body.callback_url)
+
+    def start() -> list[uuid.UUID]:
+        if doc.status != DocumentStatus.parsed:
+            return [job.id]
         try:
             limit = settings.api_split_max_text_bytes
             started = plan_and_start(
                 session, settings, job, doc, now, max_split_bytes=limit, defer_tokenize_errors=True
             )
-            assert started is not None, "a job of this transaction is nobody else's"
-            send = started
         except SplitDeferred as exc:
             # Stays queued, plan null: its task plans it in the worker (which tries a
             # failing /tokenize again, a bounded number of times, then fails the job).
             log.info("job %s: planned by the worker (%s)", job.id, exc)
+            return [job.id]
         except ValueError as exc:
             session.rollback()
             raise Invalid("bad_budget", str(exc), field="max_output_tokens") from None
-    try:
-        if batch_id is None:
-            quota.check_room(session, settings, tenant_id, new_job=job.id)  # locked: exact
-    except QuotaExceeded:
-        session.rollback()
-        raise
-    try:
-        session.commit()
-    except IntegrityError:
-        return _lost_race(session, tenant_id, key, body.document_id, body, params)
-    # The answer is the job as stored: the router may have failed it (`end_tree`
-    # writes past the ORM).
-    session.refresh(job)
-    return job, True, send
+        assert started is not None, "a job of this transaction is nobody else's"
+        return started
 
-
-def _lost_race(
-    session: Session,
-    tenant_id: uuid.UUID,
-    key: str,
-    doc_id: uuid.UUID,
-    body: JobCreate,
-    params: dict[str, Any],
-) -> tuple[Job, bool, list[uuid.UUID]]:
-    """The insert broke a constraint: a concurrent request with the same key won (its
-    job answers), or the document was deleted meanwhile (404)."""
-    session.rollback()
-    winner = _by_key(session, tenant_id, key)
-    if winner is None:
-        get_owned_document(session, tenant_id, doc_id)  # 404 if deleted meanwhile
-        raise Conflict("conflict", "the request conflicted; retry it")
-    return _existing(winner, doc_id, body, params), False, []
-
-
-def _reusable(session: Session, tenant_id: uuid.UUID, key: str, *, automatic: bool) -> Job | None:
-    """The job that answers this request, or None: create one. A client's own key
-    always names its job, whatever became of it (a retry with the same key is the
-    same request); an automatic key reuses only a job that is live or succeeded. A
-    failed or cancelled job gives its automatic key up (renamed after itself) in the
-    transaction that creates its successor; a concurrent retry waits on that rename
-    and is answered with the successor."""
-    existing = _by_key(session, tenant_id, key)
-    if existing is None or not automatic or existing.status not in _RETRIED:
-        return existing
-    free = update(Job).where(Job.id == existing.id, Job.idempotency_key == key)
-    free = free.values(idempotency_key=f"{key}@{existing.id}")
-    if rows_changed(session.execute(free, execution_options=NO_SYNC)):
-        return None
-    return _by_key(session, tenant_id, key)  # the other retry's job, committed
-
-
-def _by_key(session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
-
-
-def _existing(job: Job, doc_id: uuid.UUID, body: JobCreate, params: dict[str, Any]) -> Job:
-    if not _same_request(job, doc_id, body.task, params, body.max_output_tokens):
-        raise Conflict(
-            "idempotency_key_reused",
-            f"this idempotency key was used for a different request (job {job.id})",
-        )
-    return job
+    return creation.insert(session, settings, job, asked, start)
 
 
 def get_owned(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:

@@ -17,11 +17,16 @@ from dataclasses import dataclass
 
 from ingestion.capacity.chunking import PageChunker
 from ingestion.capacity.kv import KvConfig
-from ingestion.capacity.route_plan import Chunk, Plan, Request
-from ingestion.capacity.router import Backend, Job, plan_route
+from ingestion.capacity.route_plan import Chunk, Plan, Request, RouteRefused
+from ingestion.capacity.router import ROLE_ORDER, Backend, Job, plan_route
 from ingestion.documents.textfile import PageSpan
 from ingestion.tasks.prompts import page_marker
-from ingestion.tasks.specs import TEMPLATE_TOKENS, instruction_text, reduce_instruction_text
+from ingestion.tasks.specs import (
+    CHAT_MESSAGE_TOKENS,
+    TEMPLATE_TOKENS,
+    instruction_text,
+    reduce_instruction_text,
+)
 from ingestion.tokens.counting import TokenCounter, estimate_tokens
 from ingestion.types import TokenCount
 from service.config import Settings
@@ -122,17 +127,72 @@ def plan_job(
     request could not finish within the job time limit; RouteRefused: the job cannot
     run on these backends; SplitDeferred: it must be split and its text is over
     `max_split_bytes`. A counter may raise what it raises (a server's /tokenize)."""
+    _check_budget(max_output_tokens, settings)
+    prompts = prompt_tokens(task, params, doc.spans, counters, list(doc.counts))
+    job = Job(doc.counts, prompts, max_output_tokens)
+    plan = plan_route(job, backends, _Splitter(doc, counters, max_split_bytes))
+    return _timed(plan, prompts, settings)
+
+
+def _check_budget(max_output_tokens: int, settings: Settings) -> None:
     if max_output_tokens > settings.max_output_tokens:
         raise ValueError(
             f"max_output_tokens {max_output_tokens:,} is above this service's limit of "
             f"{settings.max_output_tokens:,}"
         )
-    prompts = prompt_tokens(task, params, doc.spans, counters, list(doc.counts))
-    job = Job(doc.counts, prompts, max_output_tokens)
-    plan = plan_route(job, backends, _Splitter(doc, counters, max_split_bytes))
+
+
+def _timed(plan: Plan, prompts: dict[str, int], settings: Settings) -> Planned:
     for request in plan.requests():
         check_time_limit(request, settings)
     return Planned(plan, prompts)
+
+
+def chat_counts(
+    texts: Sequence[str], counters: Mapping[str, TokenCounter], roles: Sequence[str]
+) -> dict[str, TokenCount]:
+    """Per role, the tokens of a chat request's messages, each counted on its own (the
+    template puts its turn markers between them); an estimate where a role has no
+    counter."""
+    out = {}
+    for role in roles:
+        counter = counters.get(role)
+        if counter is None:
+            out[role] = estimate_tokens(sum(len(t) for t in texts))
+            continue
+        method = getattr(counter, "method", "tokenizer")  # a server's /tokenize says so
+        total = sum(counter.count(t) for t in texts if t)
+        out[role] = TokenCount(total, True, counter.name, method, counter.model)
+    return out
+
+
+def plan_chat(
+    texts: Sequence[str],
+    max_output_tokens: int,
+    backends: Sequence[Backend],
+    counters: Mapping[str, TokenCounter],
+    settings: Settings,
+) -> Planned:
+    """Plan a chat request (its messages' texts): one request, routed like a job whose
+    document is the messages, never split. ValueError and RouteRefused as `plan_job`."""
+    _check_budget(max_output_tokens, settings)
+    roles = [r for r in ROLE_ORDER if any(b.role == r for b in backends)]
+    roles += sorted({b.role for b in backends} - set(roles))
+    counts = chat_counts(texts, counters, roles)
+    overhead = TEMPLATE_TOKENS + CHAT_MESSAGE_TOKENS * len(texts)
+    prompts = dict.fromkeys(roles, overhead)
+    try:
+        plan = plan_route(Job(counts, prompts, max_output_tokens), backends)
+    except RouteRefused as exc:
+        if exc.code != "unsplittable":
+            raise
+        sizes = ", ".join(f"{counts[r].count + overhead:,} by {r}'s count" for r in roles)
+        why = (
+            f"the chat request's prompt ({sizes}) and {max_output_tokens:,} output tokens fit "
+            "no backend, and a chat request is one request: it is never split"
+        )
+        raise RouteRefused("too_long", why, exc.rejected) from None
+    return _timed(plan, prompts, settings)
 
 
 def deployment_backends(deployment: Sequence[DeploymentReplica]) -> list[Backend]:

@@ -27,7 +27,8 @@ from service.backends.probe import normalize_url
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.deployment import BackendConfig
-from service.jobs.planner import DocumentText, Planned, SplitDeferred, plan_job
+from service.errors import Invalid
+from service.jobs.planner import DocumentText, Planned, SplitDeferred, plan_chat, plan_job
 from service.models import Backend as BackendRow
 from service.models import Document, DocumentTokenCount, utcnow
 
@@ -158,15 +159,49 @@ def plan_document_job(
     `tokenize_failed` when a server's /tokenize failed every attempt); SplitDeferred:
     it must be split, and its text is over `max_split_bytes`; TokenizeDeferred: a
     /tokenize failed and `defer_tokenize_errors`."""
+    with _counting(defer_tokenize_errors):
+        return _plan(session, settings, doc, task, params, max_output_tokens, max_split_bytes)
+
+
+@contextlib.contextmanager
+def _counting(defer: bool) -> Iterator[None]:
+    """A server's /tokenize that failed every attempt: TokenizeDeferred with `defer`,
+    else the job cannot be planned (RouteRefused `tokenize_failed`)."""
     from service.backends.tokenize import RemoteTokenizeError
 
     try:
-        return _plan(session, settings, doc, task, params, max_output_tokens, max_split_bytes)
+        yield
     except RemoteTokenizeError as exc:
-        if defer_tokenize_errors:
+        if defer:
             raise TokenizeDeferred(str(exc)) from exc
         reason = f"counting the prompt's tokens: {exc.public}"
         raise RouteRefused("tokenize_failed", reason) from exc
+
+
+def chat_backend_rows(session: Session, settings: Settings, model: str) -> list[BackendRow]:
+    """The backends a chat request's `model` names: every one for "auto", else those of
+    that role or serving that model (the name the server reports). Invalid when none
+    does: the request names what this deployment does not serve."""
+    rows = _backend_rows(session, settings)
+    chosen = rows if model == "auto" else [r for r in rows if model in (r.role, r.model)]
+    if chosen:
+        return chosen
+    served = sorted({r.role for r in rows} | {r.model for r in rows if r.model})
+    raise Invalid(
+        "unknown_model",
+        f"no backend serves model {model!r}; name one of {['auto', *served]}",
+        field="body.model",
+    )
+
+
+def plan_chat_job(
+    settings: Settings, rows: Sequence[BackendRow], texts: Sequence[str], max_output_tokens: int
+) -> Planned:
+    """Plan a chat request on `rows` (`chat_backend_rows`): ValueError, RouteRefused as
+    `plan_document_job` (a chat request too long for every backend: `too_long`)."""
+    with _counting(False), role_counters(rows, settings) as counters:
+        backends = router_backends(rows, settings)
+        return plan_chat(texts, max_output_tokens, backends, counters, settings)
 
 
 def _plan(

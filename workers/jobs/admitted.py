@@ -12,12 +12,13 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ingestion.tasks.specs import CHAT_TASK
 from service import ledger
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.models import Backend, Document, Job, JobStatus, KvLease, utcnow
 from service.periodic import heartbeat
-from workers.jobs.text import RequestText, build
+from workers.jobs.text import RequestText, build, chat
 
 # A lost lease is part of the run's story: logged under the run's name, beside its other lines.
 log = logging.getLogger("workers.jobs.run")
@@ -72,8 +73,8 @@ def load_admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> Ad
     if job is None or lease is None or job.status != JobStatus.running:
         return None
     backend = session.get(Backend, lease.backend_id)
-    doc = session.get(Document, job.document_id)
-    if backend is None or doc is None or backend.model is None:
+    doc = session.get(Document, job.document_id) if job.document_id else None
+    if backend is None or backend.model is None or (doc is None and job.task != CHAT_TASK):
         return None
     now = utcnow()
     session.execute(
@@ -85,7 +86,10 @@ def load_admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> Ad
         )
     )
     session.commit()
-    text = build(session, job, doc, BlobStore(settings.blobs).path(doc.text_key or ""))
+    if doc is None:
+        text = chat(job)
+    else:
+        text = build(session, job, doc, BlobStore(settings.blobs).path(doc.text_key or ""))
     return Admitted(
         job_id, lease.id, job.attempts, backend.url, backend.model, job.task, job.params, text
     )

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingestion.tasks.output import OutputError, TaskOutput, parse_output
 from ingestion.tasks.prompts import response_format
 from ingestion.tasks.repetition import Loop
+from ingestion.tasks.specs import CHAT_TASK
 from service import ledger
 from service.backends.client import Cancelled, Completion, VllmClient, VllmError
 from service.backends.sampling import after_loop, sampling_for
@@ -49,7 +50,7 @@ def run(
     if a is None:
         return
     task, params, req = a.task, a.params, a.request
-    fmt = response_format(task, params, req.stage, req.pages)
+    fmt = None if task == CHAT_TASK else response_format(task, params, req.stage, req.pages)
     client = VllmClient(
         a.backend_url,
         connect_timeout_s=settings.vllm_connect_timeout_s,
@@ -97,6 +98,8 @@ def _attempts(
     when the run ended otherwise (succeeded, lost its lease, the server failed)."""
     job_id, task, params, req = a.job_id, a.task, a.params, a.request
     sampling = sampling_for(settings, a.backend_url)
+    if task == CHAT_TASK:  # the client's sampling, over the backend's
+        sampling = sampling.asked(params)
     looped = False  # the one retry a loop gets, apart from the output retries
     last: OutputError | None = None
     with client, LeaseKeeper(sessions, a, settings) as keeper:
@@ -126,7 +129,7 @@ def _attempts(
                 log.warning("job %s: output looped; asking again with %s", job_id, sampling)
                 continue
             try:
-                out = parse_output(task, params, req.stage, done.text, req.pages)
+                out = _output(a, done)
             except OutputError as err:
                 tries += 1
                 log.warning("job %s: unusable output (%s), try %d", job_id, err.reason, tries)
@@ -141,6 +144,14 @@ def _attempts(
             _succeed(sessions, settings, a, done, out, send)
             return None
     return last
+
+
+def _output(a: Admitted, done: Completion) -> TaskOutput:
+    """The task's output checked, or OutputError. A chat request's is the assistant's
+    message as it came, with how it ended (for its `chat.completion`)."""
+    if a.task == CHAT_TASK:
+        return TaskOutput(done.text, {"finish_reason": done.finish_reason}, ())
+    return parse_output(a.task, a.params, a.request.stage, done.text, a.request.pages)
 
 
 def _loop_warning(loop: Loop) -> str:

@@ -2,7 +2,7 @@
 
 A single request sends the whole document, a map request its chunk's bytes of the
 text file (exactly the text the router counted), a reduce request the answers of
-the requests it combines, each labelled with its pages.
+the requests it combines, each labelled with its pages; a chat request its messages.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from service.models import Document, Job, JobStatus, Result
 @dataclass(frozen=True)
 class RequestText:
     stage: Stage
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     pages: tuple[int, int]
     input_tokens: int
     output_tokens: int
@@ -76,6 +76,14 @@ def build(session: Session, job: Job, doc: Document, text_path: Path) -> Request
         stage = "reduce"
     messages = build_messages(job.task, job.params, stage, text)
     return RequestText(stage, messages, pages, req.input_tokens, req.output_tokens)
+
+
+def chat(job: Job) -> RequestText:
+    """A chat request sends its messages as the client gave them (no document)."""
+    assert job.plan is not None and job.plan.request is not None, "planned at creation"
+    req = job.plan.request
+    messages = list(job.params["messages"])
+    return RequestText("single", messages, (1, 1), req.input_tokens, req.output_tokens)
 
 
 def _label(pages: tuple[int, int]) -> str:
