@@ -15,8 +15,6 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingestion.archives import (
@@ -25,6 +23,7 @@ from ingestion.archives import (
     ArchiveLimits,
     open_archive,
 )
+from service.batches import catalog
 from service.batches import lifecycle as batches
 from service.batches import status as rules
 from service.blobstore import BlobStore
@@ -140,17 +139,7 @@ def create(
             total=total,
             created_at=now,
         )
-        try:
-            _store(session, store, received, batch)
-        except IntegrityError:
-            session.rollback()
-            winner = session.scalar(
-                select(Batch).where(Batch.tenant_id == tenant_id, Batch.dedup_key == key)
-            )
-            if winner is None:
-                raise
-            return winner, False
-        return batch, True
+        return catalog.insert_once(session, batch, lambda: _store(session, store, received, batch))
     finally:
         received.tmp_path.unlink(missing_ok=True)
 

@@ -1,10 +1,12 @@
-"""A tenant's batches as lists and as things to delete."""
+"""A tenant's batches: inserted once per dedup key, listed, deleted."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import files
@@ -14,6 +16,31 @@ from service.config import get_settings
 from service.db import write_transaction
 from service.errors import Conflict
 from service.models import BATCH_FINAL, Batch, File
+
+
+def insert_once(
+    session: Session, batch: Batch, insert: Callable[[], None] | None = None
+) -> tuple[Batch, bool]:
+    """(batch, True) once `insert` (by default: add and commit) has stored it; (the
+    batch another request made with the same dedup key meanwhile, False) when that one
+    won the race, this one rolled back."""
+    try:
+        if insert is None:
+            session.add(batch)
+            session.commit()
+        else:
+            insert()
+    except IntegrityError:
+        session.rollback()
+        winner = session.scalar(
+            select(Batch).where(
+                Batch.tenant_id == batch.tenant_id, Batch.dedup_key == batch.dedup_key
+            )
+        )
+        if winner is None:
+            raise
+        return winner, False
+    return batch, True
 
 
 def list_owned(

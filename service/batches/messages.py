@@ -23,11 +23,10 @@ from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 import ijson
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import files
-from service.batches import items, requests
+from service.batches import catalog, items, requests
 from service.batches import lifecycle as batches
 from service.batches import request_lines as lines
 from service.blobstore import BlobStore
@@ -211,17 +210,10 @@ def create(
         filename=source.filename, input_file_id=source.id, completion_window=WINDOW,
         expires_at=now + timedelta(hours=24), total=total, dedup_key=key, created_at=now,
     )  # fmt: skip
-    session.add(batch)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        winner = batches.reusable(session, tenant_id, key)
-        if winner is None:
-            raise
+    made, created = catalog.insert_once(session, batch)
+    if not created:  # another request made it meanwhile: its body is stored already
         files.delete(session, store, source)
-        return winner, False
-    return batch, True
+    return made, created
 
 
 def expand(run: Expansion, session: Session, batch: Batch) -> str:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from service.batches import items
+from service.batches import catalog, items
 from service.batches import lifecycle as batches
 from service.batches import request_lines as lines
 from service.batches import status as rules
@@ -110,16 +110,7 @@ def create(
     if existing is not None:
         return existing, False
     batch.dedup_key = key
-    session.add(batch)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        winner = batches.reusable(session, tenant_id, key)
-        if winner is None:
-            raise
-        return winner, False
-    return batch, True
+    return catalog.insert_once(session, batch)
 
 
 def _create(
