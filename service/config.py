@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     tenant_max_running_jobs: int = Field(default=32, gt=0)
     tenant_max_kv_share: float = Field(default=0.5, gt=0, le=1)
     tenant_retry_after_s: int = Field(default=30, gt=0)
+    # Batch jobs yield to interactive ones (admission and broker priority) for at most
+    # this long; a batch job that has waited longer is aged and goes first.
+    batch_max_wait_s: float = Field(default=3600.0, gt=0)
 
     # Request bodies: every JSON route reads at most this much, counted as it arrives
     # (chunked or not); an extract schema or classify labels run to some 100 KB. Uploads

@@ -3,23 +3,30 @@
 Admission (`ingestion.capacity.admission`) is fair between tenants, but it only sees jobs
 whose task holds a worker slot, and tasks reach slots in broker order. So the order
 is made fair at the broker too: a task goes out with a priority from its tenant's
-backlog (the tenant's jobs and map-reduce requests queued or waiting, this one
-included), on a geometric scale, so that a tenant with a job or two waiting is
-served before one with hundreds, whatever order they were sent in.
+backlog (the tenant's jobs and map-reduce requests of the same class queued or
+waiting, this one included), on a geometric scale, so that a tenant with a job or two
+waiting is served before one with hundreds, whatever order they were sent in.
+
+Interactive tasks and batch tasks have scales of their own, every interactive step
+above every batch step: batch tasks do not take the worker slots ahead of
+interactive ones (admission then yields to interactive jobs too), and between
+tenants' batches the same backlog scale keeps them fair.
 
 Priorities follow the Redis transport's convention: lower numbers go first, and
 `PRIORITY_STEPS` are the levels it keeps a list for. A job that has waited past
-the aging bound goes out at the top level, so a big backlog is slowed, never
-starved.
+its class's aging bound goes out at the top level, so a big backlog, or a batch
+behind interactive work, is slowed, never starved.
 """
 
 from __future__ import annotations
 
-# One Redis list per step; kombu's default steps, named here so the transport
+# One Redis list per step (the transport allows 0-9); named here so the transport
 # options and the bucketing agree.
-PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
+INTERACTIVE_STEPS: tuple[int, ...] = (0, 1, 2, 3, 4)
+BATCH_STEPS: tuple[int, ...] = (5, 6, 7, 8, 9)
+PRIORITY_STEPS: tuple[int, ...] = INTERACTIVE_STEPS + BATCH_STEPS
 # Each step down the scale holds this many times the backlog of the one above:
-# 1-3 waiting jobs get the top step, 4-15 the next, 16-63 the next, 64 or more the last.
+# 1-3 waiting jobs get the top step, 4-15 the next, 16-63, 64-255, then 256 or more.
 BACKLOG_BASE = 4
 
 
@@ -27,17 +34,28 @@ def job_priority(
     backlog: int,
     waited_s: float,
     aging_s: float,
-    steps: tuple[int, ...] = PRIORITY_STEPS,
+    steps: tuple[int, ...] = INTERACTIVE_STEPS,
     base: int = BACKLOG_BASE,
 ) -> int:
     """The priority (one of `steps`, best first) of a task whose tenant has `backlog`
-    jobs waiting, the job itself having waited `waited_s` of an aging bound `aging_s`."""
+    jobs waiting, the job itself having waited `waited_s` of an aging bound `aging_s`;
+    an aged job goes at `PRIORITY_STEPS[0]`, above every class."""
     if not steps or base < 2:
         raise ValueError(f"need at least one step and base >= 2, got {steps!r}, {base}")
     if waited_s >= aging_s:
-        return steps[0]
+        return min(PRIORITY_STEPS[0], steps[0])
     level, bound = 0, base
     while backlog >= bound and level < len(steps) - 1:
         level += 1
         bound *= base
     return steps[level]
+
+
+def task_priority(
+    backlog: int, waited_s: float, batch: bool, aging_s: float, batch_aging_s: float
+) -> int:
+    """A job task's priority: on the batch scale for a batch's job (aged past
+    `batch_aging_s`), else on the interactive one (aged past `aging_s`)."""
+    if batch:
+        return job_priority(backlog, waited_s, batch_aging_s, BATCH_STEPS)
+    return job_priority(backlog, waited_s, aging_s, INTERACTIVE_STEPS)

@@ -12,7 +12,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from ingestion.capacity import admission
-from ingestion.capacity.priority import PRIORITY_STEPS, job_priority
+from ingestion.capacity.priority import PRIORITY_STEPS, task_priority
+from service.config import get_settings
 from service.models import Job, JobStatus, utcnow
 from service.queue import dispatch_job
 
@@ -23,32 +24,50 @@ log = logging.getLogger(__name__)
 BACKLOG = (JobStatus.queued, JobStatus.waiting_for_capacity)
 
 
-def priorities(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Each job's task priority, from its tenant's backlog counted in one query."""
+def priorities(
+    session: Session, job_ids: Sequence[uuid.UUID], policy: admission.Policy | None = None
+) -> dict[uuid.UUID, int]:
+    """Each job's task priority, from its tenant's backlog of the job's class
+    (interactive or batch) counted in one query; the aging bounds are `policy`'s
+    (default: the settings')."""
     if not job_ids:
         return {}
+    policy = policy or _policy()
     other = aliased(Job)
     tenants = select(Job.tenant_id).where(Job.id.in_(job_ids))
-    # Counted once per tenant, however many of its jobs are sent together.
+    # Counted once per tenant and class, however many of its jobs are sent together.
+    in_batch = other.batch_id.is_not(None).label("in_batch")
     backlog = (
-        select(other.tenant_id, func.count().label("n"))
+        select(other.tenant_id, in_batch, func.count().label("n"))
         .where(other.tenant_id.in_(tenants), other.status.in_(BACKLOG))
-        .group_by(other.tenant_id)
+        .group_by(other.tenant_id, in_batch)
         .subquery()
     )
     since = func.coalesce(Job.waiting_since, Job.created_at)
+    is_batch = Job.batch_id.is_not(None)
     stmt = (
-        select(Job.id, func.coalesce(backlog.c.n, 0), since)
-        .outerjoin(backlog, backlog.c.tenant_id == Job.tenant_id)
+        select(Job.id, func.coalesce(backlog.c.n, 0), since, is_batch)
+        .outerjoin(
+            backlog, (backlog.c.tenant_id == Job.tenant_id) & (backlog.c.in_batch == is_batch)
+        )
         .where(Job.id.in_(job_ids))
     )
     rows = session.execute(stmt).all()
     now = utcnow()
-    aging_s = admission.Policy().max_head_wait_s
     return {
-        job_id: job_priority(n, _age_s(now, waited_from), aging_s)
-        for job_id, n, waited_from in rows
+        job_id: task_priority(
+            n,
+            _age_s(now, waited_from),
+            bool(batch),
+            policy.max_head_wait_s,
+            policy.batch_max_wait_s,
+        )
+        for job_id, n, waited_from, batch in rows
     }
+
+
+def _policy() -> admission.Policy:
+    return admission.Policy(batch_max_wait_s=get_settings().batch_max_wait_s)
 
 
 def _age_s(now: datetime, since: datetime | None) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ingestion.capacity import admission
 from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
+from service.ledger.candidates import candidates, last_served, waiting_job
 from service.ledger.reaping import reap
 from service.models import Backend, Job, JobStatus, KvLease
 from service.webhooks import outbox
@@ -67,8 +67,9 @@ def try_admit(
     nobody runs would hold its bytes until it expired.
 
     The policy sees at most `max_scan_per_tenant` waiting jobs of each tenant (its
-    first ones) and `max_scan` in all, every tenant's first before any tenant's
-    second: a tenant with thousands waiting cannot push another's job out of view."""
+    first ones in the policy's order: aged, interactive, batch) and `max_scan` in all,
+    every tenant's first before any tenant's second: a tenant with thousands waiting
+    cannot push another's job out of view."""
     with write_transaction(session):
         backends = session.execute(
             select(Backend.id, Backend.kv_capacity_bytes, Backend.healthy)
@@ -96,10 +97,11 @@ def try_admit(
             for b in backends
             if b.kv_capacity_bytes is not None
         ]
-        jobs = _candidates(session, role, ready_after, max_scan, max_scan_per_tenant)
+        policy = policy or admission.Policy()
+        jobs = candidates(session, role, now, policy, ready_after, max_scan, max_scan_per_tenant)
         by_id = {str(j.id): j for j in jobs}
-        served = _last_served(session, role, jobs)
-        waiting = [_waiting(j, served) for j in jobs]
+        served = last_served(session, role, jobs)
+        waiting = [waiting_job(j, served) for j in jobs]
         decision = admission.decide(replicas, waiting, now.timestamp(), policy)
 
         largest = max((r.capacity_bytes for r in replicas), default=0)
@@ -134,52 +136,6 @@ def try_admit(
         tuple(expired),
         uuid.UUID(decision.head) if decision.head else None,
         datetime.fromtimestamp(res.at, UTC) if res else None,
-    )
-
-
-def _candidates(
-    session: Session, role: str, ready_after: datetime | None, max_scan: int, per_tenant: int
-) -> Sequence[Any]:
-    """The role's waiting jobs the policy sees: each tenant's first `per_tenant` in
-    arrival order, ranked so that a full scan still holds every tenant's first."""
-    # Table rows, not ORM objects: the caller's identity map must not keep a
-    # stale copy of the jobs this transaction moves.
-    rank = func.row_number().over(partition_by=Job.tenant_id, order_by=(Job.seq, Job.id))
-    waiting = select(Job.__table__, rank.label("tenant_rank")).where(
-        Job.role == role, Job.status == _WAITING, Job.kv_bytes.is_not(None)
-    )
-    if ready_after is not None:
-        waiting = waiting.where(Job.heartbeat_at > ready_after)
-    ranked = waiting.subquery()
-    stmt = select(ranked).where(ranked.c.tenant_rank <= per_tenant)
-    stmt = stmt.order_by(ranked.c.tenant_rank, ranked.c.seq, ranked.c.id).limit(max_scan)
-    return session.execute(stmt).all()
-
-
-def _last_served(session: Session, role: str, jobs: Sequence[Any]) -> dict[uuid.UUID, str]:
-    """The replica that most recently ran each document: its prefix cache may hold it."""
-    docs = {j.document_id for j in jobs if j.preferred_backend_id is None}
-    if not docs:
-        return {}
-    rows = session.execute(
-        select(Job.document_id, Job.backend_id)
-        .where(Job.document_id.in_(docs), Job.role == role, Job.backend_id.is_not(None))
-        .where(Job.admitted_at.is_not(None))
-        .order_by(Job.admitted_at)
-    )
-    return {doc: str(backend) for doc, backend in rows if doc is not None}
-
-
-def _waiting(job: Any, served: dict[uuid.UUID, str]) -> admission.WaitingJob:
-    preferred = job.preferred_backend_id
-    return admission.WaitingJob(
-        id=str(job.id),
-        seq=job.seq,
-        kv_bytes=job.kv_bytes,
-        waiting_since=(job.waiting_since or job.created_at).timestamp(),
-        est_duration_s=math.inf if job.est_duration_s is None else job.est_duration_s,
-        preferred_replica=str(preferred) if preferred else served.get(job.document_id),
-        tenant=str(job.tenant_id),
     )
 
 

@@ -9,24 +9,43 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingestion.capacity.priority import PRIORITY_STEPS, job_priority
+from ingestion.capacity.priority import (
+    BATCH_STEPS,
+    INTERACTIVE_STEPS,
+    PRIORITY_STEPS,
+    job_priority,
+    task_priority,
+)
 from service.jobs import dispatch
 from service.models import JobStatus, Tenant, utcnow
 from tests.api.test_fair_dispatch import make_jobs
 
 
 def test_small_backlogs_go_first_big_ones_last() -> None:
-    got = {n: job_priority(n, 0.0, 900.0) for n in (0, 1, 3, 4, 15, 16, 63, 64, 500, 10**6)}
-    assert got == {0: 0, 1: 0, 3: 0, 4: 3, 15: 3, 16: 6, 63: 6, 64: 9, 500: 9, 10**6: 9}
+    ns = (0, 1, 3, 4, 15, 16, 63, 64, 255, 256, 10**6)
+    got = {n: job_priority(n, 0.0, 900.0) for n in ns}
+    assert got == {0: 0, 1: 0, 3: 0, 4: 1, 15: 1, 16: 2, 63: 2, 64: 3, 255: 3, 256: 4, 10**6: 4}
     # Never worse for a smaller backlog, and always one of the transport's steps.
     order = [job_priority(n, 0.0, 900.0) for n in range(2000)]
     assert order == sorted(order)
-    assert set(order) == set(PRIORITY_STEPS)
+    assert set(order) == set(INTERACTIVE_STEPS) <= set(PRIORITY_STEPS)
 
 
 def test_an_aged_job_goes_at_the_top_whatever_its_backlog() -> None:
-    assert job_priority(500, 899.0, 900.0) == PRIORITY_STEPS[-1]
+    assert job_priority(500, 899.0, 900.0) == INTERACTIVE_STEPS[-1]
     assert job_priority(500, 900.0, 900.0) == PRIORITY_STEPS[0]
+
+
+def test_batch_tasks_go_below_every_interactive_one_until_aged() -> None:
+    worst_interactive = task_priority(10**6, 0.0, False, 900.0, 3600.0)
+    best_batch = task_priority(1, 0.0, True, 900.0, 3600.0)
+    assert worst_interactive < best_batch
+    # The batch scale is a backlog scale too: fair between tenants' batches.
+    batch = [task_priority(n, 0.0, True, 900.0, 3600.0) for n in range(2000)]
+    assert batch == sorted(batch) and set(batch) == set(BATCH_STEPS)
+    # The interactive bound does not age a batch job; its own does, to the very top.
+    assert task_priority(10**6, 1000.0, True, 900.0, 3600.0) == BATCH_STEPS[-1]
+    assert task_priority(10**6, 3600.0, True, 900.0, 3600.0) == PRIORITY_STEPS[0]
 
 
 def test_other_steps_and_bases() -> None:
@@ -53,7 +72,7 @@ def test_backlog_counts_a_tenants_waiting_jobs_and_requests(
         make_jobs(session, other.id, role, 30)
         aged_since = utcnow() - timedelta(hours=1)
         [aged] = make_jobs(session, mine.id, role, 1, waiting_since=aged_since)
-        # Four requests, one queued job and the aged one wait: 6, the second step;
+        # Four requests, one queued job and the aged one wait: 6, the second step (1);
         # the running parent, finished jobs and the other tenant's 30 do not count.
         got = dispatch.priorities(session, [*requests, queued, aged, uuid.uuid4()])
-        assert got == {**{r: 3 for r in requests}, queued: 3, aged: 0}
+        assert got == {**{r: 1 for r in requests}, queued: 1, aged: 0}

@@ -182,6 +182,7 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
 
 def admission_policy(settings: Settings) -> admission.Policy:
     return admission.Policy(
+        batch_max_wait_s=settings.batch_max_wait_s,
         tenant_max_running=settings.tenant_max_running_jobs,
         tenant_max_kv_share=settings.tenant_max_kv_share,
     )

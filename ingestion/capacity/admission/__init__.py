@@ -7,15 +7,20 @@ same code. Time is plain seconds on the caller's clock; ids are strings.
 Inputs: the replicas of one role (KV capacity in bytes, the leases held there
 with their bytes, expected end and tenant, whether the replica takes new work),
 the role's waiting jobs (tenant, arrival `seq`, KV bytes, estimated duration,
-waiting since, preferred replica), `now` and the `Policy` (aging bound, tenant
-limits).
+waiting since, preferred replica, whether a batch made it and when that batch
+expires, an affinity key: its document), `now` and the `Policy` (aging bounds,
+tenant limits).
 
-The order: FIFO within a tenant (`seq`, then id); between tenants, the head of the
-least served one goes next (fewest KV bytes held on the role, counting what this
-decision has placed; then fewest leases; then the earlier head), so a tenant with
-one job is not queued behind another's 500. A tenant's head that has waited longer
-than `Policy.max_head_wait_s` goes before every unaged one. With one tenant this is
-plain arrival order. Taking jobs in that order:
+The order (`order.py`): interactive jobs before batch jobs, of every tenant; FIFO
+within a tenant's interactive jobs (`seq`, then id), its batch jobs by their batch's
+expiry, then `seq`. Between tenants, the head of the least served one goes next
+(fewest KV bytes held on the role, counting what this decision has placed; then
+fewest leases; then the earlier expiry and head), so a tenant with one job is not
+queued behind another's 500, interactive or batch. A job that has waited longer
+than its class's bound (`Policy.max_head_wait_s` interactive,
+`Policy.batch_max_wait_s` batch) is aged: aged jobs go before every unaged one, in
+arrival order. With one tenant and no batch this is plain arrival order. Taking
+jobs in that order:
 
 1. A job larger than every replica's total capacity can never run: it is listed
    in `Decision.oversize` and otherwise ignored (the caller fails it).
@@ -32,7 +37,10 @@ plain arrival order. Taking jobs in that order:
    already leased; the head's reservation (3) is what protects a newcomer.
 3. Until one job has to wait, each job starts on a replica where it fits now:
    its preferred replica (the prefix cache holds the document) if it fits
-   there, else the replica with the most free bytes (ties: lowest id).
+   there; without one, the replica this decision just placed a job of the same
+   affinity on, if it fits there (the second finds in that replica's prefix
+   cache what the first computes); else the replica with the most free bytes
+   (ties: lowest id).
 4. The first job that fits nowhere is the head. Its reservation is the earliest
    time T at which some accepting replica within its tenant's share frees enough
    bytes for it, found by releasing that replica's leases at their expected
@@ -40,7 +48,7 @@ plain arrival order. Taking jobs in that order:
    reservation is on the replica with the smallest T (ties: preferred, then
    most bytes spare at T, then lowest id); `spare` is what that replica still
    has free at T once the head starts there.
-5. Aging: if the head has waited longer than `Policy.max_head_wait_s`, nothing
+5. Aging: if the head is aged (it waited longer than its class's bound), nothing
    passes it and the decision stops there. Estimates can be wrong; this bound is
    what guarantees that a 5M-token job is never starved by small ones, whichever
    tenants they belong to (it does not lift its own tenant's limits).

@@ -7,7 +7,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from ingestion.capacity.admission.tenants import ReplicaState, TenantBook, arrival
+from ingestion.capacity.admission.order import aged as is_aged
+from ingestion.capacity.admission.order import queue_key
+from ingestion.capacity.admission.tenants import ReplicaState, TenantBook
 from ingestion.capacity.admission.values import (
     Decision,
     Lease,
@@ -30,7 +32,7 @@ def decide(
     policy = policy or Policy()
     states = _states(replicas, now)
     largest = max((r.capacity_bytes for r in replicas), default=None)
-    jobs = sorted(waiting, key=arrival)
+    jobs = sorted(waiting, key=lambda j: queue_key(j, now, policy))
     oversize = [j.id for j in jobs if largest is not None and j.kv_bytes > largest]
     big = set(oversize)
     tenants = TenantBook(replicas, [j for j in jobs if j.id not in big], policy)
@@ -39,6 +41,8 @@ def decide(
     reservation: Reservation | None = None
     spare = 0  # what backfilled jobs have left of the reservation's spare bytes
     aged = False
+    # Where this decision placed a job of each affinity: a later one follows it there.
+    cached: dict[str, str] = {}
 
     while (job := tenants.next(now)) is not None:
         if tenants.at_running_limit(job.tenant):
@@ -53,10 +57,11 @@ def decide(
         fits = [s for s in usable if s.free >= job.kv_bytes]
         if head is None:
             if fits:
-                placements.append(_place(_choose(fits, job), job, now, Rule.in_order, tenants))
+                state = _choose(fits, job, cached)
+                placements.append(_place(state, job, now, Rule.in_order, tenants, cached))
                 continue
             head = job
-            aged = now - job.waiting_since > policy.max_head_wait_s
+            aged = is_aged(job, now, policy)
             if aged:
                 break
             reservation = _reserve(usable, job, now)
@@ -65,11 +70,11 @@ def decide(
         allowed = {s.id: r for s in fits if (r := _may_pass(s, job, reservation, spare, now))}
         if not allowed:
             continue
-        state = _choose([s for s in fits if s.id in allowed], job)
+        state = _choose([s for s in fits if s.id in allowed], job, cached)
         rule = allowed[state.id]
         if rule is Rule.fits_beside_head:
             spare -= job.kv_bytes
-        placements.append(_place(state, job, now, rule, tenants))
+        placements.append(_place(state, job, now, rule, tenants, cached))
 
     return Decision(
         tuple(placements),
@@ -116,18 +121,32 @@ def _states(replicas: Sequence[Replica], now: float) -> list[ReplicaState]:
 
 
 def _place(
-    state: ReplicaState, job: WaitingJob, now: float, rule: Rule, tenants: TenantBook
+    state: ReplicaState,
+    job: WaitingJob,
+    now: float,
+    rule: Rule,
+    tenants: TenantBook,
+    cached: dict[str, str],
 ) -> Placement:
     state.free -= job.kv_bytes
+    if job.affinity is not None:
+        cached[job.affinity] = state.id
     tenants.take(job.tenant, state.id, job.kv_bytes)
     tenants.left[job.tenant] -= 1
     state.ends.append((now + job.est_duration_s, job.kv_bytes))
     return Placement(job.id, state.id, rule)
 
 
-def _choose(candidates: list[ReplicaState], job: WaitingJob) -> ReplicaState:
+def _choose(
+    candidates: list[ReplicaState], job: WaitingJob, cached: dict[str, str]
+) -> ReplicaState:
+    # The replica named for it, else the one a job of its affinity just went to (its
+    # prefix is being computed there now), else the most free.
+    preferred = job.preferred_replica
+    if preferred is None and job.affinity is not None:
+        preferred = cached.get(job.affinity)
     for s in candidates:
-        if s.id == job.preferred_replica:
+        if s.id == preferred:
             return s
     return min(candidates, key=lambda s: (-s.free, s.id))
 

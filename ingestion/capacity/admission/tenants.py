@@ -8,6 +8,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ingestion.capacity.admission.order import pick
 from ingestion.capacity.admission.values import Policy, Replica, WaitingJob
 
 
@@ -21,7 +22,8 @@ class ReplicaState:
 
 
 class TenantBook:
-    """What each tenant holds on the role, and which of its jobs are still to go."""
+    """What each tenant holds on the role, and which of its jobs are still to go
+    (`jobs` come in the order of `order.queue_key`)."""
 
     def __init__(self, replicas: Sequence[Replica], jobs: list[WaitingJob], policy: Policy) -> None:
         self.policy = policy
@@ -47,13 +49,7 @@ class TenantBook:
         heads = [q[0] for q in self.queues.values()]
         if not heads:
             return None
-        aged = [h for h in heads if now - h.waiting_since > self.policy.max_head_wait_s]
-        if aged:
-            job = min(aged, key=arrival)
-        else:
-            job = min(
-                heads, key=lambda h: (self.bytes[h.tenant], self.leases[h.tenant], *arrival(h))
-            )
+        job = pick(heads, now, self.policy, lambda t: (self.bytes[t], self.leases[t]))
         self.queues[job.tenant].popleft()
         if not self.queues[job.tenant]:
             del self.queues[job.tenant]
@@ -74,7 +70,3 @@ class TenantBook:
     def within_share(self, tenant: str, s: ReplicaState, kv_bytes: int) -> bool:
         held = self.on[tenant, s.id]
         return held == 0 or held + kv_bytes <= self.policy.tenant_max_kv_share * s.capacity
-
-
-def arrival(job: WaitingJob) -> tuple[int, str]:
-    return job.seq, job.id

@@ -49,6 +49,12 @@ class WaitingJob:
     est_duration_s: float = math.inf
     preferred_replica: str | None = None
     tenant: str = ""
+    # A batch's job (not an interactive one), and when its batch expires (inf: never).
+    batch: bool = False
+    expires_at: float = math.inf
+    # What a replica's prefix cache would share between jobs (their document): a job
+    # with none preferred follows one of the same key placed earlier in the decision.
+    affinity: str | None = None
 
     def __post_init__(self) -> None:
         if self.kv_bytes < 0:
@@ -59,11 +65,14 @@ class WaitingJob:
 
 @dataclass(frozen=True)
 class Policy:
+    # How long an interactive job waits before it is aged (see `order`).
     max_head_wait_s: float = 900.0
     # Leases one tenant may hold at once on the role (None: no limit).
     tenant_max_running: int | None = None
     # The share of a replica's KV capacity one tenant may hold while another waits.
     tenant_max_kv_share: float = 1.0
+    # How long a batch job waits behind interactive work before it is aged.
+    batch_max_wait_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.tenant_max_running is not None and self.tenant_max_running < 1:
