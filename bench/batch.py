@@ -2,7 +2,7 @@
 
 1. Ingest: an archive of real documents (default 200: the corpus's smallest PDF, DOCX,
    EPUB, HTML and text files, and pages of the Python docs split into one text each;
-   `--docs 0`, all 559) as one archive batch, from the upload's first byte until every
+   `--docs 0`, all 558) as one archive batch, from the upload's first byte until every
    entry's document is parsed or failed, on each stack, worker --concurrency W. No
    backend is configured: the jobs fail `no_backend` after the parse, so this is the
    ingest path alone. Baseline: the same documents parsed and counted (both tokenizers)
