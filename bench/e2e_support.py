@@ -185,10 +185,13 @@ def _fields(req: Req) -> dict[str, Any]:
 
 class Longdoc:
     """`longdoc serve` (API + Celery worker) in a session of its own. Stack "embedded":
-    SQLite database and SQLite broker; "postgres": a fresh Postgres database and Redis."""
+    SQLite database and SQLite broker; "postgres": a fresh Postgres database and Redis
+    (`redis_url`: its db is flushed at start and stop, so another bench takes its own)."""
 
-    def __init__(self, data_dir: Path, vllm_url: str, concurrency: int, stack: str) -> None:
+    def __init__(self, data_dir: Path, vllm_url: str, concurrency: int, stack: str,
+                 redis_url: str = REDIS_URL) -> None:  # fmt: skip
         self.data_dir, self.stack, self.concurrency = data_dir, stack, concurrency
+        self.redis_url = redis_url
         self.url = f"http://127.0.0.1:{free_port()}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("LONGDOC_")}
         self.env.update(
@@ -207,7 +210,7 @@ class Longdoc:
         self.db = f"ld_e2e_{uuid.uuid4().hex[:8]}" if stack == "postgres" else None
         if self.db:
             base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-            self.env.update(LONGDOC_DATABASE_URL=f"{base}/{self.db}", LONGDOC_BROKER_URL=REDIS_URL)
+            self.env.update(LONGDOC_DATABASE_URL=f"{base}/{self.db}", LONGDOC_BROKER_URL=redis_url)
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
@@ -223,7 +226,7 @@ class Longdoc:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.db:
-            redis.Redis.from_url(REDIS_URL).flushdb()
+            redis.Redis.from_url(self.redis_url).flushdb()
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.db}"')
         self.new_key("warmup")  # before serve, which then makes no default key
@@ -293,7 +296,7 @@ class Longdoc:
                 proc.poll()  # reap serve itself; the rest are its children
                 time.sleep(0.2)
         if self.db:
-            redis.Redis.from_url(REDIS_URL).flushdb()
+            redis.Redis.from_url(self.redis_url).flushdb()
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
             self.db = None

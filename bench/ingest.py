@@ -104,11 +104,12 @@ def _raw_tokenizers() -> dict[str, Any]:
     return _RAW
 
 
-def full_path(path_str: str) -> tuple[int, int]:
-    """One document the way a worker handles it: parse to a text file, count per role."""
+def full_path(path_str: str, media_type: str = "application/pdf") -> tuple[int, int]:
+    """One document the way a worker handles it: parse to a text file, count per role.
+    (bench/batch.py passes other types: its archive holds text, HTML, EPUB, DOCX.)"""
     path = Path(path_str)
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        with open_document(path, "application/pdf", max_pages=100_000) as parsed:
+        with open_document(path, media_type, max_pages=100_000) as parsed:
             pages = len(write_pages(parsed.pages(), out))
         out.flush()
         tokens = sum(
