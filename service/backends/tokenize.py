@@ -68,6 +68,8 @@ class ServerCounter:
     or a 5xx is tried again, `attempts` times in all with doubling `backoff_s` between;
     a 4xx is not (the same text fails the same way)."""
 
+    method = "server"  # what a count of it is, as `TokenCount.method` names it
+
     def __init__(
         self, base_url: str, model: str, timeout_s: float, attempts: int = 1, backoff_s: float = 0
     ) -> None:

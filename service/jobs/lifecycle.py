@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ingestion.capacity.route_plan import RouteRefused
+from ingestion.documents.page_range import PageRange, PageRangeError, parse_pages
 from ingestion.tasks.specs import TaskError, validate
 from service.config import Settings
 from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
@@ -33,19 +34,43 @@ log = logging.getLogger(__name__)
 _RETRIED = (JobStatus.failed, JobStatus.cancelled)
 
 
-def _key(doc_id: uuid.UUID, task: str, params: dict[str, Any], max_out: int) -> str:
-    # Same document + task + params + budget, no key given: the same job.
-    body = json.dumps([str(doc_id), task, params, max_out], sort_keys=True, separators=(",", ":"))
+def _key(
+    doc_id: uuid.UUID, task: str, params: dict[str, Any], max_out: int, pages: str | None
+) -> str:
+    # Same document + task + params + budget + pages, no key given: the same job. A job
+    # on the whole document keys as it did before pages existed, so a retry of one
+    # made then still finds it.
+    fields: list[Any] = [str(doc_id), task, params, max_out]
+    if pages is not None:
+        fields.append({"pages": pages})
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return "auto:" + hashlib.sha256(body.encode()).hexdigest()
 
 
-def _same_request(job: Job, doc_id: uuid.UUID, task: str, params: Any, max_out: int) -> bool:
-    return (job.document_id, job.task, job.params, job.max_output_tokens) == (
+def _same_request(job: Job, doc_id: uuid.UUID, body: JobCreate, params: Any) -> bool:
+    return (job.document_id, job.task, job.params, job.max_output_tokens, job.pages) == (
         doc_id,
-        task,
+        body.task,
         params,
-        max_out,
+        body.max_output_tokens,
+        body.pages,
     )
+
+
+def job_pages(job: Job) -> PageRange | None:
+    """The job's page range as stored (canonical, checked when it was created)."""
+    return None if job.pages is None else parse_pages(job.pages)
+
+
+def _check_pages(doc: Document, pages: str | None) -> None:
+    """A range past the end of a parsed document is the client's mistake, answered now;
+    on a document not parsed yet the planner fails the job when it is."""
+    if pages is None or doc.status != DocumentStatus.parsed or doc.page_count is None:
+        return
+    try:
+        parse_pages(pages).check_within(doc.page_count)
+    except PageRangeError as exc:
+        raise Invalid("pages_out_of_range", str(exc), field="pages") from None
 
 
 def task_field(name: str) -> str:
@@ -103,6 +128,7 @@ def plan_and_start(
             job.task,
             job.params,
             job.max_output_tokens,
+            pages=job_pages(job),
             max_split_bytes=max_split_bytes,
             defer_tokenize_errors=defer_tokenize_errors,
         )
@@ -147,7 +173,9 @@ def create(  # noqa: C901 - one path per outcome of a creation
     if body.callback_url is not None:
         _check_callback(session, settings, tenant_id, body.callback_url)
     doc = get_owned_document(session, tenant_id, body.document_id)
-    key = body.idempotency_key or _key(doc.id, body.task, params, body.max_output_tokens)
+    key = body.idempotency_key or _key(
+        doc.id, body.task, params, body.max_output_tokens, body.pages
+    )
     existing = _reusable(session, tenant_id, key, automatic=body.idempotency_key is None)
     if existing is not None:
         return _existing(existing, doc.id, body, params), False, []
@@ -156,6 +184,7 @@ def create(  # noqa: C901 - one path per outcome of a creation
             "document_failed",
             f"the document failed to parse: {doc.error_code}: {doc.error_reason}",
         )
+    _check_pages(doc, body.pages)
     if batch_id is None:
         quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
     now = utcnow()
@@ -166,6 +195,7 @@ def create(  # noqa: C901 - one path per outcome of a creation
         task=body.task,
         params=params,
         max_output_tokens=body.max_output_tokens,
+        pages=body.pages,
         idempotency_key=key,
         status=JobStatus.queued,
         created_at=now,
@@ -251,7 +281,7 @@ def _by_key(session: Session, tenant_id: uuid.UUID, key: str) -> Job | None:
 
 
 def _existing(job: Job, doc_id: uuid.UUID, body: JobCreate, params: dict[str, Any]) -> Job:
-    if not _same_request(job, doc_id, body.task, params, body.max_output_tokens):
+    if not _same_request(job, doc_id, body, params):
         raise Conflict(
             "idempotency_key_reused",
             f"this idempotency key was used for a different request (job {job.id})",
