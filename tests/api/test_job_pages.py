@@ -15,6 +15,7 @@ are called here too.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -197,7 +198,7 @@ def test_a_range_too_long_for_one_request_is_split_within_it(
     chunks = [step.chunk for step in plan.map]
     # The chunks tile the range, in order, and nothing outside it.
     assert chunks[0].first_page == 11 and chunks[-1].last_page == 80
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.first_page in (a.last_page, a.last_page + 1)
     with get_sessionmaker()() as s:
         row = s.get(Document, uuid.UUID(doc))

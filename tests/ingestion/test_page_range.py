@@ -95,7 +95,7 @@ def test_a_range_is_checked_against_the_document() -> None:
     PageRange(3, 5).check_within(5)
     with pytest.raises(PageRangeError, match="it has 4 pages"):
         PageRange(3, 5).check_within(4)
-    with pytest.raises(PageRangeError, match="it has 1 page$"):
+    with pytest.raises(PageRangeError, match=r"it has 1 page$"):
         PageRange(2, 2).check_within(1)
 
 
