@@ -156,9 +156,10 @@ def test_a_page_range_is_counted_exactly_and_routed_on_its_own_count(
 
     # The per-page overhead is that of those pages: their markers, not the document's.
     in_range = [sp for sp in spans if 30 <= sp.number <= 34]
+    whole_prompt, part_prompt = dict(whole_plan.prompt_tokens), dict(part_plan.prompt_tokens)
     for role, counter in counters.items():
         saved = page_overhead(counter, spans) - page_overhead(counter, in_range)
-        assert whole_plan.prompt_tokens[role] - part_plan.prompt_tokens[role] == saved
+        assert whole_prompt[role] - part_prompt[role] == saved
 
     shown = client.get(f"/v1/jobs/{part.json()['id']}", headers=auth(key)).json()
     assert shown["pages"] == "30-34" and shown["plan"] == part.json()["plan"]

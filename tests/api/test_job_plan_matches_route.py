@@ -70,6 +70,18 @@ CASES = [
         "single",
     ),
     Case("pdf/r-intro.pdf", "summarize", None, 2048, _small(gemma=32_768), "map_reduce"),
+    # A page range: counted on its own text, one request where the whole is split...
+    Case("pdf/r-intro.pdf", "ask", None, 512, _small(gemma=32_768), "single", pages="30-34"),
+    # ... and split within itself when it is too long for one.
+    Case(
+        "pdf/r-intro.pdf",
+        "summarize",
+        None,
+        2048,
+        _small(gemma=32_768),
+        "map_reduce",
+        pages="11-80",
+    ),
     Case(
         "text/debian-policy.txt",
         "extract",
