@@ -40,7 +40,7 @@ class PageRange:
         return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
 
     def __contains__(self, page: object) -> bool:
-        return isinstance(page, int) and self.first <= page <= self.last
+        return type(page) is int and self.first <= page <= self.last
 
     @property
     def count(self) -> int:

@@ -7,7 +7,8 @@ dry run, with no server and no database) all call `plan_job`, so the dry run sho
 the plan the service makes. Where the inputs come from is the callers' business:
 `service.jobs.planning` reads them from the database and the servers, the CLI from
 the file and the deployment in settings. Nothing here does I/O but `DocumentText.pages`,
-which the caller supplies and which is called only when the document must be split.
+which the caller supplies and which is called only when the document must be split
+or cut to a job's page range.
 """
 
 from __future__ import annotations

@@ -103,6 +103,7 @@ def test_membership_is_by_page_number() -> None:
     r = PageRange(30, 45)
     assert 30 in r and 45 in r and 31 in r
     assert 29 not in r and 46 not in r and "30" not in r
+    assert True not in PageRange(1, 1)  # a bool is no page number
 
 
 def test_a_range_cannot_be_made_backwards_or_from_zero() -> None:
