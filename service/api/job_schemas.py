@@ -67,6 +67,9 @@ class JobOut(BaseModel):
     task: str
     params: dict[str, Any]
     max_output_tokens: int
+    pages: str | None = Field(
+        default=None, description='The pages it works on ("7", "30-45"); null: all of them.'
+    )
     idempotency_key: str
     status: JobStatus
     attempts: int

@@ -61,6 +61,7 @@ def to_out(session: Session, job: Job, *, admin: bool = False) -> JobOut:
         task=job.task,
         params=job.params,
         max_output_tokens=job.max_output_tokens,
+        pages=job.pages,
         idempotency_key=job.idempotency_key,
         status=job.status,
         attempts=job.attempts,

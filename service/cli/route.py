@@ -19,6 +19,7 @@ import typer
 
 from ingestion.capacity.route_plan import Plan, Request, RouteRefused
 from ingestion.documents.formats import detect_media_type_path
+from ingestion.documents.page_range import PageRange, PageRangeError, parse_pages
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TaskError, validate
@@ -94,6 +95,33 @@ def _params(task: str, raw: str | None) -> dict[str, Any]:
         raise _fail(f"--params: {exc.field}: {exc.reason}") from None
 
 
+def _pages(spec: str | None) -> PageRange | None:
+    try:
+        return None if spec is None else parse_pages(spec)
+    except PageRangeError as exc:
+        raise _fail(f"--pages: {exc}") from None
+
+
+def _counted(
+    text: str, page_texts: list[tuple[PageSpan, str]], settings: Settings
+) -> tuple[DocumentText, dict[str, TokenCounter]]:
+    """The document as the planner takes it, counted as ingest counts it."""
+    counters: dict[str, TokenCounter] = {}
+    counts: dict[str, TokenCount] = {}
+    for role in MODEL_ROLES:
+        counter = _counter(role, settings.tokenizers.get(role))
+        if counter is None:
+            counts[role] = estimate_tokens(len(text))
+        else:
+            counters[role] = counter
+            counts[role] = count_stream(counter, [text])
+
+    def read(first: int, last: int) -> list[tuple[PageSpan, str]]:
+        return [(s, t) for s, t in page_texts if first <= s.number <= last]
+
+    return DocumentText(counts, [span for span, _ in page_texts], read), counters
+
+
 def route(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The document (PDF, EPUB, DOCX, HTML, text...).")],
@@ -109,31 +137,34 @@ def route(
     max_output_tokens: Annotated[
         int, typer.Option("--max-output-tokens", help="Output budget per request.")
     ] = 4096,
+    pages: Annotated[
+        str | None,
+        typer.Option(
+            "--pages", help='Only these pages, as POST /v1/jobs takes them: "7", "30-45".'
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Which model a job on FILE runs on, the KV it reserves, and why (no server needed)."""
     settings = settings_of(ctx)
     task_params = _params(task, params)
+    wanted = _pages(pages)
     try:
-        media_type, text, pages = _read(file, settings.max_pages)
+        media_type, text, page_texts = _read(file, settings.max_pages)
     except IngestError as exc:
         raise _fail(f"{file}: {exc.reason}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(f"{file}: cannot read it ({exc})") from None
-    counters: dict[str, TokenCounter] = {}
-    counts: dict[str, TokenCount] = {}
-    for role in MODEL_ROLES:
-        counter = _counter(role, settings.tokenizers.get(role))
-        if counter is None:
-            counts[role] = estimate_tokens(len(text))
-        else:
-            counters[role] = counter
-            counts[role] = count_stream(counter, [text])
-    doc = DocumentText(counts, [span for span, _ in pages], lambda: pages)
+    doc, counters = _counted(text, page_texts, settings)
+    if wanted is not None:
+        try:
+            wanted.check_within(len(page_texts))
+        except PageRangeError as exc:
+            raise _fail(f"--pages: {exc}") from None
     try:
         backends = deployment_backends(settings.deployment)
         plan = plan_job(
-            doc, task, task_params, max_output_tokens, backends, counters, settings
+            doc, task, task_params, max_output_tokens, backends, counters, settings, pages=wanted
         ).plan
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -144,11 +175,13 @@ def route(
         raise typer.Exit(code=1) from None
     deployment = deployment_summary(settings)
     if json_out:
-        head = {"file": str(file), "media_type": media_type, "pages": len(pages), "task": task}
+        head = {"file": str(file), "media_type": media_type, "pages": len(page_texts)}
+        head |= {"task": task, "page_range": None if wanted is None else str(wanted)}
         body = {**head, "params": task_params, "deployment": deployment, "plan": plan.to_json()}
         typer.echo(json.dumps(body, indent=2))
         return
-    typer.echo(f"{file}: {media_type}, {len(pages):,} pages, task {task.value}")
+    only = "" if wanted is None else f", only pages {wanted}"
+    typer.echo(f"{file}: {media_type}, {len(page_texts):,} pages{only}, task {task.value}")
     for line in _deployment_lines(deployment):
         typer.echo(line)
     _print_plan(plan)

@@ -84,6 +84,9 @@ def submit(
     ] = "summarize",
     params: Params = "{}",
     max_output_tokens: Annotated[int, typer.Option(min=1, help="Output budget.")] = 512,
+    pages: Annotated[
+        str | None, typer.Option(help='Only these pages of FILE: "7", "30-45".')
+    ] = None,
     url: Url = DEFAULT_URL,
     key: Key = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the job.")] = 1800,
@@ -93,6 +96,8 @@ def submit(
     parsed = parse_params(params)
     with api_client(ctx, url, key) as client:
         query = {"task": task, "max_output_tokens": max_output_tokens, "params": json.dumps(parsed)}
+        # Checked by the server, as the API checks it; a null is left out of the query.
+        query |= {"pages": pages} if pages is not None else {}
         with file.open("rb") as f:
             doc = call(client, "POST", "/v1/documents", params=query, files={"file": f})
         job = doc.get("job")

@@ -37,21 +37,22 @@ class Asked:
     task: str
     params: dict[str, Any]
     max_output_tokens: int
+    pages: str | None = None  # the page range, canonical (`PageRange.canonical`)
 
     def auto_key(self) -> str:
-        # Same document + task + params + budget, no key given: the same job.
+        # Same document + task + params + budget (+ pages), no key given: the same job.
+        # A job on the whole document keys as it did before pages existed, so a retry of
+        # one made then still finds it.
         doc = None if self.document_id is None else str(self.document_id)
-        body = [doc, self.task, self.params, self.max_output_tokens]
+        body: list[Any] = [doc, self.task, self.params, self.max_output_tokens]
+        if self.pages is not None:
+            body.append({"pages": self.pages})
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return "auto:" + hashlib.sha256(text.encode()).hexdigest()
 
     def same_as(self, job: Job) -> bool:
-        return (job.document_id, job.task, job.params, job.max_output_tokens) == (
-            self.document_id,
-            self.task,
-            self.params,
-            self.max_output_tokens,
-        )
+        mine = (self.document_id, self.task, self.params, self.max_output_tokens, self.pages)
+        return (job.document_id, job.task, job.params, job.max_output_tokens, job.pages) == mine
 
 
 def existing(
@@ -80,6 +81,7 @@ def new_job(
         task=asked.task,
         params=asked.params,
         max_output_tokens=asked.max_output_tokens,
+        pages=asked.pages,
         idempotency_key=key,
         status=JobStatus.queued,
         created_at=now,

@@ -12,6 +12,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from ingestion.capacity.route_plan import RouteRefused
+from ingestion.documents.page_range import PageRange, PageRangeError, parse_pages
 from ingestion.tasks.specs import TaskError, validate
 from service.config import Settings
 from service.db import retry_conflicts, write_transaction
@@ -23,10 +24,25 @@ from service.jobs.planning import plan_document_job
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from service.tenancy import owned
-from service.webhooks import outbox
-from service.webhooks.destinations import check_destination
+from service.webhooks.endpoints import check_callback
 
 log = logging.getLogger(__name__)
+
+
+def job_pages(job: Job) -> PageRange | None:
+    """The job's page range as stored (canonical, checked when it was created)."""
+    return None if job.pages is None else parse_pages(job.pages)
+
+
+def _check_pages(doc: Document, pages: str | None) -> None:
+    """A range past the end of a parsed document is the client's mistake, answered now;
+    on a document not parsed yet the planner fails the job when it is."""
+    if pages is None or doc.status != DocumentStatus.parsed or doc.page_count is None:
+        return
+    try:
+        parse_pages(pages).check_within(doc.page_count)
+    except PageRangeError as exc:
+        raise Invalid("pages_out_of_range", str(exc), field="pages") from None
 
 
 def task_field(name: str) -> str:
@@ -48,18 +64,6 @@ def validated(body: JobCreate, settings: Settings) -> dict[str, Any]:
             field="max_output_tokens",
         )
     return params
-
-
-def _check_callback(session: Session, settings: Settings, tenant_id: uuid.UUID, url: str) -> None:
-    """A callback URL that may be delivered to, and a secret to sign it with."""
-    check_destination(url, allow_private=settings.webhook_private_allowed)
-    if not outbox.endpoints(session, tenant_id):
-        raise Invalid(
-            "no_webhook_secret",
-            "a callback is signed with the secret of a webhook endpoint: register one first "
-            "(POST /v1/webhooks/endpoints)",
-            field="callback_url",
-        )
 
 
 def plan_and_start(
@@ -88,6 +92,7 @@ def plan_and_start(
             job.task,
             job.params,
             job.max_output_tokens,
+            pages=job_pages(job),
             max_split_bytes=max_split_bytes,
             defer_tokenize_errors=defer_tokenize_errors,
         ),
@@ -140,9 +145,9 @@ def create(
     (`batch_id`) is bounded by its archive's limits, not by the interactive quota."""
     params = validated(body, settings)
     if body.callback_url is not None:
-        _check_callback(session, settings, tenant_id, body.callback_url)
+        check_callback(session, settings, tenant_id, body.callback_url, "callback_url")
     doc = get_owned_document(session, tenant_id, body.document_id)
-    asked = creation.Asked(doc.id, body.task, params, body.max_output_tokens)
+    asked = creation.Asked(doc.id, body.task, params, body.max_output_tokens, body.pages)
     key, found = creation.existing(session, tenant_id, asked, body.idempotency_key)
     if found is not None:
         return found, False, []
@@ -151,6 +156,7 @@ def create(
             "document_failed",
             f"the document failed to parse: {doc.error_code}: {doc.error_reason}",
         )
+    _check_pages(doc, body.pages)
     if batch_id is None:
         quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
     now = utcnow()

@@ -7,19 +7,21 @@ dry run, with no server and no database) all call `plan_job`, so the dry run sho
 the plan the service makes. Where the inputs come from is the callers' business:
 `service.jobs.planning` reads them from the database and the servers, the CLI from
 the file and the deployment in settings. Nothing here does I/O but `DocumentText.pages`,
-which the caller supplies and which is called only when the document must be split.
+which the caller supplies and which is called only when the document must be split
+or cut to a job's page range.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ingestion.capacity.chunking import PageChunker
 from ingestion.capacity.kv import KvConfig
 from ingestion.capacity.route_plan import Chunk, Plan, Request, RouteRefused
 from ingestion.capacity.router import ROLE_ORDER, Backend, Job, plan_route
-from ingestion.documents.textfile import PageSpan
+from ingestion.documents.page_range import PageRange, PageRangeError
+from ingestion.documents.textfile import PAGE_SEPARATOR, PageSpan
 from ingestion.tasks.prompts import page_marker
 from ingestion.tasks.specs import (
     CHAT_MESSAGE_TOKENS,
@@ -27,7 +29,7 @@ from ingestion.tasks.specs import (
     instruction_text,
     reduce_instruction_text,
 )
-from ingestion.tokens.counting import TokenCounter, estimate_tokens
+from ingestion.tokens.counting import TokenCounter, count_stream, estimate_tokens
 from ingestion.types import TokenCount
 from service.config import Settings
 from service.deployment import DeploymentReplica
@@ -43,19 +45,24 @@ class Planned:
     prompt_tokens: dict[str, int]
 
 
+# Pages `first`..`last` of a document, each with its text, as `textfile.read_pages` reads them.
+PageReader = Callable[[int, int], Sequence[tuple[PageSpan, str]]]
+
+
 @dataclass(frozen=True)
 class DocumentText:
     """What the planner needs of a parsed document: its token count per role (as
-    ingest stored them), its page map, and its pages' text on demand (a split reads
-    them; most plans need none)."""
+    ingest stored them), its page map, and its pages' text on demand (a split or a
+    page range reads them; most plans need none)."""
 
     counts: Mapping[str, TokenCount]
     spans: Sequence[PageSpan]
-    pages: Callable[[], Sequence[tuple[PageSpan, str]]]
+    pages: PageReader
 
     @property
     def text_bytes(self) -> int:
-        return self.spans[-1].byte_end if self.spans else 0
+        # The spans' run of the text file: the whole file, or a page range's part of it.
+        return self.spans[-1].byte_end - self.spans[0].byte_start if self.spans else 0
 
 
 class SplitDeferred(Exception):
@@ -109,7 +116,48 @@ class _Splitter:
         size = self.doc.text_bytes
         if self.max_bytes is not None and size > self.max_bytes:
             raise SplitDeferred(f"{size} bytes of text to split")
-        return PageChunker(self.doc.pages(), self.counters)(role, budget)
+        first, last = self.doc.spans[0].number, self.doc.spans[-1].number
+        return PageChunker(self.doc.pages(first, last), self.counters)(role, budget)
+
+
+def _counted(counter: TokenCounter | None, text: str) -> TokenCount:
+    if counter is None:
+        return estimate_tokens(len(text))
+    found = count_stream(counter, [text])
+    # A server's /tokenize says so, as ingest's count of the whole document does.
+    method = getattr(counter, "method", found.method)
+    return replace(found, method=method) if method != found.method else found
+
+
+def page_range(
+    doc: DocumentText,
+    pages: PageRange,
+    counters: Mapping[str, TokenCounter],
+    *,
+    max_bytes: int | None = None,
+) -> DocumentText:
+    """The document cut to `pages`: their spans, and per role the count of exactly their
+    text as the worker sends it (the run of the text file from the first page to the
+    last, separators included), by the role's counter, else an estimate. The stored
+    counts are of the whole document and say nothing about a part: BPE merges across
+    page seams, so the part is counted itself. RouteRefused `pages_out_of_range` when
+    the document is shorter; SplitDeferred when the part is over `max_bytes`."""
+    try:
+        pages.check_within(len(doc.spans))
+    except PageRangeError as exc:
+        raise RouteRefused("pages_out_of_range", str(exc)) from None
+    spans = [s for s in doc.spans if s.number in pages]
+    part = DocumentText(doc.counts, spans, doc.pages)
+    if max_bytes is not None and part.text_bytes > max_bytes:
+        raise SplitDeferred(f"{part.text_bytes} bytes of text in pages {pages} to count")
+    read = list(doc.pages(pages.first, pages.last))
+    text = PAGE_SEPARATOR.join(t for _, t in read if t)
+    counts = {role: _counted(counters.get(role), text) for role in doc.counts}
+
+    def reread(first: int, last: int) -> list[tuple[PageSpan, str]]:
+        return [(s, t) for s, t in read if first <= s.number <= last]
+
+    return DocumentText(counts, spans, reread)
 
 
 def plan_job(
@@ -121,13 +169,18 @@ def plan_job(
     counters: Mapping[str, TokenCounter],
     settings: Settings,
     *,
+    pages: PageRange | None = None,
     max_split_bytes: int | None = None,
 ) -> Planned:
-    """Plan a job. ValueError: the budget is absurd or over the service's limit, or a
-    request could not finish within the job time limit; RouteRefused: the job cannot
-    run on these backends; SplitDeferred: it must be split and its text is over
-    `max_split_bytes`. A counter may raise what it raises (a server's /tokenize)."""
+    """Plan a job, on `pages` of the document only when given (`page_range`).
+    ValueError: the budget is absurd or over the service's limit, or a request could
+    not finish within the job time limit; RouteRefused: the job cannot run on these
+    backends, or the pages are past the document's end; SplitDeferred: it must be
+    split (or its page range counted) and its text is over `max_split_bytes`. A counter
+    may raise what it raises (a server's /tokenize)."""
     _check_budget(max_output_tokens, settings)
+    if pages is not None:
+        doc = page_range(doc, pages, counters, max_bytes=max_split_bytes)
     prompts = prompt_tokens(task, params, doc.spans, counters, list(doc.counts))
     job = Job(doc.counts, prompts, max_output_tokens)
     plan = plan_route(job, backends, _Splitter(doc, counters, max_split_bytes))

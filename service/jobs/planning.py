@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ingestion.capacity.kv import DTYPE_BYTES, KvConfig, KvDtype
 from ingestion.capacity.route_plan import RouteRefused
 from ingestion.capacity.router import Backend
+from ingestion.documents.page_range import PageRange
 from ingestion.documents.textfile import PageSpan, read_pages, spans_from_json
 from ingestion.tokens.counting import TokenCounter, load_counter
 from ingestion.types import TokenCount
@@ -151,16 +152,20 @@ def plan_document_job(
     params: Mapping[str, object],
     max_output_tokens: int,
     *,
+    pages: PageRange | None = None,
     max_split_bytes: int | None = None,
     defer_tokenize_errors: bool = False,
 ) -> Planned:
-    """Plan a job on a parsed document. ValueError: the budget is absurd (a 422);
-    RouteRefused: the job cannot run on these backends (it fails, with the reason;
-    `tokenize_failed` when a server's /tokenize failed every attempt); SplitDeferred:
+    """Plan a job on a parsed document, or on `pages` of it. ValueError: the budget is
+    absurd (a 422); RouteRefused: the job cannot run on these backends (it fails, with
+    the reason; `tokenize_failed` when a server's /tokenize failed every attempt,
+    `pages_out_of_range` when `pages` go past the document's end); SplitDeferred:
     it must be split, and its text is over `max_split_bytes`; TokenizeDeferred: a
     /tokenize failed and `defer_tokenize_errors`."""
     with _counting(defer_tokenize_errors):
-        return _plan(session, settings, doc, task, params, max_output_tokens, max_split_bytes)
+        return _plan(
+            session, settings, doc, task, params, max_output_tokens, pages, max_split_bytes
+        )
 
 
 @contextlib.contextmanager
@@ -211,6 +216,7 @@ def _plan(
     task: str,
     params: Mapping[str, object],
     max_output_tokens: int,
+    pages_wanted: PageRange | None,
     max_split_bytes: int | None,
 ) -> Planned:
     rows = _backend_rows(session, settings)
@@ -225,9 +231,9 @@ def _plan(
         raise RouteRefused("no_counts", "the document has no token counts")
     text_path = BlobStore(settings.blobs).path(doc.text_key or "")
 
-    def pages() -> list[tuple[PageSpan, str]]:
+    def pages(first: int, last: int) -> list[tuple[PageSpan, str]]:
         with text_path.open("rb") as f:
-            return list(read_pages(f, spans, spans[0].number, spans[-1].number))
+            return list(read_pages(f, spans, first, last))
 
     text = DocumentText(counts, spans, pages)
     with role_counters(rows, settings) as counters:
@@ -239,5 +245,6 @@ def _plan(
             router_backends(rows, settings),
             counters,
             settings,
+            pages=pages_wanted,
             max_split_bytes=max_split_bytes,
         )

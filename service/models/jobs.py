@@ -82,6 +82,9 @@ class Job(Base):
     task: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_output_tokens: Mapped[int] = mapped_column(Integer)
+    # The pages the job works on, canonical ("7", "30-45"; `ingestion.documents.page_range`);
+    # null: the whole document.
+    pages: Mapped[str | None] = mapped_column(String(32))
     idempotency_key: Mapped[str] = mapped_column(String(200))
     status: Mapped[JobStatus] = mapped_column(status_enum(JobStatus), default=JobStatus.queued)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -56,6 +56,7 @@ class Case:
     deployment: list[dict[str, Any]] | None  # None: the paper deployment
     kind: str
     by_worker: bool = False  # the API leaves the split to the worker's planner
+    pages: str | None = None  # the job's page range (`route --pages`)
 
 
 CASES = [
@@ -69,6 +70,18 @@ CASES = [
         "single",
     ),
     Case("pdf/r-intro.pdf", "summarize", None, 2048, _small(gemma=32_768), "map_reduce"),
+    # A page range: counted on its own text, one request where the whole is split...
+    Case("pdf/r-intro.pdf", "ask", None, 512, _small(gemma=32_768), "single", pages="30-34"),
+    # ... and split within itself when it is too long for one.
+    Case(
+        "pdf/r-intro.pdf",
+        "summarize",
+        None,
+        2048,
+        _small(gemma=32_768),
+        "map_reduce",
+        pages="11-80",
+    ),
     Case(
         "text/debian-policy.txt",
         "extract",
@@ -163,6 +176,8 @@ def _deployment(case: Case) -> Iterator[tuple[dict[str, str], dict[str, str], Se
 def _dry_run(case: Case, env: dict[str, str]) -> dict[str, Any]:
     args = ["route", str(corpus_file(case.doc)), "--task", case.task, "--json"]
     args += ["--max-output-tokens", str(case.max_output_tokens)]
+    if case.pages is not None:
+        args += ["--pages", case.pages]
     if case.params is not None:
         args += ["--params", json.dumps(case.params)]
     result = CliRunner().invoke(cli, args, env=env)
@@ -180,6 +195,7 @@ def _stored(client: Any, key: str, case: Case, params: dict[str, Any], settings:
         "task": case.task,
         "params": params,
         "max_output_tokens": case.max_output_tokens,
+        "pages": case.pages,
     }
     r = client.post("/v1/jobs", headers=auth(key), json=body)
     assert r.status_code == 202, r.text
@@ -229,7 +245,9 @@ def _as_dry_run(plan: Plan, names: dict[str, str]) -> Plan:
     )
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.doc}-{c.task}" for c in CASES])
+@pytest.mark.parametrize(
+    "case", CASES, ids=[f"{c.doc}-{c.task}" + (f"-p{c.pages}" if c.pages else "") for c in CASES]
+)
 def test_the_dry_run_shows_the_plan_the_service_makes(client: Any, key: str, case: Case) -> None:
     with _deployment(case) as (names, env, settings):
         dry = _dry_run(case, env)

@@ -126,6 +126,9 @@ def test_a_request_file_runs_its_lines_as_jobs_and_the_error_file_fills(
         line("bad-task", {"document_id": mine, "task": "nope"}),
         line("no-doc", {"document_id": str(uuid.uuid4()), "task": "summarize"}),
         line("bad-body", {"document": mine}),
+        # A body's pages pass through to its job, and are checked as the API checks them.
+        line("pages", {"document_id": mine, "task": "summarize", "pages": "1-1"}),
+        line("bad-pages", {"document_id": mine, "task": "summarize", "pages": "0-1"}),
     ]
     file_id = upload(ours, lines)
     made = create(ours, file_id)
@@ -146,17 +149,22 @@ def test_a_request_file_runs_its_lines_as_jobs_and_the_error_file_fills(
 
     done = settled(ours, made.id, "completed")
     counts = done.request_counts
-    assert counts is not None and (counts.total, counts.completed, counts.failed) == (5, 0, 5)
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (7, 0, 7)
     assert done.output_file_id is None and done.error_file_id is not None
     assert done.finalizing_at is not None and done.completed_at >= done.finalizing_at
     errors = content_lines(ours, done.error_file_id)
-    assert [e["custom_id"] for e in errors] == ["own", "theirs", "bad-task", "no-doc", "bad-body"]
+    assert [e["custom_id"] for e in errors] == [
+        "own", "theirs", "bad-task", "no-doc", "bad-body", "pages", "bad-pages"
+    ]  # fmt: skip
     by_id = {e["custom_id"]: e for e in errors}
     assert all(e["id"].startswith("batch_req_") and e["response"] is None for e in errors)
     assert by_id["theirs"]["error"]["code"] == "not_found"
     assert by_id["no-doc"]["error"]["code"] == "not_found"
     assert by_id["bad-task"]["error"]["code"] == "bad_params"
     assert by_id["bad-body"]["error"]["code"] == "invalid_body"
+    bad_pages = by_id["bad-pages"]["error"]
+    assert bad_pages["code"] == "invalid_body" and "body.pages" in bad_pages["message"]
+    assert "numbered from 1" in bad_pages["message"]
     with get_sessionmaker()() as s:
         item = s.scalar(
             select(BatchItem).where(
@@ -168,6 +176,14 @@ def test_a_request_file_runs_its_lines_as_jobs_and_the_error_file_fills(
         assert job is not None and job.status == JobStatus.failed
         assert (job.task, job.max_output_tokens) == ("summarize", 64)
         assert by_id["own"]["error"]["code"] == job.error_code
+        paged = s.scalar(
+            select(Job)
+            .join(BatchItem, BatchItem.job_id == Job.id)
+            .where(
+                BatchItem.batch_id == lifecycle.parse_id(made.id), BatchItem.custom_id == "pages"
+            )
+        )
+        assert paged is not None and paged.pages == "1" and job.pages is None
     # The same lines as the results endpoint gives, from the same builder.
     resp = client.get(f"/v1/batches/{made.id}/results", headers=auth(api_key))
     assert [json.loads(x) for x in resp.text.splitlines()] == errors

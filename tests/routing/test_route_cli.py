@@ -140,3 +140,29 @@ def test_refusals_exit_1_with_the_reason(tmp_path: Path) -> None:
     small = [{**tiny[0], "max_model_len": 2_000}]
     code, _, err = route(r_intro, "--max-output-tokens", "400", deployment=small)
     assert code == 1 and "refused (reduce_too_large)" in err
+
+
+def test_a_page_range_is_planned_on_those_pages_alone() -> None:
+    pdf = corpus_path("pdf/r-intro.pdf")
+    code, out, err = route(str(pdf), "--pages", "30-34", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert (data["pages"], data["page_range"]) == (113, "30-34")
+    plan = Plan.from_json(data["plan"])
+    data_bytes, pages = parse("pdf/r-intro.pdf")
+    spans = {s.number: s for s, _ in pages}
+    text = data_bytes[spans[30].byte_start : spans[34].byte_end].decode("utf-8")
+    doc = {d.role: d for d in plan.document}
+    for role in ("gemma", "scout"):
+        assert doc[role].exact and doc[role].count == counter_for(role).count(text)
+    code, out, _ = route(str(pdf), "--pages", "30-34")
+    assert code == 0 and "113 pages, only pages 30-34" in out
+
+
+@pytest.mark.parametrize(
+    ("pages", "why"),
+    [("0-3", "numbered from 1"), ("1-3,7", "one range only"), ("100-200", "it has 113 pages")],
+)
+def test_a_bad_page_range_exits_2(pages: str, why: str) -> None:
+    code, _, err = route(str(corpus_path("pdf/r-intro.pdf")), "--pages", pages)
+    assert code == 2 and "--pages" in err and why in err, err

@@ -1,8 +1,9 @@
 """What one request of a job sends: the chat messages and the pages they cover.
 
-A single request sends the whole document, a map request its chunk's bytes of the
-text file (exactly the text the router counted), a reduce request the answers of
-the requests it combines, each labelled with its pages; a chat request its messages.
+A single request sends the whole document (or the job's page range of it), a map
+request its chunk's bytes of the text file (exactly the text the router counted; a
+page range's chunks lie within it), a reduce request the answers of the requests it
+combines, each labelled with its pages; a chat request its messages.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ingestion.capacity.route_plan import MapStep
 from ingestion.documents.textfile import PageSpan, spans_from_json
 from ingestion.tasks.output import TaskOutput, part_text
 from ingestion.tasks.prompts import Stage, build_messages, render_pages, render_parts
+from service.jobs.lifecycle import job_pages
 from service.jobs.tree import children, group_pages
 from service.models import Document, Job, JobStatus, Result
 
@@ -51,12 +53,15 @@ def _answer(task: str, result: Result) -> str:
 def build(session: Session, job: Job, doc: Document, text_path: Path) -> RequestText:
     spans = spans_from_json(doc.page_map or [])
     step = job.step
-    if step is None:  # a single request: the whole document
+    if step is None:  # a single request: the whole document, or the job's pages of it
         assert job.plan is not None and job.plan.request is not None
         req = job.plan.request
-        end = spans[-1].byte_end if spans else 0
+        wanted = job_pages(job)
+        if wanted is not None:
+            spans = [s for s in spans if s.number in wanted]
+        start, end = (spans[0].byte_start, spans[-1].byte_end) if spans else (0, 0)
         pages = (spans[0].number, spans[-1].number) if spans else (1, 1)
-        text = render_pages(_read_range(text_path, spans, 0, end))
+        text = render_pages(_read_range(text_path, spans, start, end))
         stage: Stage = "single"
     elif isinstance(step, MapStep):
         req, chunk = step.request, step.chunk

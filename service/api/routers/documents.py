@@ -49,7 +49,7 @@ _UPLOAD_BODY = multipart_body()
             e400="A malformed or truncated multipart body; nothing stored",
             e413="Over the upload limit; nothing stored",
             e415="Not a supported type; the body lists the supported ones",
-            e422="A bad task, params or budget, or an empty file; nothing stored",
+            e422="A bad task, params, pages or budget, or an empty file; nothing stored",
             e429="With task: the tenant has its limit of jobs waiting; nothing stored",
         ),
     },
@@ -64,19 +64,24 @@ async def upload_document(
     params: Annotated[str | None, Query(description="The task's params, as JSON.")] = None,
     max_output_tokens: Annotated[int, Query(gt=0)] = 1024,
     idempotency_key: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    pages: Annotated[
+        str | None, Query(description='With `task`: only these pages ("7", "30-45").')
+    ] = None,
 ) -> schemas.UploadOut:
     """Upload a document (multipart field `file`); parsing and token counting follow.
     With `task`, a job on it is created in the same call (the `job` field)."""
     job_body = None
     if task is not None:
         # Checked before the upload is read: a bad task costs the client no transfer.
-        job_body = _job_body(task, params, max_output_tokens, idempotency_key)
+        job_body = _job_body(task, params, max_output_tokens, idempotency_key, pages)
         lifecycle.validated(job_body, settings)
         await run_in_threadpool(
             quota.check_room_before_upload, session, settings, tenant, idempotency_key
         )
     elif params is not None:
         raise Invalid("bad_params", "params without task", field="query.params")
+    elif pages is not None:
+        raise Invalid("bad_pages", "pages without task", field="query.pages")
     store = BlobStore(settings.blobs)
     received = await receive_file(request, store, settings.max_upload_bytes)
     doc, created = await run_in_threadpool(
@@ -105,7 +110,9 @@ async def upload_document(
     return out
 
 
-def _job_body(task: str, params: str | None, max_output_tokens: int, key: str | None) -> JobCreate:
+def _job_body(
+    task: str, params: str | None, max_output_tokens: int, key: str | None, pages: str | None
+) -> JobCreate:
     try:
         parsed = json.loads(params) if params is not None else {}
     except json.JSONDecodeError as exc:
@@ -117,12 +124,14 @@ def _job_body(task: str, params: str | None, max_output_tokens: int, key: str | 
             params=parsed,
             max_output_tokens=max_output_tokens,
             idempotency_key=key,
+            pages=pages,
         )
     except ValidationError as exc:
         # Every field here came in the query string, under its own name.
         found = issues(exc.errors(include_url=False, include_context=False), ["query"])
         first = found[0]
-        raise Invalid("bad_params", first["reason"], field=first["field"], errors=found) from None
+        code = "bad_pages" if first["field"] == "query.pages" else "bad_params"
+        raise Invalid(code, first["reason"], field=first["field"], errors=found) from None
 
 
 @router.get("", response_model=schemas.DocumentList, responses=errors(422))

@@ -36,7 +36,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1)
             429,
             e404="No such document for this tenant",
             e409="The document failed to parse, or the key was used otherwise",
-            e422="Unknown task, bad params, or an impossible budget",
+            e422="Unknown task, bad params, pages that are no range or past the "
+            "document's end, or an impossible budget",
             e429="The tenant has its limit of jobs waiting; see Retry-After",
         ),
     },
