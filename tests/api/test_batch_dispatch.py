@@ -11,14 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete
 
 from service.db import get_sessionmaker
 from service.jobs import dispatch
-from service.models import Batch, Job, JobStatus, Tenant, utcnow
+from service.models import Batch, Tenant, utcnow
 from service.queue import JOBS_QUEUE
-from tests.api.test_fair_dispatch import make_jobs
-from tests.conftest import start_worker, stop_worker, wait_for
+from tests.api.test_fair_dispatch import claimed, done_with, make_jobs, one_slot_worker
+from tests.conftest import stop_worker, wait_for
 
 BATCH_JOBS = 10
 
@@ -43,31 +43,12 @@ def test_an_interactive_task_is_taken_before_its_tenants_batch_tasks(
         for job_id in [*batch_jobs, interactive]:
             dispatch.send(session, [job_id])
 
-    def claimed(ids: list[uuid.UUID]) -> int:
-        with sessions() as s:
-            q = select(func.count()).where(Job.id.in_(ids), Job.worker.is_not(None))
-            return s.scalar(q) or 0
-
-    worker = start_worker(
-        tmp_path / "worker.log",
-        concurrency=1,
-        env={
-            "LONGDOC_ADMISSION_WAIT_S": "0.3",
-            "LONGDOC_ADMISSION_POLL_S": "0.05",
-            "LONGDOC_JOB_REDISPATCH_AFTER_S": "86400",
-        },
-    )
+    worker = one_slot_worker(tmp_path / "worker.log")
     try:
         wait_for(lambda: claimed([interactive]) == 1, timeout=180, interval=0.05)
         assert claimed(batch_jobs) == 0, "a batch task took the slot first"
         # Once the interactive job is done with, the batch tasks have the slot.
-        with sessions() as s:
-            s.execute(
-                update(Job)
-                .where(Job.id == interactive)
-                .values(status=JobStatus.cancelled, finished_at=utcnow())
-            )
-            s.commit()
+        done_with(interactive)
         wait_for(lambda: claimed(batch_jobs) == BATCH_JOBS, timeout=300, interval=0.2)
     finally:
         stop_worker(worker)

@@ -45,6 +45,39 @@ def make_jobs(
     return [j.id for j in jobs]
 
 
+def claimed(ids: list[uuid.UUID]) -> int:
+    """How many of these jobs a worker has taken a task of."""
+    with get_sessionmaker()() as s:
+        q = select(func.count()).where(Job.id.in_(ids), Job.worker.is_not(None))
+        return s.scalar(q) or 0
+
+
+def one_slot_worker(log: Path) -> Any:
+    return start_worker(
+        log,
+        concurrency=1,
+        env={
+            "LONGDOC_ADMISSION_WAIT_S": "0.3",
+            "LONGDOC_ADMISSION_POLL_S": "0.05",
+            # Its sweeper must not send this one slot the waiting jobs earlier tests
+            # left in the shared database (each would poll and requeue itself for ever,
+            # a round of hundreds of tasks); the test's own jobs were all just sent.
+            "LONGDOC_JOB_REDISPATCH_AFTER_S": "86400",
+        },
+    )
+
+
+def done_with(job_id: uuid.UUID) -> None:
+    """The job ended (cancelled), so that its task stops taking the slot."""
+    with get_sessionmaker()() as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status=JobStatus.cancelled, finished_at=utcnow())
+        )
+        s.commit()
+
+
 def test_small_tenant_task_taken_before_big_backlog(
     database: str, broker: Any, tmp_path: Path
 ) -> None:
@@ -66,29 +99,13 @@ def test_small_tenant_task_taken_before_big_backlog(
         for job_id in [*a_jobs, b_job]:
             dispatch.send(session, [job_id])
 
-    def claimed(ids: list[uuid.UUID]) -> int:
-        with sessions() as s:
-            q = select(func.count()).where(Job.id.in_(ids), Job.worker.is_not(None))
-            return s.scalar(q) or 0
-
     def b_task_ids() -> set[str]:
         with sessions() as s:
             seen.add(str(s.scalar(select(Job.task_id).where(Job.id == b_job))))
         return seen
 
     seen: set[str] = set()
-    worker = start_worker(
-        tmp_path / "worker.log",
-        concurrency=1,
-        env={
-            "LONGDOC_ADMISSION_WAIT_S": "0.3",
-            "LONGDOC_ADMISSION_POLL_S": "0.05",
-            # Its sweeper must not send this one slot the waiting jobs earlier tests
-            # left in the shared database (each would poll and requeue itself for ever,
-            # a round of hundreds of tasks); this test's own jobs were all just sent.
-            "LONGDOC_JOB_REDISPATCH_AFTER_S": "86400",
-        },
-    )
+    worker = one_slot_worker(tmp_path / "worker.log")
     try:
         wait_for(lambda: claimed([b_job]) == 1, timeout=180, interval=0.05)
         assert claimed(a_jobs) == 0, "B's task waited behind A's in the broker"
@@ -98,13 +115,7 @@ def test_small_tenant_task_taken_before_big_backlog(
         assert claimed(a_jobs) == 0, "B's requeued task went behind A's backlog"
 
         # Once B's job is done with, A's tasks have the slot: none of them was lost.
-        with sessions() as s:
-            s.execute(
-                update(Job)
-                .where(Job.id == b_job)
-                .values(status=JobStatus.cancelled, finished_at=utcnow())
-            )
-            s.commit()
+        done_with(b_job)
         wait_for(lambda: claimed(a_jobs) == A_JOBS, timeout=300, interval=0.2)
     finally:
         stop_worker(worker)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -152,3 +153,31 @@ def world(sessions: sessionmaker[Session]) -> World:
 def at(s: float) -> datetime:
     """The fake clock: `s` seconds after T0."""
     return T0 + timedelta(seconds=s)
+
+
+def many(
+    w: World, n: int, tenant: uuid.UUID, doc: uuid.UUID, *, kv: int = 10, **values: Any
+) -> list[uuid.UUID]:
+    """`n` waiting jobs of one tenant in one transaction, in arrival order."""
+    ids = []
+    with w.sessions() as s:
+        for _ in range(n):
+            w.seq += 1
+            job = Job(
+                id=uuid.uuid4(),
+                seq=w.seq,
+                tenant_id=tenant,
+                document_id=doc,
+                task="summarize",
+                max_output_tokens=16,
+                idempotency_key=uuid.uuid4().hex,
+                status=JobStatus.waiting_for_capacity,
+                role=w.role,
+                kv_bytes=kv,
+                kv_blocks=kv // 4,
+                **{"est_duration_s": 5.0, "waiting_since": T0, "created_at": T0, **values},
+            )
+            s.add(job)
+            ids.append(job.id)
+        s.commit()
+    return ids

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -20,7 +19,7 @@ from service import ledger
 from service.jobs import dispatch
 from service.models import Batch, Job, JobStatus, Tenant, utcnow
 from tests.api.test_fair_dispatch import make_jobs
-from tests.ledger.conftest import T0, World, at
+from tests.ledger.conftest import T0, World, at, many
 from tests.ledger.gates import Gate, Monitor, Runner, backend_pid
 
 TTL = 1000.0
@@ -32,35 +31,6 @@ def batch(w: World, tenant: uuid.UUID, expires_in_h: float) -> uuid.UUID:
         s.add(b)
         s.commit()
         return b.id
-
-
-def many(
-    w: World, n: int, tenant: uuid.UUID, doc: uuid.UUID, *, kv: int = 10, **values: Any
-) -> list[uuid.UUID]:
-    """`n` waiting jobs of one tenant in one transaction, in arrival order."""
-    ids = []
-    with w.sessions() as s:
-        for _ in range(n):
-            w.seq += 1
-            job = Job(
-                id=uuid.uuid4(),
-                seq=w.seq,
-                tenant_id=tenant,
-                document_id=doc,
-                task="summarize",
-                max_output_tokens=16,
-                idempotency_key=uuid.uuid4().hex,
-                status=JobStatus.waiting_for_capacity,
-                role=w.role,
-                kv_bytes=kv,
-                kv_blocks=kv // 4,
-                est_duration_s=5.0,
-                **{"waiting_since": T0, "created_at": T0, **values},
-            )
-            s.add(job)
-            ids.append(job.id)
-        s.commit()
-    return ids
 
 
 def admit(w: World, t: float, policy: Policy | None = None) -> list[uuid.UUID]:

@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 
 from ingestion.capacity.admission import Policy
 from service import ledger
-from service.models import Job, JobStatus, KvLease
-from tests.ledger.conftest import T0, World, at
+from service.models import Job, KvLease
+from tests.ledger.conftest import World, at
+from tests.ledger.conftest import many as waiting
 
 TTL = 30.0
 
@@ -18,31 +19,7 @@ TTL = 30.0
 def many(
     w: World, n: int, kv: int, est: float, tenant: uuid.UUID, doc: uuid.UUID
 ) -> list[uuid.UUID]:
-    """`n` waiting jobs of one tenant in one transaction, in arrival order."""
-    ids = []
-    with w.sessions() as s:
-        for _ in range(n):
-            w.seq += 1
-            job = Job(
-                id=uuid.uuid4(),
-                seq=w.seq,
-                tenant_id=tenant,
-                document_id=doc,
-                task="summarize",
-                max_output_tokens=16,
-                idempotency_key=uuid.uuid4().hex,
-                status=JobStatus.waiting_for_capacity,
-                role=w.role,
-                kv_bytes=kv,
-                kv_blocks=kv // 4,
-                est_duration_s=est,
-                waiting_since=T0,
-                created_at=T0,
-            )
-            s.add(job)
-            ids.append(job.id)
-        s.commit()
-    return ids
+    return waiting(w, n, tenant, doc, kv=kv, est_duration_s=est)
 
 
 def running_of(w: World, tenant: uuid.UUID) -> int:
