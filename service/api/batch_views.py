@@ -18,7 +18,6 @@ from service.api.job_schemas import WebhookOut
 from service.batches import lifecycle as batches
 from service.batches import results
 from service.batches.status import Counts
-from service.db import get_sessionmaker
 from service.models import Batch
 from service.webhooks import outbox
 
@@ -157,15 +156,7 @@ def to_out(session: Session, batch: Batch) -> BatchOut:
 
 
 def result_lines(batch: Batch, admin: bool) -> Iterator[str]:
-    """The output lines of what is final now, in line order, read page by page in a
-    session of their own (the request's is gone once the response streams)."""
-    after = 0
-    with get_sessionmaker()() as session:
-        while True:
-            page = batches.final_items(session, batch.id, after, PAGE)
-            if not page:
-                return
-            for item, job, state in page:
-                after = item.line
-                yield results.line(session, item, job, state, admin)
-            session.rollback()
+    """The output lines of what is final now, in line order."""
+    for session, page in batches.final_pages(batch.id, PAGE):
+        for item, job, state in page:
+            yield results.line(session, item, job, state, admin)

@@ -20,7 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.batches import lifecycle as batches
-from service.db import get_sessionmaker
 from service.models import BATCH_FINAL, Batch, BatchItem, BatchStatus, Job, Result
 
 PAGE = 200
@@ -93,15 +92,11 @@ def to_message_batch(session: Session, batch: Batch, base_url: str) -> MessageBa
     )
 
 
-def _stop_reason(result: Result, job: Job) -> str:
+def _stop_reason(result: Result) -> str:
     """Anthropic's name for how the output ended: vLLM's `stop` (the model ended, or a
-    stop sequence) is `end_turn`, anything else (`length`, a loop cut short) is
-    `max_tokens`, as a cut output is one the model did not finish."""
-    finish = (result.data or {}).get("finish_reason")
-    if finish is None:  # a result stored before finish reasons were
-        used = result.completion_tokens
-        return "max_tokens" if used is not None and used >= job.max_output_tokens else "end_turn"
-    return "end_turn" if finish == "stop" else "max_tokens"
+    stop sequence) is `end_turn`; anything else (`length`, a loop cut short) is
+    `max_tokens`, as `chat.completion` calls it `length`."""
+    return "end_turn" if (result.data or {}).get("finish_reason") == "stop" else "max_tokens"
 
 
 def _succeeded(result: Result, job: Job) -> dict[str, Any]:
@@ -113,7 +108,7 @@ def _succeeded(result: Result, job: Job) -> dict[str, Any]:
             "role": "assistant",
             "model": result.model or "",
             "content": [{"type": "text", "text": result.text or ""}],
-            "stop_reason": _stop_reason(result, job),
+            "stop_reason": _stop_reason(result),
             "stop_sequence": None,
             "usage": {
                 "input_tokens": result.prompt_tokens or 0,
@@ -152,18 +147,11 @@ def result_line(item: BatchItem, job: Job | None, state: str, found: Result | No
 
 
 def result_lines(batch: Batch) -> Iterator[str]:
-    """The lines of what is final now, in request order, page by page in a session of
-    their own (the request's is gone once the response streams)."""
-    after = 0
-    with get_sessionmaker()() as session:
-        while True:
-            page = batches.final_items(session, batch.id, after, PAGE)
-            if not page:
-                return
-            done = [job.id for _, job, state in page if job is not None and state == "succeeded"]
-            rows = session.scalars(select(Result).where(Result.job_id.in_(done)))
-            found = {r.job_id: r for r in rows}
-            for item, job, state in page:
-                after = item.line
-                yield result_line(item, job, state, found.get(job.id) if job else None)
-            session.rollback()
+    """The lines of what is final now, in request order."""
+    for session, page in batches.final_pages(batch.id, PAGE):
+        done = [job.id for _, job, state in page if job is not None and state == "succeeded"]
+        found = {
+            r.job_id: r for r in session.scalars(select(Result).where(Result.job_id.in_(done)))
+        }
+        for item, job, state in page:
+            yield result_line(item, job, state, found.get(job.id) if job else None)

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from service import files
 from service.batches.lifecycle import get_owned
 from service.blobstore import BlobStore
-from service.config import get_settings
 from service.db import write_transaction
 from service.errors import Conflict
 from service.models import BATCH_FINAL, Batch, File
@@ -79,7 +78,7 @@ def list_owned(
     return (rows if newest_first else rows[::-1]), more
 
 
-def delete(session: Session, batch: Batch, store: BlobStore | None = None) -> None:
+def delete(session: Session, batch: Batch, store: BlobStore) -> None:
     """Delete an ended batch with its items and files; its jobs and documents stay
     (they are the tenant's own). Conflict while it still runs."""
     if batch.status not in BATCH_FINAL:
@@ -94,4 +93,4 @@ def delete(session: Session, batch: Batch, store: BlobStore | None = None) -> No
     for file_id in kept:
         row = session.get(File, file_id) if file_id is not None else None
         if row is not None:
-            files.delete(session, store or BlobStore(get_settings().blobs), row)
+            files.delete(session, store, row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -15,7 +15,7 @@ from service.batches import outputs
 from service.batches import status as rules
 from service.blobstore import BlobStore
 from service.config import get_settings
-from service.db import write_transaction
+from service.db import get_sessionmaker, write_transaction
 from service.errors import NotFound
 from service.jobs import tree
 from service.models import (
@@ -280,3 +280,17 @@ def final_items(
             if state in rules.ITEM_FINAL:
                 out.append((item, job, state))
     return out
+
+
+def final_pages(
+    batch_id: uuid.UUID, size: int
+) -> Iterator[tuple[Session, list[tuple[BatchItem, Job | None, str]]]]:
+    """The batch's final items page by page in line order (`final_items`), each page
+    with the session it was read in: one of their own, as a results response streams
+    them after the request's session is gone."""
+    after = 0
+    with get_sessionmaker()() as session:
+        while page := final_items(session, batch_id, after, size):
+            yield session, page
+            after = page[-1][0].line
+            session.rollback()

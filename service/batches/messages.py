@@ -72,8 +72,10 @@ def _refuse(index: int | None, what: str, field: str = "") -> BadRequest:
     return BadRequest("invalid_request", f"{prefix}{what}", field=where)
 
 
-def _text_blocks(value: object, index: int, field: str) -> str:
-    """A content value as text: a string, or a list of `{type: "text", text}` blocks."""
+def _text_blocks(value: object, index: int, field: str) -> str | list[dict[str, str]]:
+    """A content value as a chat message's content: a string, or Anthropic's text
+    blocks as OpenAI's text parts (`{type: "text", text}` both; other keys, such as
+    `cache_control`, change nothing here and are dropped)."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
@@ -82,20 +84,17 @@ def _text_blocks(value: object, index: int, field: str) -> str:
     for k, block in enumerate(value):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind != "text" or not isinstance(block.get("text"), str):
-            raise _refuse(
-                index,
-                f"block {k} is of type {kind!r}; only text blocks are served",
-                field,
-            )
-        parts.append(block["text"])
-    return "\n\n".join(parts)
+            why = f"block {k} is of type {kind!r}; only text blocks are served"
+            raise _refuse(index, why, field)
+        parts.append({"type": "text", "text": block["text"]})
+    return parts
 
 
-def _messages(index: int, params: dict[str, Any]) -> list[dict[str, str]]:
+def _messages(index: int, params: dict[str, Any]) -> list[dict[str, Any]]:
     given = params.get("messages")
     if not isinstance(given, list) or not given:
         raise _refuse(index, "messages must be a non-empty list", ".params.messages")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     if "system" in params:
         system = _text_blocks(params["system"], index, ".params.system")
         out.append({"role": "system", "content": system})

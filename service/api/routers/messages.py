@@ -19,6 +19,7 @@ from service.batches import lifecycle as batches
 from service.blobstore import BlobStore
 from service.db import release
 from service.errors import NotFound
+from service.models import Batch
 from service.queue import dispatch_expand, revoke
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ _BODY: dict[str, Any] = {
 }
 
 
-def _owned(session: SessionDep, tenant: TenantDep, batch_id: str) -> Any:
+def _owned(session: SessionDep, tenant: TenantDep, batch_id: str) -> Batch:
     batch = batches.get_owned(session, tenant, batch_id)
     if batch.kind != messages.KIND:  # an OpenAI or archive batch is not a message batch
         raise NotFound("not_found", "message batch not found")
