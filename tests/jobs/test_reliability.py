@@ -48,6 +48,8 @@ def _deployment_whole_after(deployment: Deployment) -> Iterator[None]:
     """A server a test killed ("gone for good" included: for its job) is replaced once
     the test ends, however it ended, so no later test depends on running first."""
     yield
+    if not _redis_up():  # a broker test that failed half-way
+        _ensure_services()
     for role in ("gemma", "scout"):
         srv = getattr(deployment, role)
         try:
@@ -75,6 +77,15 @@ def _job(client: Client, key: str, doc: str, max_out: int, instruction: str) -> 
     assert r.status_code == 202, r.text
     job_id: str = r.json()["id"]
     return job_id
+
+
+def _redis_up() -> bool:
+    ping = subprocess.run(["redis-cli", "-p", "6379", "ping"], capture_output=True, check=False)
+    return ping.returncode == 0
+
+
+def _ensure_services() -> None:
+    subprocess.run(["bash", str(REPO / "scripts" / "start-services.sh")], check=True)
 
 
 def _revive(deployment: Deployment, role: str, port: int) -> Any:
@@ -120,15 +131,17 @@ def test_redis_restart_mid_run(client: Client, api_key: str, worker: list[Any], 
     wait_for(lambda: any(_generating(client, api_key, i) for i in ids), timeout=120, interval=0.2)
     # The broker goes away with every message it held (it keeps nothing on disk).
     subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], check=False)
-    wait_for(lambda: subprocess.run(["redis-cli", "-p", "6379", "ping"],
-                                    capture_output=True).returncode != 0, timeout=10)  # fmt: skip
-    # Back only once the worker has seen it go: the test is of its reconnecting.
-    wait_for(
-        lambda: "Connection to broker lost" in (logs / "worker-1.log").read_text(errors="replace"),
-        timeout=60,
-        what="the worker to notice the broker is gone",
-    )
-    subprocess.run(["bash", str(REPO / "scripts" / "start-services.sh")], check=True)
+    try:
+        wait_for(lambda: not _redis_up(), timeout=10)
+        # Back only once the worker has seen it go: the test is of its reconnecting.
+        wait_for(
+            lambda: "Connection to broker lost" in (logs / "worker-1.log").read_text(errors="replace"),
+            timeout=120,
+            what="the worker to notice the broker is gone",
+        )
+    finally:
+        # However the wait ended: every later test needs the broker.
+        _ensure_services()
     for job_id in ids:
         done = wait_job(client, api_key, job_id, timeout=240)
         assert done["status"] == "succeeded", (done["error"], done["progress"])
