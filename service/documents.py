@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -56,47 +56,97 @@ def _refuse(err: IngestError) -> DomainError:
 
 
 def register_upload(
-    session: Session, store: BlobStore, tenant_id: uuid.UUID, received: ReceivedFile
+    session: Session,
+    store: BlobStore,
+    tenant_id: uuid.UUID,
+    received: ReceivedFile,
+    batch_id: uuid.UUID | None = None,
 ) -> tuple[Document, bool]:
-    """Store the upload as a document; the same bytes from the same tenant give the
-    existing document back (second value False) and are not parsed again."""
+    """Store the upload as a document (of the batch `batch_id` expands, if any); the
+    same bytes from the same tenant give the existing document back (second value
+    False) and are not parsed again."""
+    [got] = register_uploads(session, store, tenant_id, [received], batch_id)
+    if isinstance(got, DomainError):
+        raise got
+    return got
+
+
+Registered = tuple[Document, bool] | DomainError
+
+
+def register_uploads(
+    session: Session,
+    store: BlobStore,
+    tenant_id: uuid.UUID,
+    received: list[ReceivedFile],
+    batch_id: uuid.UUID | None = None,
+) -> list[Registered]:
+    """`register_upload` for many files in one transaction (an archive's entries):
+    each one's document and whether it is new, or why it was refused. Every temp
+    file is gone afterwards."""
+    out: list[Registered | None] = [None] * len(received)
     try:
-        try:
-            media_type = detect_media_type_path(received.tmp_path, received.filename)
-        except IngestError as err:
-            raise _refuse(err) from None
-        fsync_file(received.tmp_path)  # the slow part of committing it, before the lock
-        with write_transaction(session, commit=False):
-            lock_blob(session, received.sha256)
-            existing = find_by_sha(session, tenant_id, received.sha256)
-            if existing is not None:
-                session.commit()
-                return existing, False
-            # Linked and inserted under the lock: a delete of another document with
-            # these bytes either ran before (and we put the file back) or waits for
-            # our row, and then sees the bytes are still used.
-            store.commit_original(received.tmp_path, received.sha256)
-            doc = Document(
-                tenant_id=tenant_id,
-                sha256=received.sha256,
-                filename=received.filename,
-                media_type=media_type,
-                size_bytes=received.size,
-                status=DocumentStatus.queued,
-            )
-            session.add(doc)
+        kept: dict[int, str] = {}
+        for i, r in enumerate(received):
             try:
-                session.commit()
+                kept[i] = detect_media_type_path(r.tmp_path, r.filename)
+            except IngestError as err:
+                out[i] = _refuse(err)
+        for i in kept:
+            fsync_file(received[i].tmp_path)  # the slow part of committing, before the locks
+        for attempt in range(3):
+            try:
+                _insert(session, store, tenant_id, received, kept, batch_id, out)
+                break
             except IntegrityError:
-                # A writer that did not take the lock inserted the same bytes first.
+                # A writer that did not take the locks inserted the same bytes first;
+                # the files are not moved yet, so all is done again (and finds its row).
                 session.rollback()
-                existing = find_by_sha(session, tenant_id, received.sha256)
-                if existing is None:
+                if attempt == 2:
                     raise
-                return existing, False
-        return doc, True
     finally:
-        received.tmp_path.unlink(missing_ok=True)
+        for r in received:
+            r.tmp_path.unlink(missing_ok=True)
+    assert all(x is not None for x in out)
+    return [x for x in out if x is not None]
+
+
+def _insert(
+    session: Session,
+    store: BlobStore,
+    tenant_id: uuid.UUID,
+    received: list[ReceivedFile],
+    kept: dict[int, str],
+    batch_id: uuid.UUID | None,
+    out: list[Registered | None],
+) -> None:
+    shas = sorted({received[i].sha256 for i in kept})
+    with write_transaction(session):
+        for sha in shas:  # in one order, so two of these never wait on each other
+            lock_blob(session, sha)
+        found = {
+            d.sha256: d
+            for d in session.scalars(
+                select(Document).where(Document.tenant_id == tenant_id, Document.sha256.in_(shas))
+            )
+        }
+        new: dict[str, int] = {}
+        for i, media_type in kept.items():
+            r = received[i]
+            if r.sha256 in found:
+                out[i] = (found[r.sha256], False)
+                continue
+            doc = Document(tenant_id=tenant_id, sha256=r.sha256, filename=r.filename,
+                           media_type=media_type, size_bytes=r.size,
+                           status=DocumentStatus.queued, batch_id=batch_id)  # fmt: skip
+            session.add(doc)
+            found[r.sha256], new[r.sha256], out[i] = doc, i, (doc, True)
+        session.flush()  # a conflict surfaces here, before any file has moved
+        # Linked under the locks, committed with the rows: a delete of another document
+        # with these bytes either ran before (and we put the file back) or waits for our
+        # rows, and then sees the bytes are still used.
+        for sha, i in new.items():
+            store.commit_original(received[i].tmp_path, sha)
 
 
 def lock_blob(session: Session, sha256: str) -> None:
@@ -213,6 +263,9 @@ def _in_use(job_ids: list[str]) -> Conflict:
     )
 
 
-def mark_dispatched(session: Session, doc: Document) -> None:
-    doc.dispatched_at = utcnow()
+def mark_dispatched(session: Session, doc_ids: list[uuid.UUID]) -> None:
+    """Record that these documents' ingest was sent (the sweeper sends it otherwise)."""
+    if doc_ids:
+        stmt = update(Document).where(Document.id.in_(doc_ids)).values(dispatched_at=utcnow())
+        session.execute(stmt, execution_options={"synchronize_session": False})
     session.commit()

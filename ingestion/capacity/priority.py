@@ -51,6 +51,12 @@ def job_priority(
     return steps[level]
 
 
+def backlog_cap(steps: tuple[int, ...] = INTERACTIVE_STEPS, base: int = BACKLOG_BASE) -> int:
+    """The backlog from which every larger one gets the same (last) step: counting a
+    tenant's backlog past it changes nothing, so it need not be counted."""
+    return int(base ** (len(steps) - 1))
+
+
 def task_priority(
     backlog: int, waited_s: float, batch: bool, aging_s: float, batch_aging_s: float
 ) -> int:

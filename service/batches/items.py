@@ -6,6 +6,7 @@ expansion."""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from typing import Any
 
@@ -19,10 +20,16 @@ def job_key(batch_id: uuid.UUID, cid: str) -> str:
     return "batch:" + hashlib.sha256(f"{batch_id}\0{cid}".encode()).hexdigest()
 
 
-def item(session: Session, batch_id: uuid.UUID, cid: str, line: int) -> BatchItem:
-    found = session.scalar(
-        select(BatchItem).where(BatchItem.batch_id == batch_id, BatchItem.custom_id == cid)
-    )
+def item(
+    session: Session, batch_id: uuid.UUID, cid: str, line: int, *, known_new: bool = False
+) -> BatchItem:
+    """The line's item, found or added (not looked for when the caller knows there is
+    none: `known_new`)."""
+    found = None
+    if not known_new:
+        found = session.scalar(
+            select(BatchItem).where(BatchItem.batch_id == batch_id, BatchItem.custom_id == cid)
+        )
     if found is None:
         found = BatchItem(batch_id=batch_id, custom_id=cid, line=line)
         session.add(found)
@@ -39,6 +46,23 @@ def running(session: Session, batch_id: uuid.UUID) -> bool:
     now = session.scalar(select(Batch.status).where(Batch.id == batch_id))
     session.rollback()  # read fresh each time: a cancel may land while we expand
     return now in (BatchStatus.validating, BatchStatus.in_progress)
+
+
+class StopCheck:
+    """Whether an expansion should stop (its batch cancelled or expired), read from the
+    database at most every `every_s`: a read per line cost as much as making the
+    line, and a stop within a second is soon enough."""
+
+    def __init__(self, session: Session, batch_id: uuid.UUID, every_s: float = 1.0) -> None:
+        self._session, self._batch_id, self._every_s = session, batch_id, every_s
+        self._next: float | None = None
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if self._next is not None and now < self._next:
+            return False
+        self._next = now + self._every_s
+        return not running(self._session, self._batch_id)
 
 
 def start(session: Session, batch: Batch, total: int | None = None) -> dict[str, BatchItemStatus]:

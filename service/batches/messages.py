@@ -227,11 +227,12 @@ def expand(run: Expansion, session: Session, batch: Batch) -> str:
         items.end_expansion(session, batch.id, total=0, errors=[gone])
         return "failed: the stored body is gone"
     made = items.start(session, batch, batch.total)
+    stop = items.StopCheck(session, batch.id)
     with run.store.path(source.blob_key).open("rb") as f:
         for req in read(f, run.settings.batch_max_requests):
             if made.get(req.custom_id, BatchItemStatus.pending) != BatchItemStatus.pending:
                 continue
-            if not items.running(session, batch.id):
+            if stop():
                 items.end_expansion(session, batch.id)
                 return "stopped"
             body = to_chat(req.index, req.params)  # checked at creation

@@ -145,9 +145,9 @@ def _make(run: Expansion, session: Session, batch: Batch, req: lines.Request) ->
         return
     row = items.item(session, batch.id, cid, line)
     row.job_id, row.document_id, row.status = job.id, job.document_id, BatchItemStatus.queued
-    session.commit()
     if send:
-        run.send_jobs(session, send)
+        run.send_jobs(session, send)  # its commit is the item's too
+    session.commit()  # (nothing left to commit, when it was)
 
 
 def run_line(run: Expansion, session: Session, batch: Batch, req: lines.Request) -> None:
@@ -188,11 +188,12 @@ def expand(run: Expansion, session: Session, batch: Batch) -> str:
         if errors:
             return _fail(session, batch.id, [e.as_dict() for e in errors])
         made = items.start(session, batch, total)
+        stop = items.StopCheck(session, batch.id)
         f.seek(0)
         for req in lines.requests(f, endpoint, settings.batch_max_line_bytes):
             if made.get(req.custom_id, BatchItemStatus.pending) != BatchItemStatus.pending:
                 continue  # made by an earlier run
-            if not items.running(session, batch.id):
+            if stop():
                 items.end_expansion(session, batch.id)
                 return "stopped"
             run_line(run, session, batch, req)

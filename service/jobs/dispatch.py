@@ -9,10 +9,16 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from ingestion.capacity import admission
-from ingestion.capacity.priority import PRIORITY_STEPS, task_priority
+from ingestion.capacity.priority import (
+    BATCH_STEPS,
+    INTERACTIVE_STEPS,
+    PRIORITY_STEPS,
+    backlog_cap,
+    task_priority,
+)
 from service.config import get_settings
 from service.models import Job, JobStatus, utcnow
 from service.queue import dispatch_job
@@ -28,42 +34,43 @@ def priorities(
     session: Session, job_ids: Sequence[uuid.UUID], policy: admission.Policy | None = None
 ) -> dict[uuid.UUID, int]:
     """Each job's task priority, from its tenant's backlog of the job's class
-    (interactive or batch) counted in one query; the aging bounds are `policy`'s
-    (default: the settings')."""
+    (interactive or batch), counted once per tenant and class however many of its jobs
+    are sent together; the aging bounds are `policy`'s (default: the settings')."""
     if not job_ids:
         return {}
     policy = policy or _policy()
-    other = aliased(Job)
-    tenants = select(Job.tenant_id).where(Job.id.in_(job_ids))
-    # Counted once per tenant and class, however many of its jobs are sent together.
-    in_batch = other.batch_id.is_not(None).label("in_batch")
-    backlog = (
-        select(other.tenant_id, in_batch, func.count().label("n"))
-        .where(other.tenant_id.in_(tenants), other.status.in_(BACKLOG))
-        .group_by(other.tenant_id, in_batch)
-        .subquery()
-    )
     since = func.coalesce(Job.waiting_since, Job.created_at)
     is_batch = Job.batch_id.is_not(None)
-    stmt = (
-        select(Job.id, func.coalesce(backlog.c.n, 0), since, is_batch)
-        .outerjoin(
-            backlog, (backlog.c.tenant_id == Job.tenant_id) & (backlog.c.in_batch == is_batch)
-        )
-        .where(Job.id.in_(job_ids))
-    )
-    rows = session.execute(stmt).all()
+    rows = session.execute(
+        select(Job.id, Job.tenant_id, since, is_batch).where(Job.id.in_(job_ids))
+    ).all()
+    classes = {(tenant_id, bool(batch)) for _, tenant_id, _, batch in rows}
+    backlog = {(t, b): _backlog(session, t, b) for t, b in classes}
     now = utcnow()
     return {
         job_id: task_priority(
-            n,
+            backlog[(tenant_id, bool(batch))],
             _age_s(now, waited_from),
             bool(batch),
             policy.max_head_wait_s,
             policy.batch_max_wait_s,
         )
-        for job_id, n, waited_from, batch in rows
+        for job_id, tenant_id, waited_from, batch in rows
     }
+
+
+def _backlog(session: Session, tenant_id: uuid.UUID, batch: bool) -> int:
+    """The tenant's backlog of one class, counted up to `backlog_cap` only: a batch
+    sends each of its thousands of jobs, and a full count per send grew with the batch
+    (quadratic over it) for a priority that stops changing at the cap."""
+    of_class = Job.batch_id.is_not(None) if batch else Job.batch_id.is_(None)
+    waiting = (
+        select(Job.id)
+        .where(Job.tenant_id == tenant_id, Job.status.in_(BACKLOG), of_class)
+        .limit(backlog_cap(BATCH_STEPS if batch else INTERACTIVE_STEPS))
+        .subquery()
+    )
+    return int(session.scalar(select(func.count()).select_from(waiting)) or 0)
 
 
 def _policy() -> admission.Policy:
@@ -90,7 +97,8 @@ def send(session: Session, job_ids: Sequence[uuid.UUID]) -> None:
             log.exception("could not queue job %s; the sweeper will", job_id)
     # Recorded in id order, the ledger's lock order (`service/ledger/`): the requests
     # of a map-reduce job may be being cancelled meanwhile.
-    for job_id in sorted(sent):
-        stmt = update(Job).where(Job.id == job_id)
-        session.execute(stmt.values(dispatched_at=utcnow(), task_id=sent[job_id]))
+    if sent:
+        now = utcnow()
+        rows = [{"id": j, "dispatched_at": now, "task_id": sent[j]} for j in sorted(sent)]
+        session.execute(update(Job), rows)  # by primary key, one statement, in that order
     session.commit()

@@ -131,6 +131,30 @@ def still_unplanned(session: Session, job: Job) -> bool:
     return row is not None and row.status == JobStatus.queued and row.plan is None
 
 
+def create_waiting(
+    session: Session,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    body: JobCreate,
+    on: list[tuple[Document, str]],
+    batch_id: uuid.UUID,
+) -> list[Job]:
+    """`body`'s job on each of a batch's documents not parsed yet, each under its own
+    key (found free), as `create` makes one there: queued, planned once its document
+    is. Added uncommitted, so a batch makes many in one transaction; the caller
+    commits and sends them. Raises what `create` would for the body."""
+    params = validated(body, settings)
+    now = utcnow()
+    made = []
+    for doc, key in on:
+        if doc.status != DocumentStatus.queued or doc.tenant_id != tenant_id:
+            raise ValueError(f"document {doc.id} is not a new document of this tenant")
+        asked = creation.Asked(doc.id, body.task, params, body.max_output_tokens, body.pages)
+        made.append(creation.new_job(tenant_id, asked, key, now, batch_id))
+    session.add_all(made)
+    return made
+
+
 def create(
     session: Session,
     settings: Settings,

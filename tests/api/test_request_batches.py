@@ -269,7 +269,7 @@ def _queued_document(key: str) -> str:
     with get_sessionmaker()() as s:
         doc, created = register_upload(s, store, _tenant(key), received)
         assert created
-        mark_dispatched(s, doc)
+        mark_dispatched(s, [doc.id])
         return str(doc.id)
 
 

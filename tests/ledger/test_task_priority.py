@@ -13,11 +13,12 @@ from ingestion.capacity.priority import (
     BATCH_STEPS,
     INTERACTIVE_STEPS,
     PRIORITY_STEPS,
+    backlog_cap,
     job_priority,
     task_priority,
 )
 from service.jobs import dispatch
-from service.models import JobStatus, Tenant, utcnow
+from service.models import Batch, BatchStatus, JobStatus, Tenant, utcnow
 from tests.api.test_fair_dispatch import make_jobs
 
 
@@ -48,6 +49,14 @@ def test_batch_tasks_go_below_every_interactive_one_until_aged() -> None:
     assert task_priority(10**6, 3600.0, True, 900.0, 3600.0) == PRIORITY_STEPS[0]
 
 
+def test_the_cap_is_where_the_last_step_starts() -> None:
+    for steps in (INTERACTIVE_STEPS, BATCH_STEPS, (0, 5), (7,)):
+        cap = backlog_cap(steps)
+        assert job_priority(cap, 0.0, 9e9, steps=steps) == steps[-1]
+        if len(steps) > 1:
+            assert job_priority(cap - 1, 0.0, 9e9, steps=steps) != steps[-1]
+
+
 def test_other_steps_and_bases() -> None:
     assert [job_priority(n, 0.0, 9e9, steps=(0, 5), base=2) for n in (1, 2, 100)] == [0, 5, 5]
     assert job_priority(10**9, 0.0, 9e9, steps=(7,)) == 7
@@ -76,3 +85,24 @@ def test_backlog_counts_a_tenants_waiting_jobs_and_requests(
         # the running parent, finished jobs and the other tenant's 30 do not count.
         got = dispatch.priorities(session, [*requests, queued, aged, uuid.uuid4()])
         assert got == {**{r: 1 for r in requests}, queued: 1, aged: 0}
+
+
+def test_a_backlog_past_the_cap_gets_the_last_step_of_its_class_only(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Counted up to the cap only (a batch sends thousands of jobs), a backlog past it
+    still goes last; and a tenant's batch backlog does not count against its
+    interactive jobs, nor the other way round."""
+    role = f"r{uuid.uuid4().hex[:12]}"
+    with sessions() as session:
+        big = Tenant(name=f"big-{role}")
+        session.add(big)
+        session.commit()
+        many = make_jobs(session, big.id, role, backlog_cap() + 40)
+        batch = Batch(tenant_id=big.id, endpoint="/v1/jobs", status=BatchStatus.in_progress)
+        session.add(batch)
+        session.commit()
+        [in_batch] = make_jobs(session, big.id, role, 1, batch_id=batch.id)
+        got = dispatch.priorities(session, [many[0], many[-1], in_batch])
+        assert got == {many[0]: INTERACTIVE_STEPS[-1], many[-1]: INTERACTIVE_STEPS[-1],
+                       in_batch: BATCH_STEPS[0]}  # fmt: skip

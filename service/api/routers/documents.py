@@ -90,7 +90,7 @@ async def upload_document(
     if created:
         try:
             await run_in_threadpool(dispatch_ingest, str(doc.id))
-            await run_in_threadpool(documents.mark_dispatched, session, doc)
+            await run_in_threadpool(documents.mark_dispatched, session, [doc.id])
         except Exception:
             # The row is safe; the worker's sweeper sends what the API could not.
             log.exception("could not queue document %s; the sweeper will", doc.id)
