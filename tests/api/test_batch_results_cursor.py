@@ -12,14 +12,17 @@ import json
 import random
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from service.batches import expansion, lifecycle
 from service.batches.result_cursor import Cursor, decode, encode, max_chars
 from service.blobstore import BlobStore
+from service.cli.batch import Results, _fetch_results
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.errors import Invalid
@@ -229,3 +232,34 @@ def test_a_cursor_reads_back_as_it_was_handed_out() -> None:
     with pytest.raises(Invalid):
         decode(encode(Cursor(7, (2, 5))), 1)
 
+
+def test_the_cli_carries_the_cursor_between_polls_and_writes_each_result_once(
+    live_server: tuple[str, int], api_key: str, tmp_path: Path
+) -> None:
+    batch, items = make_batch(api_key, 5)
+    out = tmp_path / "results.jsonl"
+    results = Results(out)
+    sent: list[httpx.URL] = []
+    base = f"http://{live_server[0]}:{live_server[1]}"
+    hooks = {"request": [lambda r: sent.append(r.url)]}
+    tight = get_settings().model_copy(update={"batch_results_max_holes": 1})
+    with api_settings(tight), httpx.Client(base_url=base, headers=auth(api_key),
+                                           event_hooks=hooks) as client:  # fmt: skip
+        finish(items, [3, 4, 5])
+        # Line 1 is the one hole the cap allows and line 2 stops the scan there: the
+        # first page moved on (more), the second could not, and the poll ends.
+        _fetch_results(client, batch, results)
+        assert [u.params.get("after") for u in sent] == [None, results.cursor]
+        assert decode(results.cursor or "", 1) == Cursor(1, (1,))
+        assert out.read_text() == ""
+        finish(items, [1, 2])
+        _fetch_results(client, batch, results)
+        assert sent[2].params["after"] == sent[1].params["after"]  # kept between polls
+        assert numbers([json.loads(x) for x in out.read_text().splitlines()]) == [1, 2, 3, 4, 5]
+        _fetch_results(client, batch, results)
+    assert results.written == 5 and len(out.read_text().splitlines()) == 5
+    # A run resuming the file starts from the first line and writes nothing again.
+    again = Results(out)
+    with httpx.Client(base_url=base, headers=auth(api_key)) as client:
+        _fetch_results(client, batch, again)
+    assert again.written == 0 and len(out.read_text().splitlines()) == 5
