@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     archive_max_path_length: int = Field(default=1024, gt=0)
     # How often a worker moves batches on (finalizing, completed, cancelled, expired).
     batch_advance_interval_s: float = Field(default=5.0, gt=0)
+    # The most unfinished lines a batch results cursor carries (its holes; service/
+    # batches/result_cursor.py): a call stops scanning before one more. Each is a line
+    # number and a comma in the Longdoc-Next-Cursor header (base64: 8 bytes for a line of
+    # 50,000), and httpx and uvicorn cap a header block at 16 KiB: hence the ceiling.
+    batch_results_max_holes: int = Field(default=1_000, gt=0, le=1_000)
 
     # Tokenizer file per model role; a role without a usable file falls back to
     # the backend's /tokenize, then to an estimate marked exact=false.

@@ -5,7 +5,7 @@ and the results' output lines `{id, custom_id, response, error}`."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,12 +16,14 @@ from service.api import job_views
 from service.api.file_views import file_id
 from service.api.job_schemas import WebhookOut
 from service.batches import lifecycle as batches
-from service.batches import results
+from service.batches import result_cursor, results
 from service.batches.status import Counts
 from service.models import Batch
 from service.webhooks import outbox
 
-PAGE = 200
+# The results' paging headers (routers/batches.py `batch_results`).
+NEXT_CURSOR = "Longdoc-Next-Cursor"
+MORE = "Longdoc-More"
 
 
 class RequestCounts(BaseModel):
@@ -155,8 +157,9 @@ def to_out(session: Session, batch: Batch) -> BatchOut:
     )
 
 
-def result_lines(batch: Batch, admin: bool) -> Iterator[str]:
-    """The output lines of what is final now, in line order."""
-    for session, page in batches.final_pages(batch.id, PAGE):
+def result_lines(batch: Batch, admin: bool, lines: Sequence[int]) -> Iterator[str]:
+    """The output lines of the items at `lines` (a page `result_cursor.scan` found
+    final), in line order."""
+    for session, page in result_cursor.items_at(batch.id, lines):
         for item, job, state in page:
             yield results.line(session, item, job, state, admin)

@@ -7,6 +7,8 @@ entry into documents, items and jobs; `requests` makes a batch of a request file
 `items` is what both expansions share (an item per line, failed items, the start and
 end of an expansion); `lifecycle` finds, lists, cancels, advances and expires
 batches; `results` builds a request's output line and `outputs` appends those lines
-to the batch's output and error files as requests end. An item with a job takes its
-status from the job (a join), so the job code paths know nothing of batches.
+to the batch's output and error files as requests end; `result_cursor` pages the
+results endpoint with a cursor that skips no request that ends out of line order.
+An item with a job takes its status from the job (a join), so the job code paths
+know nothing of batches.
 """

@@ -3,9 +3,10 @@ to its end.
 
 PATH is an archive, uploaded as it is, or a directory, packed into a tar while it
 uploads (service.cli.packing). The batch is polled (GET /v1/batches/{id}) behind a
-progress bar on stderr; whatever has become final is read from /results and added
-to -o (stdout without it), each custom_id once: run the same command again and the
-API's dedup hands back the same batch, and only the lines the file lacks are written.
+progress bar on stderr; whatever has become final is read from /results, from the
+cursor the call before handed out, and added to -o (stdout without it), each
+custom_id once: run the same command again and the API's dedup hands back the same
+batch, and only the lines the file lacks are written.
 Ctrl-C leaves the batch running. Exit status: 0 the batch completed with every
 request succeeded, 1 it ended otherwise or some requests failed, 2 a usage error or
 no usable server, 130 interrupted.
@@ -48,6 +49,9 @@ from service.cli.api import (
 from service.cli.packing import PackError, StreamReader, entries, tar_stream
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# The results' paging headers (the API's batch_views.NEXT_CURSOR and MORE).
+NEXT_CURSOR = "Longdoc-Next-Cursor"
+MORE = "Longdoc-More"
 # The upload's answer comes once the server has read the archive through: no read limit.
 UPLOAD_TIMEOUT = httpx.Timeout(None, connect=5.0)
 
@@ -65,6 +69,9 @@ class Results:
         self.seen: set[str] = set()
         self.tokens = 0
         self.written = 0
+        # Where the next /results call resumes. Not kept in the file: a run that resumes
+        # one starts from the first line and skips the custom_ids the file has.
+        self.cursor: str | None = None
         if path is not None and path.exists():
             self._load(path)
 
@@ -137,16 +144,30 @@ def _create(client: httpx.Client, path: Path, query: dict[str, Any]) -> dict[str
     return batch
 
 
+def _fetch_page(client: httpx.Client, path: str, results: Results) -> bool:
+    """One page of results after `results.cursor`, written; whether more follow now."""
+    params = {} if results.cursor is None else {"after": results.cursor}
+    with client.stream("GET", path, params=params) as resp, results.sink() as out:
+        if resp.is_error:
+            resp.read()
+            check(resp, "GET", path)
+        for raw in resp.iter_lines():
+            if raw.strip():
+                results.add(raw, out)
+        # Taken only once the whole page is read and written, so the cursor never runs
+        # ahead of the file (a server without one: from the start again, deduplicated).
+        results.cursor = resp.headers.get(NEXT_CURSOR)
+        more: str | None = resp.headers.get(MORE)
+    return more == "true"
+
+
 def _fetch_results(client: httpx.Client, batch_id: str, results: Results) -> None:
+    """What has become final since the last call: the cursor carries on from there
+    (requests below it that were not final then included), page after page."""
     path = f"/v1/batches/{batch_id}/results"
     try:
-        with client.stream("GET", path) as resp, results.sink() as out:
-            if resp.is_error:
-                resp.read()
-                check(resp, "GET", path)
-            for raw in resp.iter_lines():
-                if raw.strip():
-                    results.add(raw, out)
+        while _fetch_page(client, path, results):
+            pass
     except httpx.TransportError as exc:
         unreachable(client, exc)
 

@@ -16,7 +16,7 @@ from service.api import file_views
 from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
 from service.api.responses import V1, errors, json_body_errors
 from service.api.upload import multipart_body, receive_file
-from service.batches import archives, catalog, requests
+from service.batches import archives, catalog, requests, result_cursor
 from service.batches import lifecycle as batches
 from service.blobstore import BlobStore
 from service.db import release
@@ -175,22 +175,66 @@ def cancel_batch(
     return views.to_out(session, batch)
 
 
+_RESULTS_HEADERS = {
+    views.NEXT_CURSOR: {
+        "required": True,
+        "description": "The cursor to pass as `after` on the next call: it resumes after "
+        "this page, holes included.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+    },
+    views.MORE: {
+        "required": True,
+        "description": "`true`: the scan stopped at `limit` or at the cursor's hole cap, "
+        "and calling again at once goes on; `false`: this is all there is for now.",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+    },
+}
+
+
 @router.get(
     "/{batch_id}/results",
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "JSONL: one `{id, custom_id, response, error}` per final request",
+            "description": "JSONL: one `{id, custom_id, response, error}` per final request "
+            "of this page, in line order",
             "content": {"application/jsonl": {"schema": {"type": "string"}}},
+            "headers": _RESULTS_HEADERS,
         },
-        **errors(404, 422),
+        **errors(404, 422, e422="A bad `limit`, or an `after` that is not a cursor"),
     },
 )
 def batch_results(
-    batch_id: str, session: SessionDep, tenant: TenantDep, who: PrincipalDep
+    batch_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    who: PrincipalDep,
+    settings: SettingsDep,
+    after: Annotated[
+        str | None,
+        Query(description="The `Longdoc-Next-Cursor` of the previous call; none: the start."),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="The most lines one call scans.")
+    ] = 1_000,
 ) -> StreamingResponse:
-    """What is final so far, in the archive's order; call again for more."""
+    """The requests that are final, a page at a time. Requests finish out of order, so
+    the cursor is not a line: it is the highest line scanned and the lines below it
+    that were not final yet (at most `BATCH_RESULTS_MAX_HOLES`). A call with it sends
+    those of them that are final now, then the final requests past that line, in line
+    order, scanning at most `limit` lines; along a chain of cursors each request comes
+    exactly once. Without `after` it starts at the first line. The next cursor is in
+    the `Longdoc-Next-Cursor` header; `Longdoc-More: true` means call again at once,
+    `false` that the rest is not final yet (poll)."""
+    holes = settings.batch_results_max_holes
+    cursor = result_cursor.Cursor() if after is None else result_cursor.decode(after, holes)
     batch = batches.get_owned(session, tenant, batch_id)
+    # The page is found before the body starts, as its headers name the next cursor.
+    page = result_cursor.scan(session, batch.id, cursor, limit, holes)
     release(session)
-    lines = views.result_lines(batch, who.is_admin)
-    return StreamingResponse(lines, media_type="application/jsonl")
+    headers = {
+        views.NEXT_CURSOR: result_cursor.encode(page.next),
+        views.MORE: "true" if page.more else "false",
+    }
+    lines = views.result_lines(batch, who.is_admin, page.lines)
+    return StreamingResponse(lines, media_type="application/jsonl", headers=headers)
