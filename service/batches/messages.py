@@ -9,12 +9,15 @@ job would be refused where that is known before counting (a model not served, te
 with NUL: `message_params.check_servable`). The stored body is kept as the batch's
 input file, and the worker's expansion reads it again, request by request, turning
 each request's `params` into an OpenAI chat body (`message_params.to_chat`). The same body
-(its bytes) from one tenant is the same batch, unless that one ended badly.
+(its bytes) from one tenant is the same batch, unless that one ended badly. A
+`callback_url` beside `requests` gets the batch's signed final event, as a request
+file's batch's does (`service.webhooks.outbox.batch_ended`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -46,6 +49,7 @@ from service.models import (
     FilePurpose,
     utcnow,
 )
+from service.webhooks.endpoints import check_callback
 
 if TYPE_CHECKING:  # it imports this module, to hand a message batch over
     from service.batches.expansion import Expansion
@@ -55,6 +59,8 @@ KIND = "anthropic"
 # What every request runs as: Anthropic's params are turned into a chat request.
 ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"  # Anthropic's: a message batch expires 24 hours after it is made
+# Longdoc's: the receiver of the batch's signed final event, as in POST /v1/batches.
+CALLBACK, CALLBACK_FIELD = "callback_url", "body.callback_url"
 _CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
@@ -103,9 +109,23 @@ def _one(index: int, raw: object, seen: set[str]) -> MessageRequest:
     return MessageRequest(index, cid, params)
 
 
-def check(session: Session, path: Any, settings: Settings) -> int:
-    """How many requests the stored body holds, each of them one Longdoc can serve as
-    far as that is known before it is counted (`check_servable`)."""
+def _callback_url(f: IO[bytes]) -> str | None:
+    """The body's `callback_url`, Longdoc's own key beside `requests` (the SDKs send it
+    in `extra_body`, after the requests), read as they are: only its value is built."""
+    f.seek(0)
+    found = list(itertools.islice(ijson.items(f, CALLBACK), 2))
+    if len(found) > 1:
+        raise BadRequest("invalid_request", "callback_url is given twice", field=CALLBACK_FIELD)
+    url = found[0] if found else None
+    if url is not None and (not isinstance(url, str) or not url):
+        why = "callback_url must be an http(s) URL, a non-empty string"
+        raise BadRequest("invalid_request", why, field=CALLBACK_FIELD)
+    return url
+
+
+def check(session: Session, path: Any, settings: Settings) -> tuple[int, str | None]:
+    """(how many requests the stored body holds, each of them one Longdoc can serve as
+    far as that is known before it is counted (`check_servable`); its callback URL)."""
     served = served_models(session, settings)
     n = 0
     with open(path, "rb") as f:
@@ -113,7 +133,7 @@ def check(session: Session, path: Any, settings: Settings) -> int:
             body = to_chat(req.index, req.params)
             check_servable(req.index, req.params, body, settings, served)
             n += 1
-    return n
+        return n, _callback_url(f)
 
 
 def _dedup_key(sha256: str) -> str:
@@ -127,9 +147,13 @@ def create(
     tenant_id: uuid.UUID,
     received: ReceivedFile,
 ) -> tuple[Batch, bool]:
-    """(batch, created) for a received body, checked whole before anything is kept."""
+    """(batch, created) for a received body, checked whole before anything is kept:
+    BadRequest for a bad request, Invalid for a callback URL that cannot be delivered
+    to (as `POST /v1/batches` refuses it)."""
     try:
-        total = check(session, received.tmp_path, settings)
+        total, callback = check(session, received.tmp_path, settings)
+        if callback is not None:
+            check_callback(session, settings, tenant_id, callback, CALLBACK_FIELD)
         key = _dedup_key(received.sha256)
         existing = batches.reusable(session, tenant_id, key)
         session.commit()
@@ -144,6 +168,7 @@ def create(
         tenant_id=tenant_id, kind=KIND, status=BatchStatus.validating, endpoint=ENDPOINT,
         filename=source.filename, input_file_id=source.id, completion_window=WINDOW,
         expires_at=now + timedelta(hours=24), total=total, dedup_key=key, created_at=now,
+        callback_url=callback,
     )  # fmt: skip
     made, created = catalog.insert_once(session, batch)
     if not created:  # another request made it meanwhile: its body is stored already
