@@ -44,6 +44,7 @@ class MessageBatch(BaseModel):
     cancel_initiated_at: datetime | None
     archived_at: datetime | None = None
     results_url: str | None
+    callback_url: str | None = None  # Longdoc's: where the batch's final event goes
 
 
 class MessageBatchList(BaseModel):
@@ -89,6 +90,7 @@ def to_message_batch(session: Session, batch: Batch, base_url: str) -> MessageBa
         ended_at=_ended_at(batch) if state == "ended" else None,
         cancel_initiated_at=batch.cancelling_at,
         results_url=results if state == "ended" else None,
+        callback_url=batch.callback_url,
     )
 
 

@@ -4,7 +4,8 @@ FastAPI's `UploadFile` spools the whole body before the handler runs, so a 10 GB
 upload would be on disk before we could refuse it. Here the body is parsed as it
 arrives: bytes of the `file` field are hashed and written to a temp file, and the
 request is cut off (413) the moment it passes the limit. Of the other fields, only
-those the route names are kept (small values such as the Files API's `purpose`).
+those the route names are kept (small values such as the Files API's `purpose`). A raw
+body (`receive_body`: a message batch's JSON) goes the same way, through one `_Spool`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -61,21 +61,88 @@ def clean_filename(raw: str | None) -> str:
     return name or "upload"
 
 
+class _Spool:
+    """A body's bytes as they arrive (a multipart `file` field's, or a whole raw body):
+    counted against `limit`, hashed, the head kept, written to a temp file of the store,
+    which is gone again if receiving them fails."""
+
+    def __init__(self, store: BlobStore, limit: int) -> None:
+        self.limit = limit
+        self.fd, self.tmp = store.temp_file()
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.head = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _TooLarge
+        self.digest.update(chunk)
+        if len(self.head) < _HEAD_BYTES:
+            self.head += chunk[: _HEAD_BYTES - len(self.head)]
+        os.write(self.fd, chunk)  # whole: a regular file takes every byte at once
+
+    async def fill(
+        self,
+        request: Request,
+        feed: Callable[[bytes], object],
+        end: Callable[[], None] | None = None,
+        malformed: str | None = None,
+    ) -> None:
+        """Hand the request's body to `feed` chunk by chunk (then `end`), the temp file
+        closed after. Past the limit a 413; with `malformed` (what the body is), what
+        `feed` raises other than a refusal is a 400 malformed body."""
+        try:
+            try:
+                async for chunk in request.stream():
+                    feed(chunk)
+                if end is not None:
+                    end()
+            finally:
+                os.close(self.fd)
+        except _TooLarge:
+            self.tmp.unlink(missing_ok=True)
+            raise _too_large(self.limit) from None
+        except Exception as exc:
+            self.tmp.unlink(missing_ok=True)
+            if malformed is None or isinstance(exc, StarletteHTTPException | DomainError):
+                raise
+            raise BadRequest("malformed_body", f"malformed {malformed} body: {exc}") from None
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)  # cancelled mid-body: nothing of it stays
+            raise
+
+    def received(self, filename: str, fields: dict[str, str] | None = None) -> ReceivedFile:
+        return ReceivedFile(
+            tmp_path=self.tmp,
+            sha256=self.digest.hexdigest(),
+            size=self.size,
+            filename=filename,
+            head=bytes(self.head),
+            fields=fields or {},
+        )
+
+
+def _admit(request: Request, limit: int, framing: int = 0) -> None:
+    """Refuse an honest Content-Length over the limit before reading a byte, and let
+    this body past the API's JSON cap (it is counted as it arrives, as every body is)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + framing:
+        raise _too_large(limit)
+    body_limit.allow(request, limit + framing)
+
+
 class _FileSink:
-    """Parser callbacks that route the `file` field's bytes to disk."""
+    """Parser callbacks that route the `file` field's bytes to the spool."""
 
     def __init__(
-        self, fd: int, limit: int, wanted: tuple[str, ...] = (), check: FieldCheck | None = None
+        self, spool: _Spool, wanted: tuple[str, ...] = (), check: FieldCheck | None = None
     ) -> None:
-        self.fd = fd
-        self.limit = limit
+        self.spool = spool
         self.wanted = wanted
         self.check = check
         self.fields: dict[str, bytearray] = {}
         self._field: str | None = None
-        self.size = 0
-        self.digest = hashlib.sha256()
-        self.head = bytearray()
         self.filename: str | None = None
         self.found = False
         # Set by the parser only at the closing boundary: a body that stops before it
@@ -116,16 +183,8 @@ class _FileSink:
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._field is not None:
             self._keep(data[start:end])
-        if not self._in_file:
-            return
-        chunk = data[start:end]
-        self.size += len(chunk)
-        if self.size > self.limit:
-            raise _TooLarge
-        self.digest.update(chunk)
-        if len(self.head) < _HEAD_BYTES:
-            self.head += chunk[: _HEAD_BYTES - len(self.head)]
-        os.write(self.fd, chunk)
+        if self._in_file:
+            self.spool.write(data[start:end])
 
     def _keep(self, chunk: bytes) -> None:
         value = self.fields[self._field or ""]
@@ -172,37 +231,16 @@ async def receive_file(
             "not_multipart",
             f"send multipart/form-data with the file in a field named {FIELD!r}",
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + _FRAMING_ALLOWANCE:
-        raise _too_large(limit)
-    # This body may run past the JSON cap; the file's own limit is counted below.
-    body_limit.allow(request, limit + _FRAMING_ALLOWANCE)
-
-    fd, tmp = store.temp_file()
-    sink = _FileSink(fd, limit, fields, check)
+    # The file's own limit is counted as it arrives; the framing around it is small.
+    _admit(request, limit, _FRAMING_ALLOWANCE)
+    spool = _Spool(store, limit)
+    sink = _FileSink(spool, fields, check)
     parser = MultipartParser(boundary, _callbacks(sink))  # type: ignore[arg-type]
-    try:
-        try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-        finally:
-            os.close(fd)
-    except _TooLarge:
-        tmp.unlink(missing_ok=True)
-        raise _too_large(limit) from None
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, StarletteHTTPException | DomainError):
-            raise
-        raise BadRequest("malformed_body", f"malformed multipart body: {exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # cancelled mid-body: nothing of it stays
-        raise
-    return _finish(sink, tmp)
+    await spool.fill(request, parser.write, parser.finalize, malformed="multipart")
+    return _finish(sink)
 
 
-def _finish(sink: _FileSink, tmp: Path) -> ReceivedFile:
+def _finish(sink: _FileSink) -> ReceivedFile:
     """The parsed upload, or the refusal of an incomplete one (its temp file gone)."""
     try:
         if not sink.complete:
@@ -216,16 +254,9 @@ def _finish(sink: _FileSink, tmp: Path) -> ReceivedFile:
             raise Invalid("missing_file", f"no form field named {FIELD!r}", field=f"body.{FIELD}")
         kept = {name: _text(name, value) for name, value in sink.fields.items()}
     except DomainError:
-        tmp.unlink(missing_ok=True)
+        sink.spool.tmp.unlink(missing_ok=True)
         raise
-    return ReceivedFile(
-        tmp_path=tmp,
-        sha256=sink.digest.hexdigest(),
-        size=sink.size,
-        filename=clean_filename(sink.filename),
-        head=bytes(sink.head),
-        fields=kept,
-    )
+    return sink.spool.received(clean_filename(sink.filename), kept)
 
 
 def _text(name: str, value: bytearray) -> str:
@@ -255,30 +286,7 @@ async def receive_body(
 ) -> ReceivedFile:
     """The raw request body (a JSON document too large to hold, such as a message
     batch), streamed into a temp file of the store and cut off past `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    body_limit.allow(request, limit)  # counted as it arrives, as every body is
-    fd, tmp = store.temp_file()
-    digest, size, head = hashlib.sha256(), 0, bytearray()
-    try:
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _TooLarge
-                digest.update(chunk)
-                if len(head) < _HEAD_BYTES:
-                    head += chunk[: _HEAD_BYTES - len(head)]
-                os.write(fd, chunk)  # whole: a regular file takes every byte at once
-        finally:
-            os.close(fd)
-    except _TooLarge:
-        tmp.unlink(missing_ok=True)
-        raise _too_large(limit) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return ReceivedFile(
-        tmp_path=tmp, sha256=digest.hexdigest(), size=size, filename=filename, head=bytes(head)
-    )
+    _admit(request, limit)
+    spool = _Spool(store, limit)
+    await spool.fill(request, spool.write)
+    return spool.received(filename)

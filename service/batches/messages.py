@@ -4,15 +4,20 @@ request file.
 
 The body is streamed to the blob store by the API and checked there request by
 request (`ijson`: the API's memory does not grow with the body); a bad request refuses
-the whole batch with the request named, as Anthropic does. The stored body is kept as
-the batch's input file, and the worker's expansion reads it again, request by request,
-turning each request's `params` into an OpenAI chat body (`to_chat`). The same body
-(its bytes) from one tenant is the same batch, unless that one ended badly.
+the whole batch with the request named, as Anthropic does, and so does one whose chat
+job would be refused where that is known before counting (a model not served, text
+with NUL: `message_params.check_servable`). The stored body is kept as the batch's
+input file, and the worker's expansion reads it again, request by request, turning
+each request's `params` into an OpenAI chat body (`message_params.to_chat`). The same body
+(its bytes) from one tenant is the same batch, unless that one ended badly. A
+`callback_url` beside `requests` gets the batch's signed final event, as a request
+file's batch's does (`service.webhooks.outbox.batch_ended`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -29,10 +34,12 @@ from service import files
 from service.batches import catalog, items, requests
 from service.batches import lifecycle as batches
 from service.batches import request_lines as lines
+from service.batches.message_params import check_servable, refuse, to_chat
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.documents import ReceivedFile
 from service.errors import BadRequest
+from service.jobs.planning import served_models
 from service.models import (
     BATCH_FINAL,
     Batch,
@@ -42,6 +49,7 @@ from service.models import (
     FilePurpose,
     utcnow,
 )
+from service.webhooks.endpoints import check_callback
 
 if TYPE_CHECKING:  # it imports this module, to hand a message batch over
     from service.batches.expansion import Expansion
@@ -51,12 +59,9 @@ KIND = "anthropic"
 # What every request runs as: Anthropic's params are turned into a chat request.
 ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"  # Anthropic's: a message batch expires 24 hours after it is made
+# Longdoc's: the receiver of the batch's signed final event, as in POST /v1/batches.
+CALLBACK, CALLBACK_FIELD = "callback_url", "body.callback_url"
 _CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_PARAMS = frozenset(
-    {"model", "max_tokens", "messages", "system", "temperature", "top_p", "stop_sequences"}
-)
-# Accepted and not acted on: they change nothing a text-only completion gives back.
-_IGNORED = frozenset({"metadata", "top_k", "stream", "service_tier"})
 
 
 @dataclass(frozen=True)
@@ -64,72 +69,6 @@ class MessageRequest:
     index: int  # 0-based place in `requests`
     custom_id: str
     params: dict[str, Any]
-
-
-def _refuse(index: int | None, what: str, field: str = "") -> BadRequest:
-    where = "body.requests" if index is None else f"body.requests[{index}]{field}"
-    prefix = "" if index is None else f"requests[{index}]{field}: "
-    return BadRequest("invalid_request", f"{prefix}{what}", field=where)
-
-
-def _text_blocks(value: object, index: int, field: str) -> str | list[dict[str, str]]:
-    """A content value as a chat message's content: a string, or Anthropic's text
-    blocks as OpenAI's text parts (`{type: "text", text}` both; other keys, such as
-    `cache_control`, change nothing here and are dropped)."""
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list) or not value:
-        raise _refuse(index, "must be a string or a non-empty list of content blocks", field)
-    parts = []
-    for k, block in enumerate(value):
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind != "text" or not isinstance(block.get("text"), str):
-            why = f"block {k} is of type {kind!r}; only text blocks are served"
-            raise _refuse(index, why, field)
-        parts.append({"type": "text", "text": block["text"]})
-    return parts
-
-
-def _messages(index: int, params: dict[str, Any]) -> list[dict[str, Any]]:
-    given = params.get("messages")
-    if not isinstance(given, list) or not given:
-        raise _refuse(index, "messages must be a non-empty list", ".params.messages")
-    out: list[dict[str, Any]] = []
-    if "system" in params:
-        system = _text_blocks(params["system"], index, ".params.system")
-        out.append({"role": "system", "content": system})
-    for k, m in enumerate(given):
-        field = f".params.messages[{k}]"
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            role = m.get("role") if isinstance(m, dict) else None
-            raise _refuse(index, f"role must be user or assistant, not {role!r}", field)
-        out.append({"role": m["role"], "content": _text_blocks(m.get("content"), index, field)})
-    return out
-
-
-def to_chat(index: int, params: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAI chat body Anthropic's `params` ask for; BadRequest naming the field
-    when they are not a request Longdoc serves."""
-    unknown = sorted(set(params) - _PARAMS - _IGNORED)
-    if unknown:
-        raise _refuse(index, f"unknown or unserved parameters {unknown}", ".params")
-    model, max_tokens = params.get("model"), params.get("max_tokens")
-    if not isinstance(model, str) or not model:
-        why = "a model is required (a role, a served model or auto)"
-        raise _refuse(index, why, ".params.model")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise _refuse(index, "max_tokens must be a positive integer", ".params.max_tokens")
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": max_tokens,
-        "messages": _messages(index, params),
-    }
-    for name in ("temperature", "top_p"):
-        if name in params:
-            body[name] = params[name]
-    if "stop_sequences" in params:
-        body["stop"] = params["stop_sequences"]
-    return body
 
 
 def read(f: IO[bytes], max_requests: int) -> Iterator[MessageRequest]:
@@ -144,40 +83,57 @@ def read(f: IO[bytes], max_requests: int) -> Iterator[MessageRequest]:
         index = -1
         for index, raw in enumerate(ijson.items(f, "requests.item", use_float=True)):
             if index >= max_requests:
-                raise _refuse(None, f"more than {max_requests} requests in one batch")
+                raise refuse(None, f"more than {max_requests} requests in one batch")
             yield _one(index, raw, seen)
         if index < 0:
-            raise _refuse(None, "requests must be a non-empty list")
-    except ijson.JSONError as exc:
+            raise refuse(None, "requests must be a non-empty list")
+    except (ijson.JSONError, UnicodeDecodeError) as exc:  # bytes that are not UTF-8 text
         why = f"the body is not valid JSON: {exc}"
         raise BadRequest("invalid_json", why, field="body") from None
 
 
 def _one(index: int, raw: object, seen: set[str]) -> MessageRequest:
     if not isinstance(raw, dict):
-        raise _refuse(index, "each request must be an object {custom_id, params}")
+        raise refuse(index, "each request must be an object {custom_id, params}")
     extra = sorted(set(raw) - {"custom_id", "params"})
     if extra:
-        raise _refuse(index, f"unknown fields {extra}")
+        raise refuse(index, f"unknown fields {extra}")
     cid, params = raw.get("custom_id"), raw.get("params")
     if not isinstance(cid, str) or not _CUSTOM_ID.fullmatch(cid):
-        raise _refuse(index, "custom_id must be 1 to 64 of a-z A-Z 0-9 _ -", ".custom_id")
+        raise refuse(index, "custom_id must be 1 to 64 of a-z A-Z 0-9 _ -", ".custom_id")
     if cid in seen:
-        raise _refuse(index, f"custom_id {cid!r} is used twice", ".custom_id")
+        raise refuse(index, f"custom_id {cid!r} is used twice", ".custom_id")
     seen.add(cid)
     if not isinstance(params, dict):
-        raise _refuse(index, "params must be an object", ".params")
+        raise refuse(index, "params must be an object", ".params")
     return MessageRequest(index, cid, params)
 
 
-def check(path: Any, settings: Settings) -> int:
-    """How many requests the stored body holds, each of them one Longdoc can serve."""
+def _callback_url(f: IO[bytes]) -> str | None:
+    """The body's `callback_url`, Longdoc's own key beside `requests` (the SDKs send it
+    in `extra_body`, after the requests), read as they are: only its value is built."""
+    f.seek(0)
+    found = list(itertools.islice(ijson.items(f, CALLBACK), 2))
+    if len(found) > 1:
+        raise BadRequest("invalid_request", "callback_url is given twice", field=CALLBACK_FIELD)
+    url = found[0] if found else None
+    if url is not None and (not isinstance(url, str) or not url):
+        why = "callback_url must be an http(s) URL, a non-empty string"
+        raise BadRequest("invalid_request", why, field=CALLBACK_FIELD)
+    return url
+
+
+def check(session: Session, path: Any, settings: Settings) -> tuple[int, str | None]:
+    """(how many requests the stored body holds, each of them one Longdoc can serve as
+    far as that is known before it is counted (`check_servable`); its callback URL)."""
+    served = served_models(session, settings)
     n = 0
     with open(path, "rb") as f:
         for req in read(f, settings.batch_max_requests):
-            to_chat(req.index, req.params)
+            body = to_chat(req.index, req.params)
+            check_servable(req.index, req.params, body, settings, served)
             n += 1
-    return n
+        return n, _callback_url(f)
 
 
 def _dedup_key(sha256: str) -> str:
@@ -191,9 +147,13 @@ def create(
     tenant_id: uuid.UUID,
     received: ReceivedFile,
 ) -> tuple[Batch, bool]:
-    """(batch, created) for a received body, checked whole before anything is kept."""
+    """(batch, created) for a received body, checked whole before anything is kept:
+    BadRequest for a bad request, Invalid for a callback URL that cannot be delivered
+    to (as `POST /v1/batches` refuses it)."""
     try:
-        total = check(received.tmp_path, settings)
+        total, callback = check(session, received.tmp_path, settings)
+        if callback is not None:
+            check_callback(session, settings, tenant_id, callback, CALLBACK_FIELD)
         key = _dedup_key(received.sha256)
         existing = batches.reusable(session, tenant_id, key)
         session.commit()
@@ -208,6 +168,7 @@ def create(
         tenant_id=tenant_id, kind=KIND, status=BatchStatus.validating, endpoint=ENDPOINT,
         filename=source.filename, input_file_id=source.id, completion_window=WINDOW,
         expires_at=now + timedelta(hours=24), total=total, dedup_key=key, created_at=now,
+        callback_url=callback,
     )  # fmt: skip
     made, created = catalog.insert_once(session, batch)
     if not created:  # another request made it meanwhile: its body is stored already

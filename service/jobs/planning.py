@@ -199,6 +199,21 @@ def chat_backend_rows(session: Session, settings: Settings, model: str) -> list[
     )
 
 
+def served_models(session: Session, settings: Settings) -> frozenset[str] | None:
+    """What a chat request's `model` may name on this deployment, as far as it is known
+    without asking a server: "auto", each configured role, and each configured server's
+    model as last probed (`chat_backend_rows` matches the same names). None when a
+    configured server has not told its model yet (never probed, or never answered): a
+    name may be that one, so only its job's planning can refuse it."""
+    configured = {normalize_url(c.url): c.role for c in settings.backends}
+    rows = session.scalars(select(BackendRow).where(BackendRow.url.in_(configured)))
+    models = {r.url: (r.role, r.model) for r in rows}
+    if any(models.get(url, (None, None))[1] is None for url in configured):
+        return None
+    names = {name for pair in models.values() for name in pair if name}
+    return frozenset({"auto", *configured.values(), *names})
+
+
 def plan_chat_job(
     settings: Settings, rows: Sequence[BackendRow], texts: Sequence[str], max_output_tokens: int
 ) -> Planned:

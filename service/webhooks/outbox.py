@@ -4,8 +4,9 @@ makes the change it announces.
 So a job that ends is announced exactly when its end commits (a rollback takes the
 delivery with it), and a delivery outlives any worker: `service.webhooks.delivery`
 sends what is due, and the row, not a broker message, says what is. Payloads are
-thin (`{type, timestamp, data: {id, object, status}}`): a receiver fetches the job or
-batch for the rest, with its own key, so a webhook never carries a result.
+thin (`{type, timestamp, data: {id, object, status}}`, and a succeeded job's
+`result_url`): a receiver fetches the job, its result or the batch for the rest, with
+its own key, so a webhook never carries a result.
 
 Who receives: every enabled endpoint of the tenant, and the job's or batch's own
 callback URL. A job of a batch is announced by its batch's event only (a batch of a
@@ -26,6 +27,7 @@ from service.models import (
     FINAL,
     Batch,
     Job,
+    JobStatus,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -97,11 +99,16 @@ def jobs_ended(session: Session, job_ids: Iterable[uuid.UUID], now: datetime) ->
         )
     ).all()
     for job_id, tenant_id, status, url in rows:
+        data: dict[str, object] = {"id": str(job_id), "object": "job", "status": status.value}
+        if status == JobStatus.succeeded:
+            # Where the result is read (with the receiver's own key), not the result: the
+            # path under the API's base, which a worker does not know.
+            data["result_url"] = f"/v1/jobs/{job_id}/result"
         enqueue(
             session,
             f"job.{status.value}",
             tenant_id=tenant_id,
-            data={"id": str(job_id), "object": "job", "status": status.value},
+            data=data,
             now=now,
             callback_url=url,
             job_id=job_id,

@@ -14,14 +14,16 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
+from service.backends.probe import normalize_url
 from service.batches import lifecycle
 from service.config import get_settings
 from service.db import get_sessionmaker
-from service.models import Batch, BatchItem, BatchStatus, File, Job
+from service.deployment import BackendConfig
+from service.models import Backend, Batch, BatchItem, BatchStatus, File, Job
 from tests.api.test_archive_batches import _tenant
-from tests.conftest import _new_key, wait_for
+from tests.conftest import _new_key, api_settings, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +134,22 @@ def test_a_message_batch_runs_its_requests_and_their_results_read_back(
         assert all(s.get(Job, j.id) is not None for j in jobs.values() if j is not None)
 
 
+# `invalid_request`: the batch's shape; the others are the chat request's own checks,
+# made at creation where they need no tokenizer (service/batches/message_params.py).
+CODES = ("invalid_request", "invalid_json", "unknown_model", "invalid_messages", "bad_budget",
+         "bad_params", "invalid_body")  # fmt: skip
+
+
 def _refused(client: anthropic.Anthropic, requests: Any) -> str:
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.batches.create(requests=requests)
     body = info.value.body
     assert isinstance(body, dict)
     error: dict[str, Any] = body["error"]
-    assert error["code"] in ("invalid_request", "invalid_json"), error
+    assert error["code"] in CODES, error
+    # The shape both SDKs read: `param` the field at fault, `message` what is wrong.
+    assert (error["param"], error["message"]) == (error["field"], error["reason"]), error
+    assert error["reason"] in str(info.value)
     return f"{error['field']}: {error['reason']}"
 
 
@@ -158,6 +169,28 @@ def _refused(client: anthropic.Anthropic, requests: Any) -> str:
         ([request("ok"), "not an object"], "requests[1]"),
         ([{"custom_id": "a", "params": {}, "extra": 1}], "extra"),
         ([], "non-empty"),
+        # What the request's chat job would be refused, known before anything runs:
+        # no backend is configured here, so no role or model is served ("auto" is
+        # left to routing), and text with NUL can be neither counted nor stored.
+        ([request("ok"), request("a", model="gemma")],
+         "body.requests[1].params.model: requests[1].params.model: no backend serves "
+         "model 'gemma'; name one of ['auto']"),
+        ([request("a", "nul \x00 here")],
+         "body.requests[0].params.messages[0].content: requests[0].params.messages[0]"
+         ".content: must not contain NUL"),
+        ([request("a", messages=[{"role": "user", "content": "hi"},
+                                 {"role": "assistant", "content": [
+                                     {"type": "text", "text": "ok"},
+                                     {"type": "text", "text": "\x00"}]}])],
+         "body.requests[0].params.messages[1].content[1].text: "),
+        ([request("a", system="\x00")], "body.requests[0].params.system: "),
+        ([request("a", system=[{"type": "text", "text": "a"}, {"type": "text", "text": "\x00"}])],
+         "body.requests[0].params.system[1].text: "),
+        ([request("a", "   ")], "body.requests[0].params.messages: "),
+        ([request("a", max_tokens=10**9)], "body.requests[0].params.max_tokens: "),
+        ([request("a", stop_sequences=["a", "b", "c", "d", "e"])],
+         "body.requests[0].params.stop_sequences: "),
+        ([request("a", temperature=5)], "body.requests[0].params.temperature: "),
     ],
 )  # fmt: skip
 def test_a_bad_request_refuses_the_whole_batch_naming_it(
@@ -166,6 +199,33 @@ def test_a_bad_request_refuses_the_whole_batch_naming_it(
     before = rows_of_tenant(api_key)
     assert named in _refused(claude, requests)
     assert rows_of_tenant(api_key) == before  # neither a batch nor its body kept
+
+
+def test_a_model_is_refused_at_creation_only_when_no_configured_backend_serves_it(
+    claude: anthropic.Anthropic,
+) -> None:
+    config = BackendConfig(role="gemma", url="http://127.0.0.1:9")
+    tag = uuid.uuid4().hex[:8]
+    with api_settings(get_settings().model_copy(update={"backends": [config]})):
+        # Never probed: the server's model is not known, so any name may be it and
+        # only its job's planning can tell.
+        claude.messages.batches.create(requests=[request(f"unprobed-{tag}", model="x/y")])
+        with get_sessionmaker()() as s:
+            row = Backend(role="gemma", url=normalize_url(config.url), model="served/model")
+            s.add(row)
+            s.commit()
+        try:
+            for model in ("gemma", "served/model", "auto"):  # a role, the served name
+                asked = [request(f"{tag}-{model.replace('/', '-')}", model=model)]
+                made = claude.messages.batches.create(requests=asked)  # type: ignore[arg-type]
+                assert made.processing_status == "in_progress"
+            why = _refused(claude, [request(f"other-{tag}", model="other/model")])
+            assert why.startswith("body.requests[0].params.model: "), why
+            assert "name one of ['auto', 'gemma', 'served/model']" in why
+        finally:
+            with get_sessionmaker()() as s:
+                s.execute(delete(Backend).where(Backend.id == row.id))
+                s.commit()
 
 
 def rows_of_tenant(key: str) -> tuple[int, int]:
@@ -178,8 +238,9 @@ def rows_of_tenant(key: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{not json", b"[1, 2]", b'{"requests": {"a": 1}}', b'{"requests": [', b"\xff\xfe"],
-)
+    [b"", b"{not json", b"[1, 2]", b'{"requests": {"a": 1}}', b'{"requests": [', b"\xff\xfe",
+     b'{"requests": [{"custom_id": "a", "params": {"model": "auto\xed\xa0\x80"}}]}'],
+)  # fmt: skip
 def test_a_body_that_is_not_a_message_batch_is_400(base: str, api_key: str, body: bytes) -> None:
     headers = {"x-api-key": api_key, "content-type": "application/json"}
     resp = httpx.post(f"{base}/v1/messages/batches", headers=headers, content=body)

@@ -46,6 +46,8 @@ def _run_and_release(w: World, job_id: uuid.UUID, status: JobStatus) -> None:
 
 def _payload(event: str, job_id: uuid.UUID, status: str) -> dict[str, object]:
     data = {"id": str(job_id), "object": "job", "status": status}
+    if status == "succeeded":  # where to read it, not the result itself
+        data["result_url"] = f"/v1/jobs/{job_id}/result"
     return {"type": event, "timestamp": at(2).isoformat().replace("+00:00", "Z"), "data": data}
 
 
@@ -103,4 +105,5 @@ def test_a_map_reduce_job_is_announced_when_its_last_request_fans_in(world: Worl
         "id": str(parent_id),
         "object": "job",
         "status": "succeeded",
+        "result_url": f"/v1/jobs/{parent_id}/result",
     }

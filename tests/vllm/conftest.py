@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ MODELS = CACHE / "models"
 DATA = Path(__file__).parent / "data"
 
 SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # its registry id, for its KV geometry
 MAX_MODEL_LEN = 2048
 KV_CACHE_GIB = 1
 
@@ -86,4 +88,15 @@ def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmSer
 @pytest.fixture(scope="module")
 def client(smollm2_server: VllmServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=smollm2_server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def api(database: str, broker: Any) -> Iterator[Any]:
+    """The API in process: here `client` is an httpx client of the vLLM server."""
+    from fastapi.testclient import TestClient
+
+    from service.api.main import app
+
+    with TestClient(app) as c:
         yield c

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import redis
 from sqlalchemy import func, select
 
 from service.backends.server import VllmServer
@@ -27,19 +24,7 @@ from tests.api.test_documents import settled, upload
 from tests.conftest import api_settings, auth, start_worker, stop_worker, wait_for
 from tests.jobs.conftest import running_requests, wait_job
 from tests.netrelay import Forwarder
-
-SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-@pytest.fixture
-def api(database: str, broker: redis.Redis) -> Iterator[Any]:
-    # tests/vllm's own `client` is an httpx client of the vLLM server; this is the API's.
-    from fastapi.testclient import TestClient
-
-    from service.api.main import app
-
-    with TestClient(app) as c:
-        yield c
+from tests.vllm.conftest import SMOLLM2_ID
 
 
 def test_soft_time_limit_fails_the_job_as_timeout_once(

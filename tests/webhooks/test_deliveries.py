@@ -9,166 +9,59 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import uuid
 import zipfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from service.config import Settings, as_environment, get_settings
+from service.config import Settings
 from service.db import get_sessionmaker
 from service.keys import create_key
-from service.models import WebhookDelivery
 from service.webhooks.delivery import Claimed, post
 from service.webhooks.signing import generate_secret
-from tests.conftest import api_settings, auth, start_worker, stop_worker, wait_for
-from tests.webhooks.receiver import Receiver, start_receiver
+from tests.conftest import api_settings, auth
+from tests.webhooks.conftest import (
+    Client,
+    Workers,
+    batch_announced,
+    deliveries,
+    make_job,
+    parsed_note,
+    register_endpoint,
+    settled,
+    upload_note,
+    verified,
+)
+from tests.webhooks.receiver import Receiver
 
-Client = Any
-WAIT_S = 90.0
-
-
-def _settings() -> Settings:
-    return get_settings().model_copy(
-        update={
-            "webhook_allow_private": True,  # the receiver is on 127.0.0.1
-            "webhook_poll_interval_s": 0.2,
-            "webhook_backoff_s": 0.2,
-            "webhook_max_attempts": 3,
-            "webhook_timeout_s": 5.0,
-        }
-    )
-
-
-class Workers:
-    """The module's worker, which a test may stop and replace."""
-
-    def __init__(self, logs: Path, settings: Settings) -> None:
-        self.logs, self.env = logs, as_environment(settings)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        if self.proc is None:
-            self.proc = start_worker(self.logs / f"worker-{uuid.uuid4().hex[:6]}.log", env=self.env)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_worker(self.proc)
-            self.proc = None
-
-
-@pytest.fixture(scope="module")
-def settings(database: str, broker: Any) -> Iterator[Settings]:
-    with api_settings(_settings()) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def workers(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    w = Workers(tmp_path_factory.mktemp("webhooks"), settings)
-    w.start()
-    yield w
-    w.stop()
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = start_receiver()
-    yield r
-    r.server.shutdown()
-
-
-@pytest.fixture
-def key(database: str) -> str:
-    """A tenant of its own per test: endpoints receive every event of their tenant."""
-    with get_sessionmaker()() as s:
-        return create_key(s, f"hooks-{uuid.uuid4().hex[:8]}")
-
-
-def _endpoint(client: Client, key: str, url: str) -> dict[str, Any]:
-    r = client.post("/v1/webhooks/endpoints", headers=auth(key), json={"url": url})
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    assert body["secret"].startswith("whsec_")
-    return body
-
-
-def _upload(client: Client, key: str) -> str:
-    text = f"A note for the webhook tests, {uuid.uuid4().hex}.\n".encode()
-    r = client.post("/v1/documents", headers=auth(key), files={"file": ("n.txt", text)})
-    assert r.status_code in (200, 202), r.text
-    return str(r.json()["id"])
-
-
-def _parsed(client: Client, key: str) -> str:
-    doc_id = _upload(client, key)
-
-    def done() -> str | None:
-        status = client.get(f"/v1/documents/{doc_id}", headers=auth(key)).json()["status"]
-        return status if status in ("parsed", "failed") else None
-
-    assert wait_for(done, timeout=WAIT_S, what="the note to parse") == "parsed"
-    return doc_id
-
-
-def _job(client: Client, key: str, doc_id: str, **extra: Any) -> dict[str, Any]:
-    body = {"document_id": doc_id, "task": "summarize", "max_output_tokens": 16, **extra}
-    r = client.post("/v1/jobs", headers=auth(key), json=body)
-    assert r.status_code in (200, 202), r.text
-    job: dict[str, Any] = r.json()
-    return job
+pytestmark = pytest.mark.usefixtures("workers")
 
 
 def _failed_job(client: Client, key: str, **extra: Any) -> dict[str, Any]:
-    job = _job(client, key, _parsed(client, key), **extra)
+    job = make_job(client, key, parsed_note(client, key), **extra)
     assert job["status"] == "failed" and job["error"]["code"] == "no_backend", job
     return job
-
-
-def _deliveries(job_id: str) -> list[WebhookDelivery]:
-    with get_sessionmaker()() as s:
-        stmt = select(WebhookDelivery).where(WebhookDelivery.job_id == uuid.UUID(job_id))
-        return list(s.scalars(stmt))
-
-
-def _settled(job_id: str, n: int = 1) -> list[WebhookDelivery]:
-    def done() -> list[WebhookDelivery] | None:
-        rows = _deliveries(job_id)
-        return rows if len(rows) == n and all(d.status != "pending" for d in rows) else None
-
-    return wait_for(done, timeout=WAIT_S, what=f"job {job_id}'s deliveries to settle")
-
-
-def _verified(secret: str, got: Any) -> dict[str, Any]:
-    body: dict[str, Any] = Webhook(secret).verify(got.body, got.headers)
-    return body
-
-
-pytestmark = pytest.mark.usefixtures("workers")
 
 
 def test_a_failed_job_is_announced_signed_to_its_endpoint_and_callback(
     client: Client, key: str, receiver: Receiver
 ) -> None:
     path, cb = f"/ep/{uuid.uuid4().hex}", f"/cb/{uuid.uuid4().hex}"
-    secret = _endpoint(client, key, receiver.url(path))["secret"]
+    secret = register_endpoint(client, key, receiver.url(path))["secret"]
     job = _failed_job(client, key, callback_url=receiver.url(cb))
     assert job["callback_url"] == receiver.url(cb)
-    rows = _settled(job["id"], n=2)
+    rows = settled(job["id"], n=2)
     assert {d.status for d in rows} == {"succeeded"}
     for where in (path, cb):
         (got,) = receiver.at(where)
-        event = _verified(secret, got)
+        event = verified(secret, got)
         assert event["type"] == "job.failed"
         assert event["data"] == {"id": job["id"], "object": "job", "status": "failed"}
         assert got.headers["webhook-id"] in {d.id for d in rows}
         with pytest.raises(WebhookVerificationError):
-            Webhook(_endpoint(client, key, receiver.url("/x"))["secret"]).verify(
+            Webhook(register_endpoint(client, key, receiver.url("/x"))["secret"]).verify(
                 got.body, got.headers
             )
     shown = client.get(f"/v1/jobs/{job['id']}", headers=auth(key)).json()["webhooks"]
@@ -182,47 +75,47 @@ def test_after_a_rotation_both_secrets_verify_until_the_old_one_is_removed(
     client: Client, key: str, receiver: Receiver
 ) -> None:
     path = f"/rot/{uuid.uuid4().hex}"
-    created = _endpoint(client, key, receiver.url(path))
+    created = register_endpoint(client, key, receiver.url(path))
     old = created["secret"]
     r = client.post(f"/v1/webhooks/endpoints/{created['id']}/rotate", headers=auth(key))
     assert r.status_code == 200, r.text
     new = r.json()["secret"]
     assert new != old and r.json()["secrets"] == 2
-    doc_id = _parsed(client, key)
-    first = _job(client, key, doc_id)
-    _settled(first["id"])
+    doc_id = parsed_note(client, key)
+    first = make_job(client, key, doc_id)
+    settled(first["id"])
     (got,) = receiver.at(path)
-    assert _verified(old, got) == _verified(new, got)
+    assert verified(old, got) == verified(new, got)
 
     r = client.delete(f"/v1/webhooks/endpoints/{created['id']}/secrets/old", headers=auth(key))
     assert r.status_code == 200 and r.json()["secrets"] == 1, r.text
-    second = _job(client, key, doc_id, params={"focus": "again"})
-    _settled(second["id"])
+    second = make_job(client, key, doc_id, params={"focus": "again"})
+    settled(second["id"])
     later = receiver.at(path)[1]
-    assert _verified(new, later)["data"]["id"] == second["id"]
+    assert verified(new, later)["data"]["id"] == second["id"]
     with pytest.raises(WebhookVerificationError):
-        _verified(old, later)
+        verified(old, later)
 
 
 def test_a_500_is_retried_and_delivered_once(client: Client, key: str, receiver: Receiver) -> None:
     path = f"/flaky/{uuid.uuid4().hex}"
     receiver.script(path, (500, {}))
-    secret = _endpoint(client, key, receiver.url(path))["secret"]
+    secret = register_endpoint(client, key, receiver.url(path))["secret"]
     job = _failed_job(client, key)
-    (row,) = _settled(job["id"])
+    (row,) = settled(job["id"])
     assert (row.status, row.attempts, row.last_status_code) == ("succeeded", 2, 200)
     tries = receiver.at(path)
     assert len(tries) == 2
     assert tries[0].headers["webhook-id"] == tries[1].headers["webhook-id"] == row.id
-    assert [_verified(secret, t)["type"] for t in tries] == ["job.failed", "job.failed"]
+    assert [verified(secret, t)["type"] for t in tries] == ["job.failed", "job.failed"]
 
 
 def test_retry_after_is_honoured(client: Client, key: str, receiver: Receiver) -> None:
     path = f"/busy/{uuid.uuid4().hex}"
     receiver.script(path, (429, {"Retry-After": "1"}))
-    _endpoint(client, key, receiver.url(path))
+    register_endpoint(client, key, receiver.url(path))
     job = _failed_job(client, key)
-    (row,) = _settled(job["id"])
+    (row,) = settled(job["id"])
     assert row.status == "succeeded"
     first, second = receiver.at(path)
     # The backoff alone is 0.2 s here: only the receiver's Retry-After makes it 1 s.
@@ -232,25 +125,25 @@ def test_retry_after_is_honoured(client: Client, key: str, receiver: Receiver) -
 def test_410_disables_the_endpoint(client: Client, key: str, receiver: Receiver) -> None:
     path = f"/gone/{uuid.uuid4().hex}"
     receiver.script(path, (410, {}))
-    endpoint = _endpoint(client, key, receiver.url(path))
-    doc_id = _parsed(client, key)
-    job = _job(client, key, doc_id)
-    (row,) = _settled(job["id"])
+    endpoint = register_endpoint(client, key, receiver.url(path))
+    doc_id = parsed_note(client, key)
+    job = make_job(client, key, doc_id)
+    (row,) = settled(job["id"])
     assert (row.status, row.attempts, row.last_status_code) == ("disabled", 1, 410)
     (listed,) = client.get("/v1/webhooks/endpoints", headers=auth(key)).json()["items"]
     assert listed["id"] == endpoint["id"] and listed["enabled"] is False
     assert "410" in listed["disabled_reason"]
-    again = _job(client, key, doc_id, params={"focus": "again"})
-    assert again["status"] == "failed" and _deliveries(again["id"]) == []
+    again = make_job(client, key, doc_id, params={"focus": "again"})
+    assert again["status"] == "failed" and deliveries(again["id"]) == []
     assert len(receiver.at(path)) == 1
 
 
 def test_a_redirect_is_not_followed(client: Client, key: str, receiver: Receiver) -> None:
     path, target = f"/moved/{uuid.uuid4().hex}", f"/target/{uuid.uuid4().hex}"
     receiver.script(path, *[(302, {"Location": receiver.url(target)})] * 3)
-    _endpoint(client, key, receiver.url(path))
+    register_endpoint(client, key, receiver.url(path))
     job = _failed_job(client, key)
-    (row,) = _settled(job["id"])
+    (row,) = settled(job["id"])
     assert (row.status, row.attempts, row.last_status_code) == ("failed", 3, 302)
     assert "redirect" in (row.last_error or "")
     assert len(receiver.at(path)) == 3 and receiver.at(target) == []
@@ -280,21 +173,21 @@ def test_a_cancelled_job_is_delivered_by_a_worker_started_after_it(
     client: Client, key: str, receiver: Receiver, workers: Workers
 ) -> None:
     path = f"/restart/{uuid.uuid4().hex}"
-    secret = _endpoint(client, key, receiver.url(path))["secret"]
+    secret = register_endpoint(client, key, receiver.url(path))["secret"]
     workers.stop()
     try:
-        job = _job(client, key, _upload(client, key))  # not parsed: nothing runs it
+        job = make_job(client, key, upload_note(client, key))  # not parsed: nothing runs it
         assert job["status"] == "queued", job
         r = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(key))
         assert r.status_code in (200, 202), r.text
-        (row,) = _deliveries(job["id"])
+        (row,) = deliveries(job["id"])
         assert (row.status, row.event_type, row.attempts) == ("pending", "job.cancelled", 0)
     finally:
         workers.start()
-    (row,) = _settled(job["id"])
+    (row,) = settled(job["id"])
     assert row.status == "succeeded"
     (got,) = receiver.at(path)
-    event = _verified(secret, got)
+    event = verified(secret, got)
     assert event["type"] == "job.cancelled"
     assert event["data"] == {"id": job["id"], "object": "job", "status": "cancelled"}
 
@@ -309,23 +202,18 @@ def test_a_batch_that_ends_is_announced_and_its_jobs_are_not(
     r = client.post("/v1/batches/archive", headers=auth(key), params=params, files=files)
     assert r.status_code == 422 and r.json()["error"]["code"] == "no_webhook_secret", r.text
     assert r.json()["error"]["field"] == "query.callback_url"
-    secret = _endpoint(client, key, receiver.url(path))["secret"]
+    secret = register_endpoint(client, key, receiver.url(path))["secret"]
     r = client.post("/v1/batches/archive", headers=auth(key), params=params, files=files)
     assert r.status_code in (200, 202), r.text
     batch_id = r.json()["id"]
     assert r.json()["callback_url"] == receiver.url(cb)
 
-    def announced() -> dict[str, Any] | None:
-        out: dict[str, Any] = client.get(f"/v1/batches/{batch_id}", headers=auth(key)).json()
-        done = out["webhooks"] and all(w["status"] == "succeeded" for w in out["webhooks"])
-        return out if done else None
-
-    batch = wait_for(announced, timeout=WAIT_S, what=f"batch {batch_id}'s event delivered")
+    batch = batch_announced(client, key, batch_id)
     assert batch["status"] in ("completed", "failed"), batch
     assert len(batch["webhooks"]) == 2  # the endpoint's and the callback's
     for where in (path, cb):
         (got,) = receiver.at(where)  # the batch's event; its job's end is not announced
-        event = _verified(secret, got)
+        event = verified(secret, got)
         assert event["type"] == f"batch.{batch['status']}"
         assert event["data"] == {"id": batch_id, "object": "batch", "status": batch["status"]}
 
@@ -350,7 +238,7 @@ def test_a_request_file_batch_takes_a_callback_only_with_an_endpoint(
     body["callback_url"] = receiver.url(f"/rf/{uuid.uuid4().hex}")
     r = client.post("/v1/batches", headers=auth(key), json=body)
     assert r.json()["error"]["code"] == "no_webhook_secret", r.text
-    _endpoint(client, key, receiver.url("/rf-endpoint"))
+    register_endpoint(client, key, receiver.url("/rf-endpoint"))
     r = client.post("/v1/batches", headers=auth(key), json=body)
     assert r.status_code == 202 and r.json()["callback_url"] == body["callback_url"], r.text
 
@@ -377,7 +265,7 @@ def test_endpoints_are_the_tenants_own_and_removing_one_stops_its_deliveries(
     with get_sessionmaker()() as s:
         other = create_key(s, f"hooks-other-{uuid.uuid4().hex[:8]}")
     path = f"/removed/{uuid.uuid4().hex}"
-    endpoint = _endpoint(client, key, receiver.url(path))
+    endpoint = register_endpoint(client, key, receiver.url(path))
     for method, suffix in (("post", "/rotate"), ("delete", ""), ("delete", "/secrets/old")):
         r = client.request(
             method.upper(), f"/v1/webhooks/endpoints/{endpoint['id']}{suffix}", headers=auth(other)
@@ -391,13 +279,13 @@ def test_endpoints_are_the_tenants_own_and_removing_one_stops_its_deliveries(
 
     workers.stop()
     try:
-        job = _job(client, key, _upload(client, key))
+        job = make_job(client, key, upload_note(client, key))
         client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(key))
-        (row,) = _deliveries(job["id"])
+        (row,) = deliveries(job["id"])
         assert row.status == "pending"
         r = client.delete(f"/v1/webhooks/endpoints/{endpoint['id']}", headers=auth(key))
         assert r.status_code == 204, r.text
-        (row,) = _deliveries(job["id"])
+        (row,) = deliveries(job["id"])
         assert row.status == "disabled" and "removed" in (row.last_error or "")
     finally:
         workers.start()

@@ -58,7 +58,16 @@ _BODY: dict[str, Any] = {
                                     "params": _PARAMS,
                                 },
                             },
-                        }
+                        },
+                        "callback_url": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 2048,
+                            "description": "Longdoc's (the SDK sends it in `extra_body`): gets "
+                            "the batch's signed batch.completed, batch.failed, batch.expired or "
+                            "batch.cancelled event, signed with the secret of the tenant's "
+                            "first webhook endpoint, which must exist",
+                        },
                     },
                 }
             }
@@ -82,8 +91,11 @@ def _owned(session: SessionDep, tenant: TenantDep, batch_id: str) -> Batch:
         **errors(
             400,
             413,
+            422,
             e400="Not JSON, or a request that is bad or not served (named in `field`)",
             e413="A body over MAX_BATCH_FILE_BYTES; nothing stored",
+            e422="A callback_url that cannot be delivered to, or no webhook endpoint to sign "
+            "for it; nothing stored",
         ),
     },
 )
