@@ -134,8 +134,9 @@ def test_redis_restart_mid_run(client: Client, api_key: str, worker: list[Any], 
     try:
         wait_for(lambda: not _redis_up(), timeout=10)
         # Back only once the worker has seen it go: the test is of its reconnecting.
+        log = logs / "worker-1.log"
         wait_for(
-            lambda: "Connection to broker lost" in (logs / "worker-1.log").read_text(errors="replace"),
+            lambda: "Connection to broker lost" in log.read_text(errors="replace"),
             timeout=120,
             what="the worker to notice the broker is gone",
         )
