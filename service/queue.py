@@ -51,6 +51,14 @@ def _poll_sqlite_broker_often() -> None:
     kombu_sqla.Transport.polling_interval = 0.1
 
 
+def _prefetch(settings: Settings) -> int:
+    """Messages a worker takes ahead, per slot. One on Redis: a task taken ahead keeps its
+    place though a better one (a higher priority) arrives after it. The SQLite
+    transport has no priorities, and with one a slot sat idle between tasks for its
+    ack and the next poll of the table (a batch's documents went at ~10 a second)."""
+    return 1 if settings.broker_url.startswith(("redis://", "rediss://")) else 4
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration `settings` make: the broker, and the tasks' limits."""
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
@@ -89,7 +97,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=_prefetch(settings),
         task_routes={
             INGEST_TASK: {"queue": INGEST_QUEUE},
             EXPAND_TASK: {"queue": INGEST_QUEUE},

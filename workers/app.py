@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from service.config import Settings, get_settings
 from service.queue import app, dispatch_ingest, dispatch_job
@@ -39,10 +39,15 @@ def _preload_tokenizers(**_: Any) -> None:
 
 
 def preload_tokenizers(settings: Settings) -> None:
-    """Load the tokenizer files in each pool child before it takes a task. Gemma's
-    takes seconds and holds the GIL throughout: loaded inside the first parse, it
-    starved that parse's heartbeat thread, and on a busy machine the claim went stale
-    and the sweeper handed the parse to another child, which did the same."""
+    """Load the tokenizer files before any pool child takes a task. Gemma's takes
+    seconds and holds the GIL throughout: loaded inside the first parse, it starved
+    that parse's heartbeat thread, and on a busy machine the claim went stale and the
+    sweeper handed the parse to another child, which did the same.
+
+    Run in the main process before the pool forks (`worker_init`), so the children
+    inherit the loaded files instead of each spending those seconds again (a child
+    replaced mid-batch did, while its slot stood idle), and share their memory; again
+    in each child (`worker_process_init`), a no-op there unless the first load failed."""
     from ingestion.tokens.counting import load_counter
 
     for role, path in settings.tokenizers.items():
@@ -54,4 +59,5 @@ def preload_tokenizers(settings: Settings) -> None:
 
 # Only the worker's main process sweeps and probes; pool children just run tasks.
 worker_ready.connect(_start_background_threads, weak=False)
+worker_init.connect(_preload_tokenizers, weak=False)
 worker_process_init.connect(_preload_tokenizers, weak=False)
