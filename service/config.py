@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     # many, and their text in characters (bounded by the line too, in a request file).
     chat_max_messages: int = Field(default=1_000, gt=0)
     chat_max_chars: int = Field(default=1024 * 1024, gt=0)
+    # A chat job whose messages but the last hold at least this many characters gets a
+    # prefix key (ingestion/capacity/prefix.py): admission keeps the jobs sharing it on
+    # one replica, whose prefix cache holds that opening. 2,048 characters are ~500
+    # tokens, ~30 KV blocks of 16: below that a cache hit saves a few milliseconds of
+    # prefill, not worth steering the jobs off the replica with the most room.
+    chat_prefix_affinity_min_chars: int = Field(default=2_048, gt=0)
 
     # Blob store: a temp file (an upload or a parse in progress) that nothing has
     # written to for this long was left by a crash; the sweeper removes it. Above the

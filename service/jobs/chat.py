@@ -5,7 +5,9 @@ The messages are the prompt, sent as given. They are counted with each candidate
 role's own tokenizer (`planner.plan_chat`), routed by that length to the smallest
 backend that holds them (or to the one `model` names) and admitted by their KV
 footprint like every job; a request too long for every backend fails (`too_long`),
-it is never split. The result is the assistant's message, shown in batch output as
+it is never split. Requests that open with the same long messages carry one prefix
+key (`chat_prefix_key`), and admission keeps them on one replica, whose prefix cache
+holds that opening. The result is the assistant's message, shown in batch output as
 OpenAI's `chat.completion` object (`completion`).
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
+from ingestion.capacity.prefix import prefix_key
 from ingestion.tasks.schema import json_type
 from ingestion.tasks.specs import CHAT_TASK, bad_char
 from service.config import Settings
@@ -177,6 +180,16 @@ def chat_params(req: ChatRequest, settings: Settings) -> tuple[dict[str, Any], l
     return params, texts, _budget(req, settings)
 
 
+def chat_prefix_key(
+    messages: Sequence[Any], texts: Sequence[str], settings: Settings
+) -> str | None:
+    """The job's prefix key (`ingestion.capacity.prefix`): its messages but the last,
+    each its role and its text as counted (`message_texts`), when they are long enough."""
+    roles = [str(m["role"]) for m in messages]
+    shared = list(zip(roles, texts, strict=True))
+    return prefix_key(shared, settings.chat_prefix_affinity_min_chars)
+
+
 def create_chat(
     session: Session,
     settings: Settings,
@@ -198,7 +211,8 @@ def create_chat(
     if batch_id is None:
         quota.check_room(session, settings, tenant_id)  # cheap refusal before planning
     now = utcnow()
-    job = creation.new_job(tenant_id, asked, key, now, batch_id)
+    prefix = chat_prefix_key(req.messages, texts, settings)
+    job = creation.new_job(tenant_id, asked, key, now, batch_id, prefix_key=prefix)
 
     def start() -> list[uuid.UUID]:
         try:

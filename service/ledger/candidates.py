@@ -1,6 +1,6 @@
 """What admission reads of the waiting jobs: one query per decision for the jobs the
 policy sees (with their batch's expiry), one for the replicas that last served
-their documents."""
+their documents and one for those that last served their chat prefixes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from ingestion.capacity import admission
+from ingestion.capacity import admission, prefix
 from service.models import Batch, Job, JobStatus
 
 _WAITING = JobStatus.waiting_for_capacity
@@ -61,32 +61,69 @@ def candidates(
     return session.execute(stmt).all()
 
 
-def last_served(session: Session, role: str, jobs: Sequence[Any]) -> dict[uuid.UUID, str]:
-    """The replica that most recently ran each document: its prefix cache may hold it."""
-    docs = {j.document_id for j in jobs if j.preferred_backend_id is None}
-    if not docs:
-        return {}
-    rows = session.execute(
-        select(Job.document_id, Job.backend_id)
-        .where(Job.document_id.in_(docs), Job.role == role, Job.backend_id.is_not(None))
-        .where(Job.admitted_at.is_not(None))
-        .order_by(Job.admitted_at)
+def last_served(session: Session, role: str, jobs: Sequence[Any]) -> dict[str, str]:
+    """The replica that most recently ran a job of each affinity (`affinity`) among
+    `jobs` without a preferred replica: its prefix cache may hold the document, or the
+    chat prefix. One query per kind of affinity, whatever the number of jobs."""
+    unplaced = [j for j in jobs if j.preferred_backend_id is None]
+    docs = {j.document_id for j in unplaced if j.document_id is not None}
+    keyed = [j.id for j in unplaced if j.document_id is None and j.prefix_key is not None]
+    served: dict[str, str] = {}
+    if docs:
+        rows = session.execute(
+            select(Job.document_id, Job.backend_id)
+            .where(Job.document_id.in_(docs), Job.role == role, Job.backend_id.is_not(None))
+            .where(Job.admitted_at.is_not(None))
+            .order_by(Job.admitted_at)
+        )
+        served |= {str(doc): str(backend) for doc, backend in rows if doc is not None}
+    if keyed:
+        served |= {prefix.affinity(k): str(b) for k, b in _prefix_served(session, role, keyed)}
+    return served
+
+
+def _prefix_served(
+    session: Session, role: str, job_ids: list[uuid.UUID]
+) -> Sequence[tuple[str, uuid.UUID]]:
+    """(prefix key, replica of its newest admitted job on `role`) for the keys of
+    `job_ids`. A batch may hold thousands of jobs of one key: each key's newest is
+    one backward step in ix_jobs_prefix_key_admitted, not a read of them all."""
+    # The keys as rows to look each one up from: the waiting jobs' own, by primary key.
+    keys = select(Job.prefix_key).where(Job.id.in_(job_ids)).distinct().subquery()
+    ran = aliased(Job)
+    newest = (
+        select(ran.backend_id)
+        .where(ran.prefix_key == keys.c.prefix_key, ran.admitted_at.is_not(None))
+        .where(ran.role == role, ran.backend_id.is_not(None))
+        .order_by(ran.admitted_at.desc())
+        .limit(1)
+        .scalar_subquery()
     )
-    return {doc: str(backend) for doc, backend in rows if doc is not None}
+    rows = session.execute(select(keys.c.prefix_key, newest.label("backend_id")))
+    return [(k, b) for k, b in rows if b is not None]
 
 
-def waiting_job(job: Any, served: dict[uuid.UUID, str]) -> admission.WaitingJob:
+def affinity(job: Any) -> str | None:
+    """What the jobs that share a replica's prefix cache share: the document, else the
+    chat prefix key (`ingestion.capacity.prefix`); None for a chat job without one."""
+    if job.document_id is not None:
+        return str(job.document_id)
+    return None if job.prefix_key is None else prefix.affinity(job.prefix_key)
+
+
+def waiting_job(job: Any, served: dict[str, str]) -> admission.WaitingJob:
     preferred = job.preferred_backend_id
     expires = job.batch_expires_at
+    key = affinity(job)
     return admission.WaitingJob(
         id=str(job.id),
         seq=job.seq,
         kv_bytes=job.kv_bytes,
         waiting_since=(job.waiting_since or job.created_at).timestamp(),
         est_duration_s=math.inf if job.est_duration_s is None else job.est_duration_s,
-        preferred_replica=str(preferred) if preferred else served.get(job.document_id),
+        preferred_replica=str(preferred) if preferred else served.get(key) if key else None,
         tenant=str(job.tenant_id),
         batch=job.batch_id is not None,
         expires_at=math.inf if expires is None else expires.timestamp(),
-        affinity=None if job.document_id is None else str(job.document_id),
+        affinity=key,
     )

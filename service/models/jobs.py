@@ -63,6 +63,9 @@ class Job(Base):
         # The ledger's admission scan: one role's waiting jobs in arrival order.
         Index("ix_jobs_role_status_seq", "role", "status", "seq"),
         Index("ix_jobs_parent_id", "parent_id"),
+        # The ledger's last-served lookup: a prefix's newest admitted job, read
+        # backwards from the end of its key's run, however many jobs share it.
+        Index("ix_jobs_prefix_key_admitted", "prefix_key", "admitted_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -115,6 +118,10 @@ class Job(Base):
     # ledger looks up the replica that last served the document. Only a hint, so
     # no foreign key: SQLite could not add one without rebuilding `jobs`.
     preferred_backend_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # A chat job's shared opening, hashed (`ingestion.capacity.prefix`; null: a
+    # document job, or an opening too short to matter): its admission affinity, as a
+    # document is for the jobs on it.
+    prefix_key: Mapped[str | None] = mapped_column(String(64))
 
     # The task polling for this job's admission, then running it (`workers.job_claims`):
     # admission only places jobs whose poller beat recently, and only that poller runs it.

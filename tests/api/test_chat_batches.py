@@ -154,3 +154,42 @@ def test_a_line_for_another_url_fails_a_chat_batch_at_validation(
     with get_sessionmaker()() as s:
         stmt = select(Job.id).where(Job.batch_id == lifecycle.parse_id(made.id))
         assert s.scalars(stmt).first() is None
+
+
+def test_lines_that_open_alike_share_a_prefix_key(chat_worker: Any, ours: openai.OpenAI) -> None:
+    """Every message but the last, at least CHAT_PREFIX_AFFINITY_MIN_CHARS (2,048) long
+    and the same: one key, whatever the question; a short, absent or other opening,
+    none or another."""
+    context = f"Clause {uuid.uuid4()}: the tenant pays rent on the first of the month. " * 40
+    assert 2_048 < len(context) < 4_000
+
+    def opened(system: str, question: str) -> dict[str, Any]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return {"model": "auto", "messages": messages, "max_tokens": 8}
+
+    lines = [
+        line("due", opened(context, "When is rent due?"), url=CHAT),
+        line("who", opened(context, "Who pays the rent?"), url=CHAT),
+        line("other", opened(context.replace("first", "last"), "When is rent due?"), url=CHAT),
+        line("short", opened("Answer briefly.", "When is rent due?"), url=CHAT),
+        line("alone", chat(content=context, max_tokens=8), url=CHAT),
+    ]
+    made = create(ours, upload(ours, lines), endpoint=CHAT)
+    batch_id = lifecycle.parse_id(made.id)
+
+    def keys() -> dict[str, str | None] | None:
+        with get_sessionmaker()() as s:
+            stmt = select(BatchItem.custom_id, Job.prefix_key, Job.status)
+            stmt = stmt.join(Job, Job.id == BatchItem.job_id).where(BatchItem.batch_id == batch_id)
+            got = s.execute(stmt).all()
+        if len(got) < len(lines):
+            return None
+        assert {status for _, _, status in got} == {JobStatus.waiting_for_capacity}
+        return {cid: key for cid, key, _ in got}
+
+    got = wait_for(keys, what="the five chat jobs")
+    assert got["due"] is not None and got["due"] == got["who"]
+    assert got["other"] is not None and got["other"] != got["due"]
+    assert (got["short"], got["alone"]) == (None, None)
+    ours.batches.cancel(made.id)
+    settled(ours, made.id, "cancelled")

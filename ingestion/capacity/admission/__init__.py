@@ -8,8 +8,8 @@ Inputs: the replicas of one role (KV capacity in bytes, the leases held there
 with their bytes, expected end and tenant, whether the replica takes new work),
 the role's waiting jobs (tenant, arrival `seq`, KV bytes, estimated duration,
 waiting since, preferred replica, whether a batch made it and when that batch
-expires, an affinity key: its document), `now` and the `Policy` (aging bounds,
-tenant limits).
+expires, an affinity key: its document, or a chat job's prefix key), `now` and the
+`Policy` (aging bounds, tenant limits).
 
 The order (`order.py`): interactive jobs before batch jobs, of every tenant; FIFO
 within a tenant's interactive jobs (`seq`, then id), its batch jobs by their batch's
@@ -36,11 +36,11 @@ jobs in that order:
    pool is its own: the share is work-conserving, and it takes back nothing
    already leased; the head's reservation (3) is what protects a newcomer.
 3. Until one job has to wait, each job starts on a replica where it fits now:
-   its preferred replica (the prefix cache holds the document) if it fits
-   there; without one, the replica this decision just placed a job of the same
-   affinity on, if it fits there (the second finds in that replica's prefix
-   cache what the first computes); else the replica with the most free bytes
-   (ties: lowest id).
+   its preferred replica (its prefix cache holds the document or the chat
+   prefix) if it fits there; without one, the replica this decision just placed
+   a job of the same affinity on, if it fits there (the second finds in that
+   replica's prefix cache what the first computes); else the replica with the
+   most free bytes (ties: lowest id).
 4. The first job that fits nowhere is the head. Its reservation is the earliest
    time T at which some accepting replica within its tenant's share frees enough
    bytes for it, found by releasing that replica's leases at their expected
