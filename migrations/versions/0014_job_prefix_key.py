@@ -1,4 +1,5 @@
-"""job prefix key: a chat job's shared opening, hashed, for prefix-cache affinity
+"""job prefix key: a chat job's shared opening, hashed, for prefix-cache affinity;
+and the index that finds the replica that last ran a document's job
 
 Revision ID: 0014
 Revises: 0013
@@ -24,9 +25,11 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("prefix_key", sa.String(length=64), nullable=True))
         batch_op.create_index("ix_jobs_prefix_key_admitted", ["prefix_key", "admitted_at"])
+        batch_op.create_index("ix_jobs_document_admitted", ["document_id", "admitted_at"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_document_admitted")
         batch_op.drop_index("ix_jobs_prefix_key_admitted")
         batch_op.drop_column("prefix_key")

@@ -66,40 +66,37 @@ def last_served(session: Session, role: str, jobs: Sequence[Any]) -> dict[str, s
     `jobs` without a preferred replica: its prefix cache may hold the document, or the
     chat prefix. One query per kind of affinity, whatever the number of jobs."""
     unplaced = [j for j in jobs if j.preferred_backend_id is None]
-    docs = {j.document_id for j in unplaced if j.document_id is not None}
+    on_docs = [j.id for j in unplaced if j.document_id is not None]
     keyed = [j.id for j in unplaced if j.document_id is None and j.prefix_key is not None]
-    served: dict[str, str] = {}
-    if docs:
-        rows = session.execute(
-            select(Job.document_id, Job.backend_id)
-            .where(Job.document_id.in_(docs), Job.role == role, Job.backend_id.is_not(None))
-            .where(Job.admitted_at.is_not(None))
-            .order_by(Job.admitted_at)
-        )
-        served |= {str(doc): str(backend) for doc, backend in rows if doc is not None}
-    if keyed:
-        served |= {prefix.affinity(k): str(b) for k, b in _prefix_served(session, role, keyed)}
+    served = {str(d): str(b) for d, b in _newest_served(session, role, "document_id", on_docs)}
+    for key, backend in _newest_served(session, role, "prefix_key", keyed):
+        served[prefix.affinity(key)] = str(backend)
     return served
 
 
-def _prefix_served(
-    session: Session, role: str, job_ids: list[uuid.UUID]
-) -> Sequence[tuple[str, uuid.UUID]]:
-    """(prefix key, replica of its newest admitted job on `role`) for the keys of
-    `job_ids`. A batch may hold thousands of jobs of one key: each key's newest is
-    one backward step in ix_jobs_prefix_key_admitted, not a read of them all."""
-    # The keys as rows to look each one up from: the waiting jobs' own, by primary key.
-    keys = select(Job.prefix_key).where(Job.id.in_(job_ids)).distinct().subquery()
+def _newest_served(
+    session: Session, role: str, shared: str, job_ids: list[uuid.UUID]
+) -> Sequence[tuple[Any, uuid.UUID]]:
+    """(value of the `shared` column, replica of its newest admitted job on `role`) for
+    the values the jobs `job_ids` have. A batch may hold thousands of jobs of one
+    document or prefix: each value's newest is one backward step in its index
+    (ix_jobs_document_admitted, ix_jobs_prefix_key_admitted), not a read of them all."""
+    if not job_ids:
+        return []
+    # The values as rows to look each one up from: the waiting jobs' own, by primary key.
+    mine = getattr(Job, shared)
+    keys = select(mine.label("key")).where(Job.id.in_(job_ids), mine.is_not(None))
+    values = keys.distinct().subquery()
     ran = aliased(Job)
     newest = (
         select(ran.backend_id)
-        .where(ran.prefix_key == keys.c.prefix_key, ran.admitted_at.is_not(None))
+        .where(getattr(ran, shared) == values.c.key, ran.admitted_at.is_not(None))
         .where(ran.role == role, ran.backend_id.is_not(None))
         .order_by(ran.admitted_at.desc())
         .limit(1)
         .scalar_subquery()
     )
-    rows = session.execute(select(keys.c.prefix_key, newest.label("backend_id")))
+    rows = session.execute(select(values.c.key, newest.label("backend_id")))
     return [(k, b) for k, b in rows if b is not None]
 
 

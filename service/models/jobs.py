@@ -66,6 +66,7 @@ class Job(Base):
         # The ledger's last-served lookup: a prefix's newest admitted job, read
         # backwards from the end of its key's run, however many jobs share it.
         Index("ix_jobs_prefix_key_admitted", "prefix_key", "admitted_at"),
+        Index("ix_jobs_document_admitted", "document_id", "admitted_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
