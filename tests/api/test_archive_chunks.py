@@ -1,4 +1,4 @@
-"""An archive expands a chunk of entries at a time (`service.batches.expansion`): each
+"""An archive expands a chunk of entries at a time (`service.batches.entries`): each
 line still gets exactly one item and one job, in line order, whatever the chunk holds
 (bytes seen twice, a document the tenant has, entries refused) and when another run
 makes one of its lines meanwhile. On real Postgres, chunks made small."""
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from service.batches import expansion
+from service.batches import entries, expansion
 from service.blobstore import BlobStore
 from service.config import get_settings
 from service.db import get_sessionmaker
@@ -54,7 +54,7 @@ def _text(n: int) -> bytes:
 def test_every_kind_of_line_in_small_chunks_gets_one_item_and_one_job(
     api_key: str, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(expansion, "CHUNK_ENTRIES", 3)
+    monkeypatch.setattr(entries, "CHUNK_ENTRIES", 3)
     tenant = _tenant(api_key)
     settings = get_settings()
     store = BlobStore(settings.blobs)
@@ -68,7 +68,7 @@ def test_every_kind_of_line_in_small_chunks_gets_one_item_and_one_job(
         assert created
         before_id = before.id
     twice = _text(1)
-    entries = [
+    lines = [
         ("a.txt", _text(2)),
         ("b.txt", twice),
         ("c.txt", had),
@@ -78,14 +78,14 @@ def test_every_kind_of_line_in_small_chunks_gets_one_item_and_one_job(
         ("g.txt", _text(4)),
         ("h.txt", _text(5)),
     ]
-    batch_id = _stored_batch(tenant, tar_bytes(entries))
+    batch_id = _stored_batch(tenant, tar_bytes(lines))
     sends = Recorder()
     with get_sessionmaker()() as s:
         assert expansion.expand(sends.run(), s, batch_id) == "expanded"
 
     items = _items(batch_id)
     assert [(i.line, i.custom_id) for i in items] == [
-        (n, name) for n, (name, _) in enumerate(entries, start=1)
+        (n, name) for n, (name, _) in enumerate(lines, start=1)
     ]
     by = {i.custom_id: i for i in items}
     failed = {c: i.error_code for c, i in by.items() if i.status == BatchItemStatus.failed}
@@ -117,12 +117,12 @@ def test_a_line_another_run_makes_meanwhile_is_made_once(
     task sent twice) inserts the item of one of its lines. The chunk's transaction loses
     on the unique custom_id and each line is made on its own: still one item and one
     job per line."""
-    monkeypatch.setattr(expansion, "CHUNK_ENTRIES", 4)
+    monkeypatch.setattr(entries, "CHUNK_ENTRIES", 4)
     tenant = _tenant(api_key)
     names = ["p.txt", "q.txt", "r.txt", "s.txt", "t.txt"]
     batch_id = _stored_batch(tenant, tar_bytes([(n, _text(10 + i)) for i, n in enumerate(names)]))
     sends = Recorder()
-    register = expansion.register_uploads
+    register = entries.register_uploads
     raced: list[bool] = []
 
     def then_another_run(*args: Any) -> Any:
@@ -134,7 +134,7 @@ def test_a_line_another_run_makes_meanwhile_is_made_once(
                 other.commit()
         return stored
 
-    monkeypatch.setattr(expansion, "register_uploads", then_another_run)
+    monkeypatch.setattr(entries, "register_uploads", then_another_run)
     with get_sessionmaker()() as s:
         assert expansion.expand(sends.run(), s, batch_id) == "expanded"
     items = _items(batch_id)
