@@ -12,6 +12,10 @@ above every batch step: batch tasks do not take the worker slots ahead of
 interactive ones (admission then yields to interactive jobs too), and between
 tenants' batches the same backlog scale keeps them fair.
 
+A batch's task also earns a step by how soon its batch expires, on the same kind of
+scale (`urgency_step`), and goes at the better of the two: batches reach slots in
+`expires_at` order, as admission then orders them.
+
 Priorities follow the Redis transport's convention: lower numbers go first, and
 `PRIORITY_STEPS` are the levels it keeps a list for. A job that has waited past
 its class's aging bound goes out at the top level, so a big backlog, or a batch
@@ -19,6 +23,8 @@ behind interactive work, is slowed, never starved.
 """
 
 from __future__ import annotations
+
+import math
 
 # One Redis list per step (the transport allows 0-9); named here so the transport
 # options and the bucketing agree.
@@ -57,11 +63,34 @@ def backlog_cap(steps: tuple[int, ...] = INTERACTIVE_STEPS, base: int = BACKLOG_
     return int(base ** (len(steps) - 1))
 
 
+# A batch due within this long goes at the top of the batch scale; each step down
+# allows this many times longer (1 h, 4 h, 16 h, 64 h, then later).
+URGENT_WITHIN_S = 3600.0
+
+
+def urgency_step(expires_in_s: float, steps: tuple[int, ...] = BATCH_STEPS) -> int:
+    """The step a batch's task earns by how soon its batch expires, on the same
+    geometric scale as a backlog: the batch expiring first goes first at the broker
+    too, not only once its task holds a slot (admission orders by `expires_at`)."""
+    level, bound = 0, URGENT_WITHIN_S
+    while expires_in_s > bound and level < len(steps) - 1:
+        level += 1
+        bound *= BACKLOG_BASE
+    return steps[level]
+
+
 def task_priority(
-    backlog: int, waited_s: float, batch: bool, aging_s: float, batch_aging_s: float
+    backlog: int,
+    waited_s: float,
+    batch: bool,
+    aging_s: float,
+    batch_aging_s: float,
+    expires_in_s: float = math.inf,
 ) -> int:
-    """A job task's priority: on the batch scale for a batch's job (aged past
-    `batch_aging_s`), else on the interactive one (aged past `aging_s`)."""
+    """A job task's priority: on the batch scale for a batch's job (the better of its
+    backlog's step and its batch's urgency, aged past `batch_aging_s`), else on the
+    interactive one (aged past `aging_s`)."""
     if batch:
-        return job_priority(backlog, waited_s, batch_aging_s, BATCH_STEPS)
+        by_backlog = job_priority(backlog, waited_s, batch_aging_s, BATCH_STEPS)
+        return min(by_backlog, urgency_step(expires_in_s))
     return job_priority(backlog, waited_s, aging_s, INTERACTIVE_STEPS)

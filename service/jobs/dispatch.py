@@ -4,6 +4,7 @@ the sweeper: with a broker priority from its tenant's backlog (`ingestion.capaci
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,7 +21,7 @@ from ingestion.capacity.priority import (
     task_priority,
 )
 from service.config import get_settings
-from service.models import Job, JobStatus, utcnow
+from service.models import Batch, Job, JobStatus, utcnow
 from service.queue import dispatch_job
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,11 @@ def priorities(
     since = func.coalesce(Job.waiting_since, Job.created_at)
     is_batch = Job.batch_id.is_not(None)
     rows = session.execute(
-        select(Job.id, Job.tenant_id, since, is_batch).where(Job.id.in_(job_ids))
+        select(Job.id, Job.tenant_id, since, is_batch, Batch.expires_at)
+        .outerjoin(Batch, Batch.id == Job.batch_id)
+        .where(Job.id.in_(job_ids))
     ).all()
-    classes = {(tenant_id, bool(batch)) for _, tenant_id, _, batch in rows}
+    classes = {(tenant_id, bool(batch)) for _, tenant_id, _, batch, _ in rows}
     backlog = {(t, b): _backlog(session, t, b) for t, b in classes}
     now = utcnow()
     return {
@@ -54,8 +57,9 @@ def priorities(
             bool(batch),
             policy.max_head_wait_s,
             policy.batch_max_wait_s,
+            math.inf if expires is None else -_age_s(now, expires),
         )
-        for job_id, tenant_id, waited_from, batch in rows
+        for job_id, tenant_id, waited_from, batch, expires in rows
     }
 
 

@@ -13,9 +13,11 @@ from ingestion.capacity.priority import (
     BATCH_STEPS,
     INTERACTIVE_STEPS,
     PRIORITY_STEPS,
+    URGENT_WITHIN_S,
     backlog_cap,
     job_priority,
     task_priority,
+    urgency_step,
 )
 from service.jobs import dispatch
 from service.models import Batch, BatchStatus, JobStatus, Tenant, utcnow
@@ -47,6 +49,20 @@ def test_batch_tasks_go_below_every_interactive_one_until_aged() -> None:
     # The interactive bound does not age a batch job; its own does, to the very top.
     assert task_priority(10**6, 1000.0, True, 900.0, 3600.0) == BATCH_STEPS[-1]
     assert task_priority(10**6, 3600.0, True, 900.0, 3600.0) == PRIORITY_STEPS[0]
+
+
+def test_a_batch_due_sooner_goes_sooner_whatever_its_backlog() -> None:
+    hour = URGENT_WITHIN_S
+    due = [urgency_step(s) for s in (0, hour, hour + 1, 4 * hour, 16 * hour, 64 * hour, 1e9)]
+    assert due == [5, 5, 6, 6, 7, 8, 9] and due == sorted(due)
+    assert set(due) == set(BATCH_STEPS)
+    # A big backlog due in half an hour goes before a small one due in a day...
+    urgent = task_priority(10**4, 0.0, True, 900.0, 3600.0, expires_in_s=hour / 2)
+    small = task_priority(20, 0.0, True, 900.0, 3600.0, expires_in_s=24 * hour)
+    assert urgent == BATCH_STEPS[0] < small
+    # ...and still after every interactive task; urgency never demotes a small backlog.
+    assert urgent > task_priority(10**6, 0.0, False, 900.0, 3600.0)
+    assert task_priority(1, 0.0, True, 900.0, 3600.0, expires_in_s=1e9) == BATCH_STEPS[0]
 
 
 def test_the_cap_is_where_the_last_step_starts() -> None:
@@ -106,3 +122,23 @@ def test_a_backlog_past_the_cap_gets_the_last_step_of_its_class_only(
         got = dispatch.priorities(session, [many[0], many[-1], in_batch])
         assert got == {many[0]: INTERACTIVE_STEPS[-1], many[-1]: INTERACTIVE_STEPS[-1],
                        in_batch: BATCH_STEPS[0]}  # fmt: skip
+
+
+def test_the_batch_expiring_first_is_sent_first(sessions: sessionmaker[Session]) -> None:
+    """Two batches of one tenant, the same big backlog: the one due within the hour goes
+    at the top of the batch scale, the one due in a week at the bottom."""
+    role = f"r{uuid.uuid4().hex[:12]}"
+    with sessions() as session:
+        tenant = Tenant(name=f"due-{role}")
+        session.add(tenant)
+        session.commit()
+        soon = Batch(tenant_id=tenant.id, endpoint="/v1/jobs", status=BatchStatus.in_progress,
+                     expires_at=utcnow() + timedelta(minutes=30))  # fmt: skip
+        late = Batch(tenant_id=tenant.id, endpoint="/v1/jobs", status=BatchStatus.in_progress,
+                     expires_at=utcnow() + timedelta(days=7))  # fmt: skip
+        session.add_all([soon, late])
+        session.commit()
+        first = make_jobs(session, tenant.id, role, 150, batch_id=soon.id)
+        second = make_jobs(session, tenant.id, role, 150, batch_id=late.id)
+        got = dispatch.priorities(session, [first[0], second[0]])
+        assert got == {first[0]: BATCH_STEPS[0], second[0]: BATCH_STEPS[-1]}
