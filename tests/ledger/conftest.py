@@ -120,15 +120,17 @@ class World:
         doc: uuid.UUID | None = None,
         since: datetime = T0,
         tenant: uuid.UUID | None = None,
+        task: str = "summarize",
         **values: object,
     ) -> uuid.UUID:
+        """A waiting job; a `chat` one has no document."""
         self.seq += 1
         with self.sessions() as s:
             job = Job(
                 seq=self.seq,
                 tenant_id=tenant or self.tenant_id,
-                document_id=doc or self.doc,
-                task="summarize",
+                document_id=None if task == "chat" else doc or self.doc,
+                task=task,
                 max_output_tokens=16,
                 idempotency_key=uuid.uuid4().hex,
                 status=JobStatus.waiting_for_capacity,

@@ -12,8 +12,8 @@ from sqlalchemy import update
 from ingestion.capacity.admission import Policy
 from service import ledger
 from service.ledger.candidates import candidates, waiting_job
-from service.models import Job, JobStatus
-from tests.ledger.conftest import T0, World, at
+from service.models import Job
+from tests.ledger.conftest import World, at
 
 TTL = 30.0
 K, OTHER = "a" * 64, "b" * 64
@@ -21,28 +21,7 @@ K, OTHER = "a" * 64, "b" * 64
 
 def chat(w: World, prefix: str | None, **values: object) -> uuid.UUID:
     """A waiting chat job of 10 KV bytes (no document), with this prefix key."""
-    w.seq += 1
-    with w.sessions() as s:
-        job = Job(
-            seq=w.seq,
-            tenant_id=w.tenant_id,
-            document_id=None,
-            task="chat",
-            max_output_tokens=16,
-            idempotency_key=uuid.uuid4().hex,
-            status=JobStatus.waiting_for_capacity,
-            role=w.role,
-            kv_bytes=10,
-            kv_blocks=2,
-            est_duration_s=5.0,
-            waiting_since=T0,
-            created_at=T0,
-            prefix_key=prefix,
-            **values,
-        )
-        s.add(job)
-        s.commit()
-        return job.id
+    return w.job(10, 5.0, task="chat", prefix_key=prefix, **values)
 
 
 def admit(w: World, now: float) -> dict[uuid.UUID, uuid.UUID]:
