@@ -64,18 +64,21 @@ def backlog_cap(steps: tuple[int, ...] = INTERACTIVE_STEPS, base: int = BACKLOG_
 
 
 # A batch due within this long goes at the top of the batch scale; each step down
-# allows this many times longer (1 h, 4 h, 16 h, 64 h, then later).
+# allows twice as long (1 h, 2 h, 4 h, 8 h, then later). A fresh 24 h batch earns
+# nothing by it, so between those the backlog's scale alone keeps tenants fair; a
+# short window, or the last hours of a long one, move a batch up.
 URGENT_WITHIN_S = 3600.0
+URGENCY_BASE = 2
 
 
 def urgency_step(expires_in_s: float, steps: tuple[int, ...] = BATCH_STEPS) -> int:
-    """The step a batch's task earns by how soon its batch expires, on the same
-    geometric scale as a backlog: the batch expiring first goes first at the broker
-    too, not only once its task holds a slot (admission orders by `expires_at`)."""
+    """The step a batch's task earns by how soon its batch expires, on a geometric
+    scale like a backlog's: the batch expiring first goes first at the broker too, not
+    only once its task holds a slot (admission orders by `expires_at`)."""
     level, bound = 0, URGENT_WITHIN_S
     while expires_in_s > bound and level < len(steps) - 1:
         level += 1
-        bound *= BACKLOG_BASE
+        bound *= URGENCY_BASE
     return steps[level]
 
 

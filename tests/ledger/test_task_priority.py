@@ -53,8 +53,9 @@ def test_batch_tasks_go_below_every_interactive_one_until_aged() -> None:
 
 def test_a_batch_due_sooner_goes_sooner_whatever_its_backlog() -> None:
     hour = URGENT_WITHIN_S
-    due = [urgency_step(s) for s in (0, hour, hour + 1, 4 * hour, 16 * hour, 64 * hour, 1e9)]
+    due = [urgency_step(s) for s in (0, hour, hour + 1, 2 * hour, 4 * hour, 8 * hour, 9 * hour)]
     assert due == [5, 5, 6, 6, 7, 8, 9] and due == sorted(due)
+    assert urgency_step(24 * hour) == BATCH_STEPS[-1]  # a fresh day's batch: nothing
     assert set(due) == set(BATCH_STEPS)
     # A big backlog due in half an hour goes before a small one due in a day...
     urgent = task_priority(10**4, 0.0, True, 900.0, 3600.0, expires_in_s=hour / 2)
