@@ -24,7 +24,8 @@ from ingestion.tasks.prompts import response_format
 from ingestion.tasks.repetition import Loop
 from ingestion.tasks.specs import CHAT_TASK
 from service import ledger
-from service.backends.client import Cancelled, Completion, VllmClient, VllmError
+from service.backends.client import VllmClient
+from service.backends.completion import Cancelled, Completion, VllmError
 from service.backends.sampling import after_loop, sampling_for
 from service.config import Settings
 from service.db import retry_conflicts, write_transaction
