@@ -30,7 +30,7 @@ from service.backends.sampling import after_loop, sampling_for
 from service.config import Settings
 from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
-from service.jobs.planner import est_duration_s
+from service.jobs.request_time import est_duration_s
 from service.models import Backend, Job, JobStatus, Result, utcnow
 from workers.jobs import reasons as public_reasons
 from workers.jobs.admitted import Admitted, LeaseKeeper, load_admitted
