@@ -21,9 +21,9 @@ Policies, all over the same plans, replicas and service model:
   priority = planned tokens (shortest admitted first, longest preempted first).
 The baselines send without any KV check, so vLLM preempts whenever the pool runs out;
 Longdoc runs on the very same vLLM model, and its preemptions are counted by the same
-check (bench/sim/engine.py), not assumed to be zero.
+check (bench/sim/server.py), not assumed to be zero.
 
-The vLLM model (bench/sim/engine.py): chunked prefill with a token budget per step,
+The vLLM model (bench/sim/server.py): chunked prefill with a token budget per step,
 running requests first, KV blocks allocated as tokens are processed (the registry's
 per-group block rule with the step's tokens in flight, so sliding and chunked layers
 stay bounded), recompute preemption of the most recently admitted request (priority
@@ -94,10 +94,11 @@ if __package__ in (None, ""):
     # Run as a file: make the repository root importable, as `python -m` would.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sim.engine import Dispatcher, Server, Simulation
+from bench.sim.engine import Dispatcher, Simulation
 from bench.sim.metrics import LowerBound, RunResult, lower_bound, summarize
 from bench.sim.perf import ServiceModel, describe
 from bench.sim.policies import Fifo, Longdoc, RoundRobin, ShortestFirst
+from bench.sim.server import Server
 from bench.sim.workload import Workload, WorkloadParams, generate
 from ingestion.capacity.admission import Policy
 from ingestion.capacity.router import Backend
