@@ -1,6 +1,7 @@
 """Prefill throughput of a vLLM CPU server in bfloat16 and in float32, same model, same
-prompt: the cost of `--dtype float32` (what service.backends.server.cpu_serving_dtype
-picks on a CPU without avx512_bf16/amx_bf16) against bf16.
+prompt: the cost of `--dtype float32` (what
+service.backends.serving_dtype.cpu_serving_dtype picks on a CPU without
+avx512_bf16/amx_bf16) against bf16.
 
     PYTHONPATH=. python bench/cpu_dtype.py [--model smollm2-135m-instruct] [--tokens 1500]
 
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from service.backends.server import VllmServer, cpu_has_bf16
+from service.backends.server import VllmServer
+from service.backends.serving_dtype import cpu_has_bf16
 from service.config import Settings
 
 CACHE = Settings().cache_dir  # LONGDOC_CACHE_DIR, as the service reads it

@@ -25,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.schedule import _models, simulate
+from bench.schedule_runs import service_models, simulate
 from bench.sim.metrics import _job_wait
 from bench.sim.policies import Longdoc
 from bench.sim.workload import Workload, WorkloadParams, generate
@@ -49,7 +49,7 @@ def two_tenants(wl: Workload, small: int) -> Workload:
 def run(jobs: int, small: int, seed: int) -> dict[str, Any]:
     settings = Settings()
     backends = deployment_backends(list(settings.deployment))
-    models = _models(backends)
+    models = service_models(backends)
     replicas = {role: sum(b.role == role for b in backends) for role in models}
     params = WorkloadParams(jobs=jobs + small, seed=seed, burstiness=0.0)
     wl = two_tenants(generate(params, backends, models, replicas), small)

@@ -21,9 +21,9 @@ Policies, all over the same plans, replicas and service model:
   priority = planned tokens (shortest admitted first, longest preempted first).
 The baselines send without any KV check, so vLLM preempts whenever the pool runs out;
 Longdoc runs on the very same vLLM model, and its preemptions are counted by the same
-check (bench/sim/engine.py), not assumed to be zero.
+check (bench/sim/server.py), not assumed to be zero.
 
-The vLLM model (bench/sim/engine.py): chunked prefill with a token budget per step,
+The vLLM model (bench/sim/server.py): chunked prefill with a token budget per step,
 running requests first, KV blocks allocated as tokens are processed (the registry's
 per-group block rule with the step's tokens in flight, so sliding and chunked layers
 stay bounded), recompute preemption of the most recently admitted request (priority
@@ -74,6 +74,8 @@ pools and which admission rule placed each request.
 
 Deterministic for a given `--seed` (the simulation has no wall-clock input).
 
+The runs themselves are bench/schedule_runs.py; what is printed, bench/schedule_output.py.
+
 Usage: python bench/schedule.py [--jobs 300] [--seed 0] [--burstiness 0.3]
        [--burst-size 20] [--load 1.0] [--replicas gemma=2,scout=1]
        [--max-head-wait S] [--policy NAME ...] [--json]
@@ -84,107 +86,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):
     # Run as a file: make the repository root importable, as `python -m` would.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sim.engine import Dispatcher, Server, Simulation
-from bench.sim.metrics import LowerBound, RunResult, lower_bound, summarize
-from bench.sim.perf import ServiceModel, describe
-from bench.sim.policies import Fifo, Longdoc, RoundRobin, ShortestFirst
-from bench.sim.workload import Workload, WorkloadParams, generate
+from bench.schedule_output import table, to_json
+from bench.schedule_runs import POLICIES, run
+from bench.sim.workload import WorkloadParams
 from ingestion.capacity.admission import Policy
-from ingestion.capacity.router import Backend
 from service.config import Settings
 from service.deployment import DeploymentReplica
-from service.jobs.planner import deployment_backends
-
-POLICIES = ("longdoc", "fifo", "round_robin", "shortest_first")
-BASELINE = "fifo"
-
-
-@dataclass
-class Report:
-    params: WorkloadParams
-    deployment: list[DeploymentReplica]
-    workload: Workload
-    lb: LowerBound
-    models: dict[str, ServiceModel]
-    results: list[RunResult]
-    seconds: float
-
-
-def dispatcher(name: str, policy: Policy | None = None) -> Dispatcher:
-    if name == "longdoc":
-        return Longdoc(policy)
-    if name == "fifo":
-        return Fifo()
-    if name == "round_robin":
-        return RoundRobin()
-    if name == "shortest_first":
-        return ShortestFirst()
-    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-
-
-def _models(backends: Sequence[Backend]) -> dict[str, ServiceModel]:
-    models: dict[str, ServiceModel] = {}
-    for b in backends:
-        if b.kv_cache_bytes is None:
-            raise ValueError(f"{b.id}: the deployment gives no KV pool; the benchmark needs one")
-        if b.role in models and models[b.role].model_id != b.model:
-            raise ValueError(f"role {b.role} mixes models; the benchmark needs one per role")
-        models.setdefault(b.role, ServiceModel(b.model, b.kv))
-    return models
-
-
-def simulate(
-    workload: Workload,
-    backends: Sequence[Backend],
-    models: dict[str, ServiceModel],
-    d: Dispatcher,
-) -> Simulation:
-    servers = [
-        Server(b.id, b.role, models[b.role], b.kv_cache_bytes or 0, priority=d.priority_servers)
-        for b in backends
-    ]
-    sim = Simulation(workload.jobs, servers, d)
-    sim.run()
-    return sim
-
-
-def run(
-    params: WorkloadParams,
-    deployment: list[DeploymentReplica],
-    policies: Sequence[str] = POLICIES,
-    admission_policy: Policy | None = None,
-) -> Report:
-    t0 = time.perf_counter()
-    backends = deployment_backends(deployment)
-    models = _models(backends)
-    replicas = {role: sum(b.role == role for b in backends) for role in models}
-    workload = generate(params, backends, models, replicas)
-    lb = lower_bound(workload, models, replicas)
-    results = []
-    for name in policies:
-        d = dispatcher(name, admission_policy)
-        sim = simulate(workload, backends, models, d)
-        result = summarize(sim, name, lb)
-        if isinstance(d, Longdoc):
-            result.extra = {
-                "admission_decisions": d.decisions,
-                "decisions_with_aged_head": d.aged_decisions,
-                "placements_by_rule": dict(d.rules),
-                "peak_leased_fraction": d.peak_leased_fraction,
-                "leased_fraction": d.leased_fraction(result.makespan_s),
-            }
-        results.append(result)
-    return Report(params, deployment, workload, lb, models, results, time.perf_counter() - t0)
 
 
 def with_replicas(deployment: list[DeploymentReplica], spec: str) -> list[DeploymentReplica]:
@@ -202,111 +116,6 @@ def with_replicas(deployment: list[DeploymentReplica], spec: str) -> list[Deploy
         d.model_copy(update={"replicas": counts[d.role]}) if d.role in counts else d
         for d in deployment
     ]
-
-
-# -- output ----------------------------------------------------------------------------
-
-
-def _ratio(value: float, base: float | None) -> str:
-    if base is None:
-        return "    -"
-    if base == 0:
-        return "  -  " if value == 0 else "  inf"
-    return f"{value / base:5.2f}"
-
-
-def to_json(report: Report) -> dict[str, Any]:
-    wl = report.workload
-    base = next((r for r in report.results if r.policy == BASELINE), None)
-    results = []
-    for r in report.results:
-        entry = r.as_dict()
-        if base is not None:
-            entry["vs_fifo"] = {
-                k: (getattr(r, k) / getattr(base, k) if getattr(base, k) else None)
-                for k in ("makespan_s", "mean_wait_s", "p99_wait_s", "largest_job_wait_s")
-            }
-        results.append(entry)
-    roles: dict[str, int] = {}
-    for j in wl.jobs:
-        for q in j.requests:
-            roles[q.role] = roles.get(q.role, 0) + 1
-    return {
-        "params": report.params.__dict__,
-        "deployment": [d.model_dump() for d in report.deployment],
-        "workload": {
-            "jobs": len(wl.jobs),
-            "map_reduce_jobs": sum(j.kind == "map_reduce" for j in wl.jobs),
-            "requests_by_role": roles,
-            "arrival_span_s": wl.span_s,
-            "largest_doc_tokens": max(j.doc_tokens for j in wl.jobs),
-        },
-        "service_model": {role: describe(m) for role, m in report.models.items()},
-        "lower_bound": report.lb.__dict__,
-        "results": results,
-        "seconds": report.seconds,
-    }
-
-
-def table(report: Report) -> str:
-    wl, lb = report.workload, report.lb
-    fifo = next((r for r in report.results if r.policy == BASELINE), None)
-    base: dict[str, float] = {}
-    if fifo is not None:
-        base = {"make": fifo.makespan_s, "mean": fifo.mean_wait_s, "p99": fifo.p99_wait_s}
-    lines = []
-    deploy = "; ".join(
-        f"{d.role}: {d.model} x{d.replicas} (tp {d.tp}, max_model_len {d.max_model_len:,}, "
-        f"KV pool {(d.kv_cache_bytes or 0) / 2**30:.2f} GiB/GPU)"
-        for d in report.deployment
-    )
-    lines.append(f"deployment: {deploy}")
-    p = report.params
-    mr = sum(j.kind == "map_reduce" for j in wl.jobs)
-    n_req = sum(len(j.requests) for j in wl.jobs)
-    lines.append(
-        f"workload: {p.jobs} jobs ({mr} map-reduce, {n_req} requests), {p.min_tokens:,}-"
-        f"{p.max_tokens:,} tokens log-uniform, burstiness {p.burstiness} (bursts of "
-        f"{p.burst_size}), load {p.load}, arrivals over {wl.span_s:,.0f} s, seed {p.seed}"
-    )
-    parts = ", ".join(
-        f"{role} {lb.total_work_over_capacity[role]:,.0f} s work/capacity "
-        f"({lb.by_role[role]:,.0f} s with arrivals)"
-        for role in lb.by_role
-    )
-    lines.append(
-        f"lower bound: {lb.value:,.0f} s = max({parts}, longest job alone "
-        f"{lb.longest_job_alone:,.0f} s)"
-    )
-    roles = list(report.models)
-    kv_head = "KV " + "/".join(roles)
-    kv_w = max(len(kv_head), 6 * len(roles))
-
-    def _kv(r: RunResult) -> str:
-        return "/".join(f"{r.kv_utilisation[role]:.0%}" for role in roles)
-
-    head = (
-        f"{'policy':<15} {'makespan s':>11} {'xfifo':>5} {'/LB':>5} {'mean wait s':>11} "
-        f"{'xfifo':>5} {'p99 wait s':>10} {'xfifo':>5} {'largest wait s':>14} {kv_head:>{kv_w}} "
-        f"{'preempt':>7} {'recomputed tok':>14} {'done':>7}"
-    )
-    lines += ["", head, "-" * len(head)]
-    for r in report.results:
-        lines.append(
-            f"{r.policy:<15} {r.makespan_s:>11,.0f} {_ratio(r.makespan_s, base.get('make'))} "
-            f"{r.makespan_over_lb:>5.2f} {r.mean_wait_s:>11,.0f} "
-            f"{_ratio(r.mean_wait_s, base.get('mean'))} {r.p99_wait_s:>10,.0f} "
-            f"{_ratio(r.p99_wait_s, base.get('p99'))} {r.largest_job_wait_s:>14,.0f} "
-            f"{_kv(r):>{kv_w}} {r.preemptions:>7,} {r.recomputed_tokens:>14,} "
-            f"{r.jobs_completed:>3}/{r.jobs:<3}"
-        )
-    largest = max(j.doc_tokens for j in wl.jobs)
-    lines.append("")
-    lines.append(
-        f"largest job: {largest:,} tokens. KV: time-averaged share of the pool holding KV "
-        f"blocks, per role. Simulated in {report.seconds:.1f} s."
-    )
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

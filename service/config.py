@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     embedded_vllm_ready_timeout_s: float = Field(default=300.0, gt=0)
     # The weights' dtype of every vLLM CPU server Longdoc starts (the embedded one, the
     # tests'): auto = bfloat16 on a CPU with bf16 instructions (avx512_bf16, amx_bf16),
-    # float32 elsewhere (service/backends/server.py: cpu_serving_dtype).
+    # float32 elsewhere (service/backends/serving_dtype.py: cpu_serving_dtype).
     vllm_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     # Webhook callbacks (service/webhooks/destinations.py) to private, loopback or

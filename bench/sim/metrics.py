@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.sim.engine import JobRun, Simulation
+from bench.sim.engine import Simulation
+from bench.sim.jobs import JobRun
 from bench.sim.perf import ServiceModel
 from bench.sim.workload import JobSpec, Workload
 

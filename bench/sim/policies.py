@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.sim.engine import Dispatcher, Req, Server, Simulation
+from bench.sim.engine import Dispatcher, Simulation
+from bench.sim.jobs import Req
+from bench.sim.server import Server
 from ingestion.capacity import admission
 
 __all__ = ["Fifo", "Longdoc", "RoundRobin", "ShortestFirst"]

@@ -1,18 +1,19 @@
 """JSON Schema for extract: a client's schema checked before any job runs on it, and a
-validator for the model's output that never fetches anything."""
+validator for the model's output that never fetches anything. The walk over the
+schema's subschemas and references is ingestion.tasks.schema_graph's; the limits it is
+held to, and what is refused, are here."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from ingestion.linear_regex import LinearPattern
+from ingestion.tasks.schema_graph import dicts, has_loop, resolve, subschemas
 
 SCHEMA_BYTES = 64 * 1024
 SCHEMA_DEPTH = 64
@@ -75,24 +76,6 @@ def _plain_json(value: object) -> Any:
     return json.loads(encoded)
 
 
-def _dicts(node: object) -> Iterator[dict[str, Any]]:
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
-_INDEX = re.compile(r"0|[1-9][0-9]{0,8}")
-# Keywords whose value is a subschema, a list of them, or an object of them: where a
-# validator goes from a schema (`_children`). "$defs" is not among them: a definition
-# is visited only through a reference to it.
-_ONE = ("not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames")
-_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
-_OBJECT = ("properties", "patternProperties", "dependentSchemas")
 # jsonschema checks these by walking every sibling subschema again for each value, with
 # Python's backtracking `re` for patternProperties and a list scan per property (time
 # quadratic in the properties); "additionalProperties": false and "items" say the same
@@ -100,88 +83,12 @@ _OBJECT = ("properties", "patternProperties", "dependentSchemas")
 _UNSUPPORTED = ("unevaluatedProperties", "unevaluatedItems")
 
 
-def _resolve(schema: dict[str, Any], ref: str, anchors: dict[str, object]) -> object | None:
-    """What a "#..." reference points at in `schema`, or None."""
-    fragment = unquote(ref[1:])
-    if not fragment:
-        return schema
-    if not fragment.startswith("/"):
-        return anchors.get(fragment)
-    node: object = schema
-    for token in fragment[1:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and _INDEX.fullmatch(token) and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return None
-    return node
-
-
-def _in_place(node: dict[str, Any], targets: dict[str, object]) -> Iterator[dict[str, Any]]:
-    """Subschemas applied to the same value as `node`."""
-    for key in ("$ref", "$dynamicRef"):
-        target = targets.get(node[key]) if isinstance(node.get(key), str) else None
-        if isinstance(target, dict):
-            yield target
-    for key in ("not", "if", "then", "else"):
-        if isinstance(node.get(key), dict):
-            yield node[key]
-    for key in ("allOf", "anyOf", "oneOf"):
-        if isinstance(node.get(key), list):
-            yield from (s for s in node[key] if isinstance(s, dict))
-    if isinstance(node.get("dependentSchemas"), dict):
-        yield from (s for s in node["dependentSchemas"].values() if isinstance(s, dict))
-
-
-def _has_loop(nodes: list[dict[str, Any]], targets: dict[str, object]) -> bool:
-    """Whether references loop back without descending into the value: validation
-    would recurse until RecursionError, and a grammar could not be built from it."""
-    state: dict[int, bool] = {}  # id -> finished
-    for start in nodes:
-        if id(start) in state:
-            continue
-        state[id(start)] = False
-        path = [(start, _in_place(start, targets))]
-        while path:
-            node, children = path[-1]
-            child = next(children, None)
-            if child is None:
-                state[id(node)] = True
-                path.pop()
-            elif id(child) not in state:
-                state[id(child)] = False
-                path.append((child, _in_place(child, targets)))
-            elif not state[id(child)]:
-                return True
-    return False
-
-
-def _children(node: object, targets: Mapping[str, object]) -> Iterator[object]:
-    """The subschemas a validator applies from `node`, its references' targets included."""
-    if not isinstance(node, dict):
-        return
-    for key in ("$ref", "$dynamicRef"):
-        if isinstance(node.get(key), str) and node[key] in targets:
-            yield targets[node[key]]
-    for key in _ONE:
-        if isinstance(node.get(key), dict | bool):
-            yield node[key]
-    for key in _LIST:
-        if isinstance(node.get(key), list):
-            yield from node[key]
-    for key in _OBJECT:
-        if isinstance(node.get(key), dict):
-            yield from node[key].values()
-
-
 def expansion(schema: dict[str, Any], targets: Mapping[str, object]) -> int:
     """How many subschemas a validator visits from `schema` at most once per value, with
     references followed: the size of the schema written out without them, capped just
     over SCHEMA_EXPANSION. Linear: each subschema is sized once and reused wherever it
     is referenced. A reference back to a subschema being sized (recursion, which must
-    descend into the value, `_has_loop`) counts as one subschema: the schema is sized
+    descend into the value, `has_loop`) counts as one subschema: the schema is sized
     for one level of the recursion, and deeper output is bounded by the step budget of
     output validation (`schema_validation`)."""
     cap = SCHEMA_EXPANSION + 1
@@ -189,7 +96,7 @@ def expansion(schema: dict[str, Any], targets: Mapping[str, object]) -> int:
     open_: set[int] = set()
     # Each frame: a subschema, its children still to size, the total so far.
     path: list[tuple[object, Iterator[object], list[int]]] = [
-        (schema, _children(schema, targets), [1])
+        (schema, subschemas(schema, targets), [1])
     ]
     open_.add(id(schema))
     while path:
@@ -207,7 +114,7 @@ def expansion(schema: dict[str, Any], targets: Mapping[str, object]) -> int:
             total[0] += 1
         else:
             open_.add(id(child))
-            path.append((child, _children(child, targets), [1]))
+            path.append((child, subschemas(child, targets), [1]))
     return sizes[id(schema)]
 
 
@@ -231,7 +138,7 @@ def _check_subschemas(schema: dict[str, Any], targets: Mapping[str, object]) -> 
         for pattern in [node.get("pattern"), *(patterns if isinstance(patterns, dict) else ())]:
             if isinstance(pattern, str):
                 check_pattern(pattern)
-        stack.extend(_children(node, targets))
+        stack.extend(subschemas(node, targets))
         if isinstance(node.get("$defs"), dict):
             stack.extend(node["$defs"].values())
 
@@ -248,7 +155,7 @@ def check_pattern(pattern: str) -> LinearPattern[str]:
 
 
 def _check_keywords(schema: dict[str, Any]) -> None:
-    nodes = list(_dicts(schema))
+    nodes = list(dicts(schema))
     anchors: dict[str, object] = {}
     refs: list[tuple[str, str]] = []
     for node in nodes:
@@ -265,11 +172,11 @@ def _check_keywords(schema: dict[str, Any]) -> None:
                 f'"{key}" {short(ref)!r} points outside the schema; only references within '
                 'it, like "#/$defs/name", are allowed'
             )
-        target = _resolve(schema, ref, anchors)
+        target = resolve(schema, ref, anchors)
         if not isinstance(target, dict | bool):
             raise ValueError(f'"{key}" {short(ref)!r} does not point at a schema within it')
         targets[ref] = target
-    if _has_loop(nodes, targets):
+    if has_loop(nodes, targets):
         raise ValueError("its references loop back to themselves without descending")
     if (size := expansion(schema, targets)) > SCHEMA_EXPANSION:
         raise ValueError(

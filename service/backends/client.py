@@ -8,139 +8,27 @@ sent as `X-Request-Id` and as the body's `request_id`: vLLM 0.32 names the reque
 attempts never collide in the engine and the caller can tell which attempt wrote a result.
 Streaming is what makes cancelling work: vLLM aborts a streaming request when its client
 disconnects.
+
+Here: the request, its retries and how a failed attempt is classed. The stream's lines
+are read by service.backends.chat_stream, an attempt's deadline and cancel are kept by
+service.backends.watch, and what a call returns or raises is service.backends.completion.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
-from ingestion.tasks.repetition import TAIL_CHARS, Loop, find_loop
+from service.backends.chat_stream import ChatStream
+from service.backends.completion import Cancelled, Completion, VllmError
 from service.backends.sampling import Sampling
-
-_WATCH_S = 0.1  # how often the watcher looks at the caller's cancel event
-_PROGRESS_EVERY_S = 0.5  # on_progress at most ~2/s: callers write it to the database
-_LOOP_CHECK_EVERY = 16  # content chunks between looks for a loop (each looks at a tail)
-
-
-class VllmError(Exception):
-    """A request that failed for good. `retryable` says whether trying later (e.g. after
-    the server comes back) may succeed: connection errors/5xx/429 after retries are
-    retryable, other 4xx (prompt too long, bad schema...) are not. `status` is the HTTP
-    status or None. `server_down`: the server itself could not be reached (refused, no
-    connection in time, the connection reset before any response), as opposed to one
-    request failing on a server that answers (a 5xx, a 429, a stream cut or aborted)."""
-
-    def __init__(
-        self, message: str, *, retryable: bool, status: int | None = None,
-        attempts: int = 1, request_id: str | None = None, server_down: bool = False,
-    ) -> None:  # fmt: skip
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.server_down = server_down
-        self.status = status
-        self.attempts = attempts  # how many were made
-        self.request_id = request_id  # the last attempt's id
-
-
-class Cancelled(Exception):
-    """The caller's cancel event was set; the request was aborted."""
-
-    def __init__(self, request_id: str) -> None:
-        super().__init__(f"request {request_id} cancelled")
-        self.request_id = request_id
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    request_id: str  # the id of the attempt that succeeded
-    model: str
-    attempts: int
-    elapsed_s: float  # the whole call, backoff and failed attempts included
-    first_token_s: float | None  # from the start of the attempt that succeeded (~prefill)
-    # The output began to loop and the request was stopped there: `text` is cut after the
-    # first copy of the repeated block, `finish_reason` is "repetition".
-    loop: Loop | None = None
-
-
-class _Watch:
-    """One attempt's watchdog thread, for the read deadline and the cancel event.
-    Why: the wait for the first token (queue + prefill) can be long with no byte arriving,
-    and neither a cancel nor the shorter between-chunk timeout may wait for a chunk.
-    httpx's read timeout is fixed per request (httpcore takes it once, when the body
-    starts), so it is the first-token budget, a backstop; this thread keeps the real
-    deadline (the budget until the first line, then read_timeout_s after each line). A
-    thread blocked on a socket is not woken by close() from another (Linux), it is by
-    shutdown(): the watcher takes the attempt's socket from httpcore's connect trace and
-    shuts it down; the reader fails at once and `reason` says why; the server aborts."""
-
-    def __init__(self, cancel: threading.Event | None, first_budget_s: float) -> None:
-        self.cancel = cancel
-        self.deadline = time.monotonic() + first_budget_s
-        self.reason: str | None = None  # "cancelled" or "timeout" once it acted
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vllm-watch", daemon=True)
-        self._thread.start()
-
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        if event == "connection.connect_tcp.complete":
-            with self._lock:
-                self._sock = info["return_value"].get_extra_info("socket")
-            if self.reason is not None:  # cancelled while connecting
-                self._abort(self.reason)
-
-    def _run(self) -> None:
-        # It polls: the caller's Event cannot wake it for us, and the deadline moves both
-        # ways (later with each line, earlier from the first-token budget to the read one).
-        while not self._done.is_set():
-            left = self.deadline - time.monotonic()
-            if self.cancel is not None and self.cancel.is_set():
-                self._abort("cancelled")
-            elif left <= 0:
-                self._abort("timeout")
-            else:
-                (self.cancel or self._done).wait(min(left, _WATCH_S))
-
-    def _abort(self, reason: str) -> None:
-        with self._lock:
-            self.reason = reason
-            # EBADF when httpcore already closed it; the object's fd is -1 by then, so a
-            # reused descriptor number is never touched.
-            with contextlib.suppress(OSError, AttributeError):
-                self._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-        self._done.set()
-
-    def close(self) -> None:
-        # Not joined: it sees _done within _WATCH_S and ends; a join would add that much to
-        # every call. A late _abort() is harmless: the closed socket object has no fd.
-        self._done.set()
-
-
-def _loop_at_end(pieces: list[str], chars: int) -> Loop | None:
-    """`find_loop` on the output's tail only: joining the whole output at every check
-    would copy it over and over. A piece holds at least one character, so the last
-    TAIL_CHARS pieces hold all of the tail; `keep_chars` is moved back to the whole."""
-    tail = "".join(pieces[-TAIL_CHARS:])
-    found = find_loop(tail)
-    if found is None:
-        return None
-    return replace(found, keep_chars=found.keep_chars + chars - len(tail))
+from service.backends.watch import Watch
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -255,7 +143,7 @@ class VllmClient:
         last.args = (last.message,)
         raise last
 
-    def _attempt(  # noqa: C901
+    def _attempt(
         self, body: dict[str, Any], rid: str, attempt: int, t0: float, first_budget_s: float,
         cancel: threading.Event | None, on_progress: Callable[[int], None] | None,
         loop_guard: bool,
@@ -265,12 +153,12 @@ class VllmClient:
         timeout = httpx.Timeout(
             self.read_timeout_s, connect=self.connect_timeout_s, read=first_budget_s + 1.0
         )
-        watch = _Watch(cancel, first_budget_s)
-        text, usage, model, finish = list[str](), dict[str, Any](), str(body["model"]), None
-        first_token_s: float | None = None
-        tokens, reported, last_report, done, answered = 0, 0, 0.0, False, False
-        loop: Loop | None = None
-        chars = 0  # of text so far
+        watch = Watch(cancel, first_budget_s)
+        stream = ChatStream(
+            self.base_url, str(body["model"]), start, loop_guard=loop_guard,
+            on_progress=on_progress,
+        )  # fmt: skip
+        answered = False
         try:
             with self._http.stream(
                 "POST", "/v1/chat/completions", json=body, headers={"X-Request-Id": rid},
@@ -287,43 +175,7 @@ class VllmClient:
                     watch.deadline = time.monotonic() + self.read_timeout_s
                     if cancel is not None and cancel.is_set():
                         raise Cancelled(rid)
-                    if not line.startswith("data:"):
-                        continue  # blank separators, SSE comments
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    chunk = json.loads(data)
-                    if "error" in chunk:  # vLLM reports failures mid-stream this way
-                        err = chunk["error"]
-                        code = err.get("code") if isinstance(err, dict) else None
-                        status = code if isinstance(code, int) else None
-                        retry = status is None or status >= 500
-                        msg = f"error from {self.base_url} mid-stream: {err}"
-                        raise VllmError(msg, retryable=retry, status=status)
-                    if first_token_s is None:
-                        first_token_s = time.monotonic() - start
-                    model = chunk.get("model") or model
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        if choice.get("index", 0) != 0:
-                            continue
-                        if content := (choice.get("delta") or {}).get("content"):
-                            text.append(content)
-                            tokens += 1
-                            chars += len(content)
-                            if loop_guard and tokens % _LOOP_CHECK_EVERY == 0:
-                                loop = _loop_at_end(text, chars)
-                        finish = choice.get("finish_reason") or finish
-                    count = usage.get("completion_tokens") or tokens
-                    now = time.monotonic()
-                    due = reported == 0 or now - last_report >= _PROGRESS_EVERY_S
-                    if on_progress is not None and count > reported and due:
-                        on_progress(count)
-                        reported, last_report = count, now
-                    if loop is not None:
-                        # Leaving the stream closes the connection: vLLM aborts the request.
-                        done, finish = True, "repetition"
+                    if stream.feed(line):
                         break
         except httpx.TransportError as exc:
             if watch.reason == "cancelled":
@@ -336,17 +188,4 @@ class VllmClient:
             raise VllmError(f"{self.base_url}: bad stream line: {exc}", retryable=True) from exc
         finally:
             watch.close()
-        if not done:
-            raise VllmError(f"{self.base_url}: stream ended without [DONE]", retryable=True)
-        if finish == "abort":
-            # A server shutting down ends its running requests this way, [DONE] and all:
-            # the text is cut short, not an answer.
-            raise VllmError(f"{self.base_url}: the server aborted the request", retryable=True)
-        completion_tokens = usage.get("completion_tokens")
-        if on_progress is not None and completion_tokens and completion_tokens > reported:
-            on_progress(completion_tokens)
-        out = "".join(text)
-        return Completion(
-            out if loop is None else out[: loop.keep_chars], finish, usage.get("prompt_tokens"),
-            completion_tokens, rid, model, attempt, time.monotonic() - t0, first_token_s, loop,
-        )  # fmt: skip
+        return stream.completion(rid, attempt, t0)

@@ -45,7 +45,7 @@ _SOURCES: tuple[CapacitySource, ...] = ("measured", "derived", "configured", "un
 NOT_CONFIGURED = "not configured"
 _MAX_PARALLEL_PROBES = 8
 # What `--kv-cache-dtype auto` can store for the registry's models: their bf16, or
-# fp32 where a CPU server runs --dtype float32 (service/backends/server.py).
+# fp32 where a CPU server runs --dtype float32 (service/backends/serving_dtype.py).
 _AUTO_DTYPES: tuple[KvDtype, ...] = ("bf16", "fp32")
 
 

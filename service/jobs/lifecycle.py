@@ -19,8 +19,9 @@ from service.db import retry_conflicts, write_transaction
 from service.documents import get_owned as get_owned_document
 from service.errors import Conflict, Invalid
 from service.jobs import creation, quota, tree
-from service.jobs.planner import Planned, SplitDeferred, est_duration_s
+from service.jobs.planner import Planned, SplitDeferred
 from service.jobs.planning import plan_document_job
+from service.jobs.request_time import est_duration_s
 from service.jobs.schemas import JobCreate
 from service.models import Document, DocumentStatus, Job, JobStatus, utcnow
 from service.tenancy import owned

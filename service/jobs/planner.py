@@ -8,35 +8,28 @@ the plan the service makes. Where the inputs come from is the callers' business:
 `service.jobs.planning` reads them from the database and the servers, the CLI from
 the file and the deployment in settings. Nothing here does I/O but `DocumentText.pages`,
 which the caller supplies and which is called only when the document must be split
-or cut to a job's page range.
+or cut to a job's page range. The tokens a request adds to its text are counted in
+`service.jobs.request_tokens`, how long it may take in `service.jobs.request_time`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ingestion.capacity.chunking import PageChunker
 from ingestion.capacity.kv import KvConfig
-from ingestion.capacity.route_plan import Chunk, Plan, Request, RouteRefused
+from ingestion.capacity.route_plan import Chunk, Plan, RouteRefused
 from ingestion.capacity.router import ROLE_ORDER, Backend, Job, plan_route
 from ingestion.documents.page_range import PageRange, PageRangeError
 from ingestion.documents.textfile import PAGE_SEPARATOR, PageSpan
-from ingestion.tasks.prompts import page_marker
-from ingestion.tasks.specs import (
-    CHAT_MESSAGE_TOKENS,
-    TEMPLATE_TOKENS,
-    instruction_text,
-    reduce_instruction_text,
-)
-from ingestion.tokens.counting import TokenCounter, count_stream, estimate_tokens
+from ingestion.tasks.specs import CHAT_MESSAGE_TOKENS, TEMPLATE_TOKENS
+from ingestion.tokens.counting import TokenCounter
 from ingestion.types import TokenCount
 from service.config import Settings
 from service.deployment import DeploymentReplica
-
-# Between two pages the request has a blank line where the counted text has
-# PAGE_SEPARATOR; a token per page covers a merge that differs at the seam.
-SEAM_TOKENS_PER_PAGE = 1
+from service.jobs.request_time import check_time_limit
+from service.jobs.request_tokens import chat_counts, prompt_tokens, text_count
 
 
 @dataclass(frozen=True)
@@ -71,37 +64,6 @@ class SplitDeferred(Exception):
     request for seconds). The worker plans the job instead."""
 
 
-def _count(counter: TokenCounter | None, text: str) -> int:
-    return counter.count(text) if counter is not None else estimate_tokens(len(text)).count
-
-
-def page_overhead(counter: TokenCounter | None, spans: Sequence[PageSpan]) -> int:
-    """What a request adds to the counted text: a marker line per page with text, and
-    the seams between pages."""
-    pages = [s.number for s in spans if s.char_end > s.char_start]
-    markers = "".join(page_marker(n) for n in pages)
-    return _count(counter, markers) + SEAM_TOKENS_PER_PAGE * len(pages)
-
-
-def prompt_tokens(
-    task: str,
-    params: Mapping[str, object],
-    spans: Sequence[PageSpan],
-    counters: Mapping[str, TokenCounter],
-    roles: Sequence[str],
-) -> dict[str, int]:
-    """Per role, the tokens a request adds to its text: the larger of the map and the
-    reduce instructions (one budget bounds every request of the plan), the chat
-    template, and the page markers. A role with no counter is estimated."""
-    texts = (instruction_text(task, params), reduce_instruction_text(task, params))
-    out = {}
-    for role in roles:
-        counter = counters.get(role)
-        fixed = max(_count(counter, t) for t in texts)
-        out[role] = fixed + TEMPLATE_TOKENS + page_overhead(counter, spans)
-    return out
-
-
 class _Splitter:
     """The document's chunker, reading its pages only if the router asks for a split."""
 
@@ -118,15 +80,6 @@ class _Splitter:
             raise SplitDeferred(f"{size} bytes of text to split")
         first, last = self.doc.spans[0].number, self.doc.spans[-1].number
         return PageChunker(self.doc.pages(first, last), self.counters)(role, budget)
-
-
-def _counted(counter: TokenCounter | None, text: str) -> TokenCount:
-    if counter is None:
-        return estimate_tokens(len(text))
-    found = count_stream(counter, [text])
-    # A server's /tokenize says so, as ingest's count of the whole document does.
-    method = getattr(counter, "method", found.method)
-    return replace(found, method=method) if method != found.method else found
 
 
 def page_range(
@@ -152,7 +105,7 @@ def page_range(
         raise SplitDeferred(f"{part.text_bytes} bytes of text in pages {pages} to count")
     read = list(doc.pages(pages.first, pages.last))
     text = PAGE_SEPARATOR.join(t for _, t in read if t)
-    counts = {role: _counted(counters.get(role), text) for role in doc.counts}
+    counts = {role: text_count(counters.get(role), text) for role in doc.counts}
 
     def reread(first: int, last: int) -> list[tuple[PageSpan, str]]:
         return [(s, t) for s, t in read if first <= s.number <= last]
@@ -199,24 +152,6 @@ def _timed(plan: Plan, prompts: dict[str, int], settings: Settings) -> Planned:
     for request in plan.requests():
         check_time_limit(request, settings)
     return Planned(plan, prompts)
-
-
-def chat_counts(
-    texts: Sequence[str], counters: Mapping[str, TokenCounter], roles: Sequence[str]
-) -> dict[str, TokenCount]:
-    """Per role, the tokens of a chat request's messages, each counted on its own (the
-    template puts its turn markers between them); an estimate where a role has no
-    counter."""
-    out = {}
-    for role in roles:
-        counter = counters.get(role)
-        if counter is None:
-            out[role] = estimate_tokens(sum(len(t) for t in texts))
-            continue
-        method = getattr(counter, "method", "tokenizer")  # a server's /tokenize says so
-        total = sum(counter.count(t) for t in texts if t)
-        out[role] = TokenCount(total, True, counter.name, method, counter.model)
-    return out
 
 
 def plan_chat(
@@ -267,40 +202,3 @@ def deployment_backends(deployment: Sequence[DeploymentReplica]) -> list[Backend
                 )
             )
     return out
-
-
-def est_duration_s(request: Request, settings: Settings) -> float:
-    """What the admission policy assumes the request holds its KV for."""
-    return (
-        request.input_tokens / settings.est_prefill_tokens_per_s
-        + request.output_tokens / settings.est_decode_tokens_per_s
-    )
-
-
-def worst_case_s(request: Request, settings: Settings) -> float:
-    """How long the request may take at the slowest speeds Longdoc serves: prefill at
-    `vllm_min_prefill_tokens_per_s` (what the first-token timeout allows for), decode
-    at `vllm_min_decode_tokens_per_s`."""
-    return (
-        request.input_tokens / settings.vllm_min_prefill_tokens_per_s
-        + request.output_tokens / settings.vllm_min_decode_tokens_per_s
-    )
-
-
-def check_time_limit(request: Request, settings: Settings) -> None:
-    """ValueError (a bad budget) when the request could not finish within the job's
-    soft time limit, after its task polled for admission as long as it may: the limit
-    would cut it, and a cut request is a `timeout`, never a result."""
-    limit = settings.job_soft_time_limit_s - settings.admission_wait_s
-    worst = worst_case_s(request, settings)
-    if worst <= limit:
-        return
-    raise ValueError(
-        f"a request of {request.input_tokens:,} prompt and {request.output_tokens:,} output "
-        f"tokens may take {worst:,.0f} s at the slowest speeds served "
-        f"(LONGDOC_VLLM_MIN_PREFILL_TOKENS_PER_S={settings.vllm_min_prefill_tokens_per_s:g}, "
-        f"LONGDOC_VLLM_MIN_DECODE_TOKENS_PER_S={settings.vllm_min_decode_tokens_per_s:g}), "
-        f"over the job time limit of {limit:,.0f} s (LONGDOC_JOB_SOFT_TIME_LIMIT_S="
-        f"{settings.job_soft_time_limit_s} less LONGDOC_ADMISSION_WAIT_S="
-        f"{settings.admission_wait_s:g}); ask for fewer output tokens"
-    )

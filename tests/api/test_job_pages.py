@@ -30,7 +30,7 @@ from ingestion.tokens.counting import TokenCounter
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import get_sessionmaker
-from service.jobs.planner import page_overhead
+from service.jobs.request_tokens import page_overhead
 from service.models import Document, DocumentTokenCount, Job, JobStatus
 from tests.api.test_documents import upload
 from tests.api.test_job_plan_matches_route import Case, _deployment, _small

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import schedule
+from bench import schedule, schedule_runs
 from bench.sim.metrics import RunResult
 from bench.sim.perf import ServiceModel
 from bench.sim.workload import WorkloadParams
@@ -34,15 +34,15 @@ def deployment() -> list[DeploymentReplica]:
 
 
 @pytest.fixture(scope="module")
-def report(deployment: list[DeploymentReplica]) -> schedule.Report:
-    return schedule.run(SMALL, deployment)
+def report(deployment: list[DeploymentReplica]) -> schedule_runs.Report:
+    return schedule_runs.run(SMALL, deployment)
 
 
-def _by_policy(report: schedule.Report) -> dict[str, RunResult]:
+def _by_policy(report: schedule_runs.Report) -> dict[str, RunResult]:
     return {r.policy: r for r in report.results}
 
 
-def test_the_workload_spans_the_router_plans(report: schedule.Report) -> None:
+def test_the_workload_spans_the_router_plans(report: schedule_runs.Report) -> None:
     kinds = {j.kind for j in report.workload.jobs}
     roles = {r.role for j in report.workload.jobs for r in j.requests}
     assert kinds == {"single", "map_reduce"} and roles == {"gemma", "scout"}
@@ -50,32 +50,32 @@ def test_the_workload_spans_the_router_plans(report: schedule.Report) -> None:
     assert min(sizes) >= SMALL.min_tokens and max(sizes) <= SMALL.max_tokens
 
 
-def test_every_job_completes_under_every_policy(report: schedule.Report) -> None:
-    assert [r.policy for r in report.results] == list(schedule.POLICIES)
+def test_every_job_completes_under_every_policy(report: schedule_runs.Report) -> None:
+    assert [r.policy for r in report.results] == list(schedule_runs.POLICIES)
     for r in report.results:
         assert r.jobs_completed == r.jobs == SMALL.jobs, r.policy
 
 
-def test_longdoc_never_preempts(report: schedule.Report) -> None:
+def test_longdoc_never_preempts(report: schedule_runs.Report) -> None:
     longdoc = _by_policy(report)["longdoc"]
     assert longdoc.preemptions == 0 and longdoc.recomputed_tokens == 0
     assert longdoc.extra["peak_leased_fraction"] <= 1.0
 
 
-def test_vllm_without_admission_preempts_when_kv_runs_out(report: schedule.Report) -> None:
+def test_vllm_without_admission_preempts_when_kv_runs_out(report: schedule_runs.Report) -> None:
     fifo = _by_policy(report)["fifo"]
     assert fifo.preemptions > 0 and fifo.recomputed_tokens > 0
     # Blocks ran out somewhere: that is what the preemptions are for.
     assert max(v["peak_kv_fraction"] for v in fifo.per_replica.values()) > 0.99
 
 
-def test_no_replica_ever_holds_more_kv_than_its_pool(report: schedule.Report) -> None:
+def test_no_replica_ever_holds_more_kv_than_its_pool(report: schedule_runs.Report) -> None:
     for r in report.results:
         for replica, values in r.per_replica.items():
             assert values["peak_kv_fraction"] <= 1.0, (r.policy, replica)
 
 
-def test_no_policy_beats_the_lower_bound(report: schedule.Report) -> None:
+def test_no_policy_beats_the_lower_bound(report: schedule_runs.Report) -> None:
     lb = report.lb
     assert lb.value >= max(lb.total_work_over_capacity.values())
     for r in report.results:
@@ -83,17 +83,17 @@ def test_no_policy_beats_the_lower_bound(report: schedule.Report) -> None:
         assert r.makespan_over_lb == pytest.approx(r.makespan_s / lb.value)
 
 
-def test_one_replica_per_role_makes_round_robin_fifo(report: schedule.Report) -> None:
+def test_one_replica_per_role_makes_round_robin_fifo(report: schedule_runs.Report) -> None:
     by = _by_policy(report)
     assert by["round_robin"].makespan_s == by["fifo"].makespan_s
 
 
 def test_same_seed_same_result(deployment: list[DeploymentReplica]) -> None:
     params = WorkloadParams(jobs=12, seed=7)
-    a = schedule.run(params, deployment, ["longdoc", "fifo"])
-    b = schedule.run(params, deployment, ["longdoc", "fifo"])
+    a = schedule_runs.run(params, deployment, ["longdoc", "fifo"])
+    b = schedule_runs.run(params, deployment, ["longdoc", "fifo"])
     assert [r.as_dict() for r in a.results] == [r.as_dict() for r in b.results]
-    other = schedule.run(WorkloadParams(jobs=12, seed=8), deployment, ["fifo"])
+    other = schedule_runs.run(WorkloadParams(jobs=12, seed=8), deployment, ["fifo"])
     assert other.workload.jobs != a.workload.jobs
 
 
@@ -116,7 +116,7 @@ def decide_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 def test_longdoc_admits_through_admission_decide_on_the_simulated_clock(
     deployment: list[DeploymentReplica], decide_calls: list[float]
 ) -> None:
-    r = schedule.run(SMALL, deployment, ["longdoc"]).results[0]
+    r = schedule_runs.run(SMALL, deployment, ["longdoc"]).results[0]
     assert len(decide_calls) == r.extra["admission_decisions"] > 0
     assert all(0.0 <= now <= r.makespan_s for now in decide_calls)
     assert decide_calls == sorted(decide_calls)
@@ -127,7 +127,7 @@ def test_the_aging_bound_changes_the_largest_jobs_wait(
 ) -> None:
     def run(bound: float) -> RunResult:
         policy = admission.Policy(max_head_wait_s=bound)
-        return schedule.run(SMALL, deployment, ["longdoc"], policy).results[0]
+        return schedule_runs.run(SMALL, deployment, ["longdoc"], policy).results[0]
 
     strict, never = run(0.0), run(math.inf)
     assert strict.extra["decisions_with_aged_head"] > 0
@@ -180,7 +180,7 @@ def test_cli_prints_a_table_and_json(capsys: pytest.CaptureFixture[str]) -> None
     assert "lower bound" in table and "fifo" in table
     assert schedule.main(["--jobs", "6", "--seed", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [r["policy"] for r in data["results"]] == list(schedule.POLICIES)
+    assert [r["policy"] for r in data["results"]] == list(schedule_runs.POLICIES)
     assert data["results"][1]["vs_fifo"]["makespan_s"] == 1.0
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingestion.tasks.output import TaskOutput
 from service import ledger
-from service.backends.client import Completion
+from service.backends.completion import Completion
 from service.backends.discovery import refresh
 from service.config import get_settings
 from service.deployment import BackendConfig

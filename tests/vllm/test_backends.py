@@ -38,7 +38,8 @@ from service.backends.discovery import (
     resolve,
 )
 from service.backends.metrics import parse_cache_config
-from service.backends.server import HOST, KV_DTYPE, VllmServer, cpu_serving_dtype, free_port
+from service.backends.server import HOST, VllmServer, free_port
+from service.backends.serving_dtype import KV_DTYPE, cpu_serving_dtype
 from service.cli.backends import backends as backends_command
 from service.config import Settings
 from service.db import make_engine

@@ -46,7 +46,8 @@ from ingestion.capacity.registry import LayerSpec, ModelSpec, get_model
 from service.backends.discovery import kv_dtype
 from service.backends.metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
 from service.backends.probe import BackendState
-from service.backends.server import KV_DTYPE, VllmServer, VllmServerError
+from service.backends.server import VllmServer, VllmServerError
+from service.backends.serving_dtype import KV_DTYPE
 from service.deployment import BackendConfig
 from tests.prereq import require
 from tests.vllm.conftest import MODELS, VLLM_PYTHON, need_vllm

@@ -1,4 +1,4 @@
-"""The `--dtype` every vLLM CPU server Longdoc starts gets (service.backends.server:
+"""The `--dtype` every vLLM CPU server Longdoc starts gets (service.backends.serving_dtype:
 cpu_serving_dtype), and how discovery tells an fp32 pool from a bf16 one when vLLM
 reports cache_dtype "auto" for both. No server is started here: the figures of a real
 fp32 server are tests/vllm/test_kv_geometry.py's."""
@@ -14,7 +14,8 @@ from ingestion.capacity.kv import KvConfig, kv_layout
 from ingestion.capacity.registry import get_model
 from service.backends.discovery import kv_dtype, resolve
 from service.backends.probe import BackendState
-from service.backends.server import DTYPE_ENV, VllmServer, cpu_has_bf16, cpu_serving_dtype
+from service.backends.server import VllmServer
+from service.backends.serving_dtype import DTYPE_ENV, cpu_has_bf16, cpu_serving_dtype
 from service.config import Settings
 from service.deployment import BackendConfig
 from service.jobs.planning import router_backends

@@ -21,7 +21,8 @@ import pytest
 from ingestion.tasks.prompts import build_messages, render_pages
 from ingestion.tasks.repetition import find_loop
 from service.backends import metrics as vllm_metrics
-from service.backends.client import Cancelled, VllmClient, VllmError
+from service.backends.client import VllmClient
+from service.backends.completion import Cancelled, VllmError
 from service.backends.sampling import Sampling
 from service.backends.server import VllmServer
 from service.config import Settings

@@ -18,7 +18,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from service.backends.metrics import KvCapacity, Metrics, parse_cache_config, parse_kv_capacity_log
-from service.backends.server import VllmServer, VllmServerError, cpu_serving_dtype
+from service.backends.server import VllmServer, VllmServerError
+from service.backends.serving_dtype import cpu_serving_dtype
 from tests.prereq import require
 from tests.vllm.conftest import CORPUS, DATA, KV_CACHE_GIB, MAX_MODEL_LEN, MODELS, SMOLLM2
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.backends.client import VllmError
+from service.backends.completion import VllmError
 from service.models import Backend
 
 log = logging.getLogger(__name__)

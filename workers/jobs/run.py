@@ -24,12 +24,13 @@ from ingestion.tasks.prompts import response_format
 from ingestion.tasks.repetition import Loop
 from ingestion.tasks.specs import CHAT_TASK
 from service import ledger
-from service.backends.client import Cancelled, Completion, VllmClient, VllmError
+from service.backends.client import VllmClient
+from service.backends.completion import Cancelled, Completion, VllmError
 from service.backends.sampling import after_loop, sampling_for
 from service.config import Settings
 from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
-from service.jobs.planner import est_duration_s
+from service.jobs.request_time import est_duration_s
 from service.models import Backend, Job, JobStatus, Result, utcnow
 from workers.jobs import reasons as public_reasons
 from workers.jobs.admitted import Admitted, LeaseKeeper, load_admitted
