@@ -11,7 +11,8 @@ On the wire it is base64url (no padding) of compact JSON `{"m": M, "h": [holes]}
 A call scans at most `limit` lines above `m`, and stops before a line that would be
 a hole past `max_holes`, so the cursor (and the page the API holds before its body
 streams) stays bounded; `more` says that it stopped so and that calling again at
-once will move on. Items are made in line order, each committed before the next, so
+once will move on. Items are made in line order, committed one by one or (an
+archive's, `entries`) a chunk of consecutive lines at a time, each before the next, so
 an item made after a scan has a line above every line that scan saw (above `m`).
 """
 
