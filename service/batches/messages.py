@@ -123,6 +123,18 @@ def _callback_url(f: IO[bytes]) -> str | None:
     return url
 
 
+def _top_level(f: IO[bytes]) -> None:
+    """Only `requests` and `callback_url` at the top, as Anthropic refuses other keys:
+    a misspelt one would otherwise be ignored without a word. One more streaming pass
+    over the events, none of the values built."""
+    f.seek(0)
+    for prefix, event, key in ijson.parse(f, use_float=True):
+        if prefix == "" and event == "map_key" and key not in ("requests", CALLBACK):
+            shown = key if len(key) <= 64 else key[:64] + "…"
+            why = f"unknown field {shown!r}: a body has requests and callback_url only"
+            raise BadRequest("invalid_request", why, field=f"body.{shown}")
+
+
 def check(session: Session, path: Any, settings: Settings) -> tuple[int, str | None]:
     """(how many requests the stored body holds, each of them one Longdoc can serve as
     far as that is known before it is counted (`check_servable`); its callback URL)."""
@@ -133,6 +145,7 @@ def check(session: Session, path: Any, settings: Settings) -> tuple[int, str | N
             body = to_chat(req.index, req.params)
             check_servable(req.index, req.params, body, settings, served)
             n += 1
+        _top_level(f)
         return n, _callback_url(f)
 
 

@@ -201,6 +201,17 @@ def test_a_bad_request_refuses_the_whole_batch_naming_it(
     assert rows_of_tenant(api_key) == before  # neither a batch nor its body kept
 
 
+def test_an_unknown_field_beside_the_requests_is_refused_naming_it(
+    claude: anthropic.Anthropic, api_key: str
+) -> None:
+    before = rows_of_tenant(api_key)
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.batches.create(requests=[request("a")], extra_body={"priorty": "high"})
+    error = info.value.body["error"]  # type: ignore[index]
+    assert error["param"] == "body.priorty" and "unknown field 'priorty'" in error["message"]
+    assert rows_of_tenant(api_key) == before
+
+
 def test_a_model_is_refused_at_creation_only_when_no_configured_backend_serves_it(
     claude: anthropic.Anthropic,
 ) -> None:
