@@ -1,5 +1,6 @@
 """A worker's own metrics port: the pool's children count parses into the
-multiprocess directory, and the main process serves the sum at each scrape."""
+multiprocess directory, and the main process serves the sum at each scrape, also of
+children that have exited."""
 
 from __future__ import annotations
 
@@ -46,7 +47,10 @@ def test_worker_serves_parse_pages_summed_over_its_pool(
 ) -> None:
     port = _free_port()
     env = {"LONGDOC_WORKER_METRICS_PORT": str(port)}
-    proc = start_worker(tmp_path / "worker.log", concurrency=2, env=env)
+    # Each child exits after one task, so the parses run in two children that are gone
+    # by the scrape: their counts must outlive them (mark_process_dead keeps counters).
+    args = ("--max-tasks-per-child", "1")
+    proc = start_worker(tmp_path / "worker.log", concurrency=2, env=env, args=args)
     try:
         # An empty page is an answer too (nothing counted yet): wait for any 200.
         wait_for(lambda: _scrape(port) is not None, timeout=120, what="the metrics port")
