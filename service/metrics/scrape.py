@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from service.backends.discovery import usable
 from service.ledger.leases import capacity
 from service.models import Backend, Batch, BatchStatus, Job, JobStatus, utcnow
 
@@ -31,6 +32,8 @@ GAUGES = (
     "longdoc_kv_free_bytes",
     "longdoc_kv_leases",
     "longdoc_backend_up",
+    "longdoc_backend_usable",
+    "longdoc_backend_context_tokens",
 )
 _WAITING = (JobStatus.queued, JobStatus.waiting_for_capacity)
 # Backends are named by id, role and model, never by URL: the scrape may be open to
@@ -105,9 +108,26 @@ class StateCollector(Collector):
             "1 when the backend's last probe succeeded, 0 when it did not.",
             labels=_BACKEND_LABELS,
         )
-        models = {i: m for i, m in session.execute(select(Backend.id, Backend.model))}
+        usable_ = GaugeMetricFamily(
+            "longdoc_backend_usable",
+            "1 when admission may place work there: up, with a known context and KV pool "
+            "(a server up but reporting neither is 0, and routed around).",
+            labels=_BACKEND_LABELS,
+        )
+        context = GaugeMetricFamily(
+            "longdoc_backend_context_tokens",
+            "The context length the server reports (max_model_len).",
+            labels=_BACKEND_LABELS,
+        )
+        rows = {b.id: b for b in session.scalars(select(Backend))}
         for c in capacity(session, self.now()):
-            labels = [str(c.backend_id), c.role, models.get(c.backend_id) or "unknown"]
+            row = rows.get(c.backend_id)
+            if row is None:  # removed between the two reads
+                continue
+            labels = [str(c.backend_id), c.role, row.model or "unknown"]
+            usable_.add_metric(labels, 1.0 if usable(row) else 0.0)
+            if row.max_model_len is not None:
+                context.add_metric(labels, row.max_model_len)
             if c.total_bytes is not None:  # unknown capacity: no sample, rather than a 0
                 cap.add_metric(labels, c.total_bytes)
             if c.free_bytes is not None:
@@ -115,7 +135,7 @@ class StateCollector(Collector):
             leased.add_metric(labels, c.leased_bytes)
             leases.add_metric(labels, c.leases)
             up.add_metric(labels, 1.0 if c.healthy else 0.0)
-        yield from (cap, leased, free, leases, up)
+        yield from (cap, leased, free, leases, up, usable_, context)
 
 
 def _roles(session: Session) -> list[str]:

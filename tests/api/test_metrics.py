@@ -85,6 +85,9 @@ def test_jobs_by_status_follow_a_new_job_and_name_no_tenant(
     assert got[("longdoc_kv_free_bytes", labels)] == 1_000_000
     assert got[("longdoc_kv_leased_bytes", labels)] == 0
     assert got[("longdoc_backend_up", labels)] == 1
+    # Up, but with no context known: not usable, and no context sample.
+    assert got[("longdoc_backend_usable", labels)] == 0
+    assert ("longdoc_backend_context_tokens", labels) not in got
     assert got[("longdoc_queue_depth", frozenset({("role", "none")}))] >= 1
 
     with get_sessionmaker()() as session:

@@ -97,5 +97,6 @@ def test_a_job_from_upload_to_result_shows_in_the_metrics(
     families = {f.name: f for f in text_string_to_metric_families(state.text)}
     succeeded = [s for s in families["longdoc_jobs"].samples if s.labels["status"] == "succeeded"]
     assert succeeded[0].value >= 1
-    up = [s for s in families["longdoc_backend_up"].samples if s.labels["role"] == "gemma"]
-    assert up and all(s.value == 1 for s in up)
+    for name in ("longdoc_backend_up", "longdoc_backend_usable"):
+        gemma = [s for s in families[name].samples if s.labels["role"] == "gemma"]
+        assert gemma and all(s.value == 1 for s in gemma), name
