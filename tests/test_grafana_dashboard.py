@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from service.metrics.broker import GAUGES as BROKER_GAUGES
 from service.metrics.definitions import DEFINED
 from service.metrics.scrape import GAUGES
 
@@ -17,7 +18,7 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
 
 def defined_samples() -> dict[str, str]:
     """Each sample name a PromQL query may use, with the family it belongs to."""
-    out = {name: name for name in GAUGES}
+    out = {name: name for name in (*GAUGES, *BROKER_GAUGES)}
     for metric in DEFINED:
         for family in metric.describe():
             for suffix in _SUFFIXES[family.type]:

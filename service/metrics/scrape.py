@@ -21,6 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.backends.discovery import usable
 from service.ledger.leases import capacity
+from service.metrics.broker import BrokerCollector
 from service.models import Backend, Batch, BatchStatus, Job, JobStatus, utcnow
 
 GAUGES = (
@@ -146,5 +147,8 @@ def render(session: Session) -> bytes:
     """The exposition text of one scrape: a registry built for it, so nothing a scrape
     reads outlives it (and no process-wide registry of the API's is involved)."""
     registry = CollectorRegistry(auto_describe=False)
+    # The broker first: its round trip (up to its timeout) is not made while the session
+    # holds a database connection (the key check released the one it used).
+    registry.register(BrokerCollector())
     registry.register(StateCollector(session))
     return generate_latest(registry)

@@ -89,6 +89,10 @@ def test_jobs_by_status_follow_a_new_job_and_name_no_tenant(
     assert got[("longdoc_backend_usable", labels)] == 0
     assert ("longdoc_backend_context_tokens", labels) not in got
     assert got[("longdoc_queue_depth", frozenset({("role", "none")}))] >= 1
+    # The upload's parse waits in the broker: no worker runs in this module.
+    ingest = ("longdoc_broker_queue_messages", frozenset({("queue", "ingest")}))
+    assert got[ingest] == samples(before)[ingest] + 1
+    assert got[("longdoc_broker_up", frozenset())] == 1
 
     with get_sessionmaker()() as session:
         principal = authenticate(session, api_key)
