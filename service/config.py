@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=15.0, gt=0)
     max_parse_attempts: int = Field(default=3, gt=0)
     worker_concurrency: int = Field(default=1, gt=0)
+    # Prometheus (service/metrics): the API's GET /metrics answers without a key when
+    # metrics_public (a scraper on the operators' network), else to an admin key only.
+    # A worker serves its pool's counters on worker_metrics_port (0: none; 9809 in deploy/).
+    metrics_public: bool = False
+    worker_metrics_port: int = Field(default=0, ge=0, le=65_535)
 
     # Jobs. A job's task polls for admission (the KV ledger) for up to admission_wait_s,
     # then queues itself again so waiting jobs do not hold worker slots for ever. Its

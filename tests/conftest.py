@@ -183,10 +183,14 @@ def _end_unfinished_work() -> None:
 
 
 def start_worker(
-    log_path: Path, concurrency: int = 1, env: dict[str, str] | None = None
+    log_path: Path,
+    concurrency: int = 1,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """A real Celery worker (both queues) in its own process group, so a test can
-    SIGKILL all of it. `env` is added to this process's environment."""
+    SIGKILL all of it. `env` is added to this process's environment; `args` to the
+    worker's command line."""
     log = log_path.open("ab")
     return subprocess.Popen(
         [
@@ -206,6 +210,7 @@ def start_worker(
             "--without-mingle",
             "--hostname",
             f"test-{uuid.uuid4().hex[:6]}@%h",
+            *args,
         ],
         cwd=REPO,
         env={**os.environ, **(env or {})},

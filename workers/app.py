@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 
 from service.config import Settings, get_settings
+from service.metrics import worker as metrics
 from service.queue import app, dispatch_ingest, dispatch_job
 
 __all__ = ["app"]
@@ -57,7 +58,16 @@ def preload_tokenizers(settings: Settings) -> None:
             log.warning("tokenizer for %s not preloaded: %s", role, err)
 
 
-# Only the worker's main process sweeps and probes; pool children just run tasks.
+def _serve_metrics(**_: Any) -> None:
+    metrics.serve(get_settings().worker_metrics_port)
+
+
+# Before the pool forks and before a task module loads: every child counts into the
+# multiprocess directory, and the main process serves their sum (service/metrics/worker.py).
+metrics.prepare_multiprocess(get_settings().worker_metrics_port)
+# Only the worker's main process sweeps, probes and serves metrics; pool children run tasks.
 worker_ready.connect(_start_background_threads, weak=False)
+worker_ready.connect(_serve_metrics, weak=False)
+worker_process_shutdown.connect(metrics.child_exited, weak=False)
 worker_init.connect(_preload_tokenizers, weak=False)
 worker_process_init.connect(_preload_tokenizers, weak=False)

@@ -51,11 +51,12 @@ def presented_key(creds: HTTPAuthorizationCredentials | None, header: str | None
     return key
 
 
-def current_principal(
-    session: SessionDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    header: Annotated[str | None, Depends(_x_api_key)],
-) -> Principal:
+# The key headers as sent, for a route that decides itself whether it needs one.
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+ApiKeyHeaderDep = Annotated[str | None, Depends(_x_api_key)]
+
+
+def current_principal(session: SessionDep, creds: BearerDep, header: ApiKeyHeaderDep) -> Principal:
     principal = authenticate(session, presented_key(creds, header))
     # Always end the transaction: the handler waits for a thread next, and a connection
     # held through that wait is one that the threads running now may be waiting for.

@@ -16,6 +16,7 @@ from service.api.routers import (
     health,
     jobs,
     messages,
+    metrics,
     webhooks,
 )
 from service.config import get_settings
@@ -48,6 +49,7 @@ def create_app() -> FastAPI:
     app.include_router(batches.router)
     app.include_router(messages.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     return app
 
 

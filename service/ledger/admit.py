@@ -16,6 +16,7 @@ from ingestion.capacity import admission
 from service.db import NO_SYNC, retry_conflicts, rows_changed, write_transaction
 from service.ledger.candidates import candidates, last_served, waiting_job
 from service.ledger.reaping import reap
+from service.metrics.definitions import record_admission_wait
 from service.models import Backend, Job, JobStatus, KvLease
 from service.webhooks import outbox
 
@@ -128,6 +129,9 @@ def try_admit(
         ]
         caps = {b.id: b.kv_capacity_bytes for b in backends}
         _check(session, {a.backend_id for a in admitted}, caps)
+        waits = [_waited(by_id[str(a.job_id)], now) for a in admitted]
+    for waited in waits:  # committed: each admission observed once
+        record_admission_wait(role, waited)
 
     res = decision.reservation
     return AdmitResult(
@@ -159,7 +163,7 @@ def _admit(
     session: Session, job: Any, placement: admission.Placement, now: datetime, ttl_s: float
 ) -> Admitted | None:
     backend_id = uuid.UUID(placement.replica_id)
-    waited = max((now - (job.waiting_since or job.created_at)).total_seconds(), 0.0)
+    waited = _waited(job, now)
     stmt = update(Job).where(Job.id == job.id, Job.status == _WAITING)
     moved = stmt.values(
         status=JobStatus.running,
@@ -186,6 +190,11 @@ def _admit(
         )
     )
     return Admitted(job.id, backend_id, lease_id, job.kv_bytes, expires, placement.rule)
+
+
+def _waited(job: Any, now: datetime) -> float:
+    since: datetime = job.waiting_since or job.created_at
+    return max((now - since).total_seconds(), 0.0)
 
 
 def _check(

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.db import NO_SYNC, write_transaction
 from service.errors import Invalid
+from service.metrics.definitions import record_webhook
 from service.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from service.webhooks import outbox
 from service.webhooks.destinations import Destination, check_destination
@@ -219,6 +220,8 @@ def record(session: Session, settings: Settings, claimed: Claimed, outcome: Outc
         else:
             wait = backoff_s(settings, row.attempts, outcome.retry_after_s)
             row.next_attempt_at = now + timedelta(seconds=wait)
+        ended = "retry" if row.status == _PENDING else str(row.status)
+    record_webhook(ended)  # committed: the attempt's outcome as the row now says
 
 
 def deliver(

@@ -146,7 +146,9 @@ def _map_reduce(w: World) -> tuple[uuid.UUID, list[uuid.UUID], Any]:
     assert {a.job_id for a in admitted} == set(kids)
     first = next(a for a in admitted if a.job_id == kids[0])
     request = RequestText("map", [], (1, 2), 130, 16)
-    run = Admitted(first.job_id, first.lease_id, 1, "http://b", "m", "summarize", {}, request)
+    run = Admitted(
+        first.job_id, first.lease_id, 1, "http://b", "m", "summarize", {}, request, "gemma"
+    )
     return parent_id, kids, run
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from typing import Any
 
@@ -25,6 +26,7 @@ from service.blobstore import BlobStore
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker
 from service.jobs.dispatch import send
+from service.metrics.definitions import record_parse
 from service.models import Document, DocumentStatus, DocumentTokenCount, Job, JobStatus, utcnow
 from service.queue import INGEST_TASK, app
 from workers.ingest import claims
@@ -59,6 +61,7 @@ def run_ingest(document_id: uuid.UUID, worker: str, settings: Settings) -> dict[
 
     store = BlobStore(settings.blobs)
     store.ensure()
+    started = time.monotonic()
     with claims.Heartbeat(sessions, claim, settings.heartbeat_interval_s) as beat:
         try:
             outcome = _parse_and_count(store, document_id, media_type, sha256, settings, beat)
@@ -76,10 +79,12 @@ def run_ingest(document_id: uuid.UUID, worker: str, settings: Settings) -> dict[
             code = "internal_error"
             reason = "an internal error stopped the parse; the operators' worker log has it"
         else:
+            record_parse(media_type, "parsed", time.monotonic() - started, len(outcome["spans"]))
             with sessions() as session:
                 _finish_parsed(session, claim, store, outcome)
             _wake_jobs(document_id)
             return {"document_id": str(document_id), "status": "parsed"}
+    record_parse(media_type, code, time.monotonic() - started, 0)
     with sessions() as session:
         _fail(session, claim, code, reason)
     _wake_jobs(document_id)

@@ -34,6 +34,7 @@ class Admitted:
     task: str
     params: dict[str, Any]
     request: RequestText
+    role: str  # the backend's, for the metrics
 
 
 class LeaseKeeper:
@@ -91,5 +92,6 @@ def load_admitted(session: Session, job_id: uuid.UUID, settings: Settings) -> Ad
     else:
         text = build(session, job, doc, BlobStore(settings.blobs).path(doc.text_key or ""))
     return Admitted(
-        job_id, lease.id, job.attempts, backend.url, backend.model, job.task, job.params, text
-    )
+        job_id, lease.id, job.attempts, backend.url, backend.model, job.task, job.params, text,
+        backend.role,
+    )  # fmt: skip

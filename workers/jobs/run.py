@@ -31,6 +31,7 @@ from service.config import Settings
 from service.db import retry_conflicts, write_transaction
 from service.jobs import tree
 from service.jobs.request_time import est_duration_s
+from service.metrics.definitions import record_inference, record_tokens
 from service.models import Backend, Job, JobStatus, Result, utcnow
 from workers.jobs import reasons as public_reasons
 from workers.jobs.admitted import Admitted, LeaseKeeper, load_admitted
@@ -125,6 +126,7 @@ def _attempts(
                 _server_failed(sessions, settings, a, err)
                 return None
             calls += 1
+            record_inference(a.role, done.model, done.elapsed_s, done.first_token_s)
             if done.loop is not None and not looped:
                 looped, sampling = True, after_loop(sampling, settings)
                 log.warning("job %s: output looped; asking again with %s", job_id, sampling)
@@ -276,5 +278,8 @@ def _succeed(
         if job is not None and job.parent_id is not None:
             session.refresh(job)
             new, _ = tree.fan_in(session, job, now, lambda r: est_duration_s(r, settings))
+    # Committed: counted once per stored result (a map-reduce job's own result sums its
+    # requests' tokens, so only the requests are counted).
+    record_tokens(done.model, done.prompt_tokens, done.completion_tokens)
     if new:
         send(new)
