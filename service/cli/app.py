@@ -100,9 +100,9 @@ def _worker_argv(concurrency: int) -> list[str]:
 
 
 def _api_argv(host: str, port: int) -> list[str]:
+    # uvicorn under the API's own entry point, which sets its logging up (service/logs.py).
     return [
-        sys.executable, "-m", "uvicorn", "service.api.main:app",
-        "--host", host, "--port", str(port), "--log-level", "info",
+        sys.executable, "-m", "service.api.serve", "--host", host, "--port", str(port),
     ]  # fmt: skip
 
 
