@@ -3,7 +3,8 @@
 `celery -A workers.app worker` loads this module; the API and the CLI never do. The
 task modules are named in Celery's `imports` setting, which the worker imports when it
 starts (`app.loader.import_default_modules`); importing this module alone imports none.
-Only the worker's main process sweeps and probes; pool children just run tasks.
+Only the worker's main process sweeps and probes; pool children just run tasks. Its
+log lines go through service/logs.py, each task's with the ids of what it runs on.
 """
 
 from __future__ import annotations
