@@ -112,6 +112,9 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s%(id_text)s")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _rfc3339(record.created)  # the JSON lines' clock: UTC, whatever the host's
+
     def format(self, record: logging.LogRecord) -> str:
         ids: dict[str, str] = getattr(record, "log_ids", {})
         record.id_text = "".join(f" {k}={v}" for k, v in ids.items())

@@ -90,7 +90,8 @@ def _on_a_pty(**env: str) -> str:
 def test_on_a_terminal_lines_are_text_unless_the_setting_says_json() -> None:
     text = _on_a_pty(LONGDOC_LOG_FORMAT="auto")
     first = text.splitlines()[0]
-    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING longdoc.test: ", first)
+    stamp, rest = first.split(" ", 1)
+    assert RFC3339_UTC.match(stamp) and rest.startswith("WARNING longdoc.test: "), first
     assert first.endswith("plain line document_id=doc-1 job_id=job-1"), first
     assert "Traceback (most recent call last):" in text and not text.startswith("{")
     forced = _on_a_pty(LONGDOC_LOG_FORMAT="json")
