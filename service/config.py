@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     # tests'): auto = bfloat16 on a CPU with bf16 instructions (avx512_bf16, amx_bf16),
     # float32 elsewhere (service/backends/serving_dtype.py: cpu_serving_dtype).
     vllm_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    # Log lines (service/logs.py): `json`, one object a line; `text`; or `auto`, text
+    # when the stream is a terminal and JSON otherwise (a file, a pipe, a container log).
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     # Webhook callbacks (service/webhooks/destinations.py) to private, loopback or
     # link-local addresses: a client's URL is fetched from inside our network, so a

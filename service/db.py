@@ -18,18 +18,20 @@ from service.config import Settings, get_settings
 def make_engine(url: str, settings: Settings | None = None) -> Engine:
     """An engine on `url`, its pool sized by `settings` (a server's); without them,
     SQLAlchemy's defaults (a migration, a test's own database)."""
-    # Sized in Settings from the threads that use it; a short timeout, as a request that
-    # waits for a connection is refused (503), not left queueing.
-    pool: dict[str, Any] = {}
+    # hide_parameters: a statement's values stay out of its errors' text, and so out of
+    # the tracebacks logged (document text, a webhook secret, a key's hash).
+    options: dict[str, Any] = {"hide_parameters": True}
     if settings is not None:
-        pool = {
+        # Sized in Settings from the threads that use it; a short timeout, as a request
+        # that waits for a connection is refused (503), not left queueing.
+        options |= {
             "pool_size": settings.db_pool_size,
             "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_pool_timeout_s,
         }
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **options
         )
 
         @event.listens_for(engine, "connect")
@@ -42,7 +44,7 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **pool)
+    return create_engine(url, pool_pre_ping=True, **options)
 
 
 @lru_cache

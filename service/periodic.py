@@ -42,6 +42,7 @@ The error policy, the same for every job:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -83,7 +84,12 @@ class Scheduler:
         self._clock = clock
         now = clock()
         self._due = {j.name: now if j.first_now else now + j.every_s for j in jobs}
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        # The loop runs in the context of whoever made it: a heartbeat's lines carry the
+        # ids its task bound (service/logs.py); a thread would start with none.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._loop,), name=name, daemon=True
+        )
 
     def tick(self) -> float | None:
         """Run every job that is due, in the order they fell due; the seconds until

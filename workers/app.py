@@ -3,19 +3,40 @@
 `celery -A workers.app worker` loads this module; the API and the CLI never do. The
 task modules are named in Celery's `imports` setting, which the worker imports when it
 starts (`app.loader.import_default_modules`); importing this module alone imports none.
-Only the worker's main process sweeps and probes; pool children just run tasks.
+Only the worker's main process sweeps and probes; pool children just run tasks. Its
+log lines go through service/logs.py, each task's with the ids of what it runs on.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import sys
+from collections.abc import Mapping
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
+from service import logs
 from service.config import Settings, get_settings
 from service.metrics import worker as metrics
-from service.queue import app, dispatch_ingest, dispatch_job
+from service.queue import (
+    EXPAND_TASK,
+    INGEST_TASK,
+    JOB_TASK,
+    WEBHOOK_TASK,
+    app,
+    dispatch_ingest,
+    dispatch_job,
+)
 
 __all__ = ["app"]
 log = logging.getLogger(__name__)
@@ -71,3 +92,43 @@ worker_ready.connect(_serve_metrics, weak=False)
 worker_process_shutdown.connect(metrics.child_exited, weak=False)
 worker_init.connect(_preload_tokenizers, weak=False)
 worker_process_init.connect(_preload_tokenizers, weak=False)
+
+
+def _setup_logging(loglevel: int | None = None, **_: Any) -> None:
+    # A receiver here means Celery configures no logging of its own (nor redirects
+    # stdout): the main process sets it up once, before the pool forks, and the
+    # children inherit the handler.
+    logs.setup_logging(get_settings(), sys.stderr, loglevel or logging.INFO)
+
+
+# What each task's first argument is, the id its lines carry while it runs.
+_TASK_ID_FIELDS = {
+    INGEST_TASK: "document_id",
+    JOB_TASK: "job_id",
+    EXPAND_TASK: "batch_id",
+    WEBHOOK_TASK: "delivery_id",
+}
+_bound: dict[str, contextvars.Token[Mapping[str, str]]] = {}
+
+
+def _bind_task_ids(
+    task_id: str, task: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+    **_: Any,
+) -> None:  # fmt: skip
+    ids: dict[str, object] = {"task_id": task_id}
+    field = _TASK_ID_FIELDS.get(task.name)
+    if field is not None:
+        ids[field] = args[0] if args else (kwargs or {}).get(field)
+    _bound[task_id] = logs.bind(**ids)
+
+
+def _unbind_task_ids(task_id: str, **_: Any) -> None:
+    # Undoes whatever the task bound since (a job's document): the next starts clean.
+    token = _bound.pop(task_id, None)
+    if token is not None:
+        logs.unbind(token)
+
+
+setup_logging.connect(_setup_logging, weak=False)
+task_prerun.connect(_bind_task_ids, weak=False)
+task_postrun.connect(_unbind_task_ids, weak=False)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import body_limit, load_shedding, problems
+from service.api import body_limit, load_shedding, problems, request_ids
 from service.api.routers import (
     backends,
     batches,
@@ -39,8 +39,10 @@ def create_app() -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(body_limit.BodyLimitMiddleware, limit=settings.max_json_body_bytes)
-    # Added last, so outermost: a refused request costs no body read.
+    # Added after the body limit, so outside it: a refused request costs no body read.
     load_shedding.install(app, settings)
+    # Outermost of ours: a request shed for load has its id too.
+    app.add_middleware(request_ids.RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(documents.router)
     app.include_router(jobs.router)

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from service import errors
+from service.api import request_ids
 
 # Checked in order: the first class an error is an instance of gives its status.
 _STATUS: tuple[tuple[type[errors.DomainError], int], ...] = (
@@ -123,8 +124,11 @@ def _validation(_request: Request, exc: Exception) -> Response:
 
 
 def _unexpected(_request: Request, exc: Exception) -> Response:
-    # Starlette logs it and re-raises after this answer; only the body is ours.
-    return error_response(500, "internal_error", "internal server error")
+    # Starlette logs it and re-raises after this answer; only the body is ours. Sent
+    # from outside the request-id middleware, so the id is added here.
+    rid = request_ids.current()
+    headers = {request_ids.HEADER: rid} if rid else None
+    return error_response(500, "internal_error", "internal server error", headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -90,19 +90,23 @@ def migrate(ctx: typer.Context) -> None:
     typer.echo(f"schema at head: {settings.database_url}")
 
 
-def _worker_argv(concurrency: int) -> list[str]:
+def _worker_argv(concurrency: int, settings: Settings) -> list[str]:
+    from service.logs import wants_json
     from service.queue import QUEUES
 
+    # The worker writes to this command's stderr: where that takes JSON lines, Celery's
+    # start-up banner (plain text on stdout) is left out of them.
+    quiet = ["--quiet"] if wants_json(settings.log_format, sys.stderr) else []
     return [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        sys.executable, "-m", "celery", *quiet, "-A", "workers.app", "worker",
         "--queues", ",".join(QUEUES), "--concurrency", str(concurrency), "--loglevel", "INFO",
     ]  # fmt: skip
 
 
 def _api_argv(host: str, port: int) -> list[str]:
+    # uvicorn under the API's own entry point, which sets its logging up (service/logs.py).
     return [
-        sys.executable, "-m", "uvicorn", "service.api.main:app",
-        "--host", host, "--port", str(port), "--log-level", "info",
+        sys.executable, "-m", "service.api.serve", "--host", host, "--port", str(port),
     ]  # fmt: skip
 
 
@@ -114,7 +118,7 @@ def worker(
     """Run a Celery worker for the ingest and jobs queues."""
     settings = settings_of(ctx)
     prepare(settings)
-    argv = _worker_argv(concurrency or settings.worker_concurrency)
+    argv = _worker_argv(concurrency or settings.worker_concurrency, settings)
     os.execve(argv[0], argv, child_environment(settings))
 
 
@@ -172,7 +176,7 @@ def serve(
         env = child_environment(settings)
         children.append(_start_child(_api_argv(host, port), env))
         if not no_worker:
-            argv = _worker_argv(concurrency or settings.worker_concurrency)
+            argv = _worker_argv(concurrency or settings.worker_concurrency, settings)
             children.append(_start_child(argv, env))
         ended = _wait_for_one(children)
         name = "the API" if ended is children[0] else "the worker"

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service import logs
 from service.config import Settings
 from service.db import NO_SYNC, write_transaction
 from service.errors import Invalid
@@ -108,6 +110,7 @@ def claim(session: Session, settings: Settings, delivery_id: str, held: str) -> 
         )
         if row is None or row.next_attempt_at is None:
             return None
+        logs.bind(job_id=row.job_id, batch_id=row.batch_id)  # for the task's lines
         if row.next_attempt_at != datetime.fromisoformat(held):
             return None
         secrets = _signing_secrets(session, row)
@@ -236,5 +239,17 @@ def deliver(
     with sessions() as session:
         record(session, settings, claimed, outcome)
     code, error = outcome.status_code, outcome.error
-    log.info("webhook %s to %s: %s %s", delivery_id, claimed.url, code, error)
+    log.info("webhook %s to %s: %s %s", delivery_id, _origin(claimed.url), code, error)
     return "sent"
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port only: a callback URL's path or query may hold the
+    receiver's token (many hook URLs do), and its user info a password."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an unparsable URL)"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"

@@ -24,7 +24,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ingestion.capacity import admission
-from service import ledger
+from service import ledger, logs
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker, retry_conflicts, rows_changed, write_transaction
 from service.jobs import dispatch, tree
@@ -134,6 +134,9 @@ def drive(job_id: uuid.UUID, worker: str, settings: Settings) -> dict[str, Any]:
             job = session.get(Job, job_id)
             if job is None:
                 return {"status": "deleted"}
+            # The rest of the task's lines name its document and batch too (dropped
+            # with the task's own ids when it ends: workers/app.py).
+            logs.bind(document_id=job.document_id, batch_id=job.batch_id)
             if job.status in FINAL:
                 return _after_final(session, job)
             if job.status == JobStatus.queued:
