@@ -242,6 +242,15 @@ def _check_shares(servers: Sequence[StackServer]) -> None:
             )
 
 
+_KV_VARIABLES = (
+    "MAX_MODEL_LEN",
+    "QUANTIZATION",
+    "KV_CACHE_DTYPE",
+    "MAX_NUM_BATCHED_TOKENS",
+    "GPUS",
+)
+
+
 def _check_memory(server: StackServer) -> None:
     weights = WEIGHT_BYTES.get((server.weights, server.quantization))
     pool = _pool_bytes(server)
@@ -265,7 +274,7 @@ def _check_memory(server: StackServer) -> None:
     if not fits(layout, server.max_model_len, pool):
         longest = largest_fitting_len(layout, pool, server.max_model_len)
         raise StackError(
-            f"{server.where('MAX_MODEL_LEN', 'GPUS', 'TP', 'KV_CACHE_DTYPE')}: {weights_text} "
+            f"{server.where(*_KV_VARIABLES)}: {weights_text} "
             f"on {setting} leaves {pool / gib:.1f} GiB of KV cache per GPU, and one request of "
             f"--max-model-len {server.max_model_len:,} tokens needs {need / gib:.1f} GiB "
             f"({server.kv_config.kv_dtype} KV); the longest that fits is about {longest:,} "

@@ -37,6 +37,7 @@ LAYOUTS: dict[str, dict[str, str]] = {
         "SCOUT_MAX_MODEL_LEN": "400000",
     },
     "fp8-kv": {"GEMMA_KV_CACHE_DTYPE": "fp8", "SCOUT_KV_CACHE_DTYPE": "fp8"},
+    "hosts": {"GEMMA_URL": "http://gpu-a:8000", "SCOUT_URL": "http://gpu-b:8000"},
 }
 
 _VARIABLE = re.compile(
