@@ -145,6 +145,18 @@ def active(servers: Sequence[StackServer], profiles: str) -> list[StackServer]:
     return [s for s in servers if s.profile in running]
 
 
+def running(servers: Sequence[StackServer], profiles: str) -> list[StackServer]:
+    """`active`, refusing profiles that run none of the servers (a mistyped profile)."""
+    found = active(servers, profiles)
+    if servers and not found:
+        known = ", ".join(sorted({s.profile for s in servers}))
+        raise StackError(
+            f"profiles {profiles!r} (COMPOSE_PROFILES) run none of the stack's vLLM servers; "
+            f"its profiles are {known}"
+        )
+    return found
+
+
 def backends(servers: Sequence[StackServer]) -> list[dict[str, object]]:
     """LONGDOC_BACKENDS entries for the servers: the KV settings the server runs with
     (the server reports its context and pool itself, so neither is overridden)."""
