@@ -150,6 +150,7 @@ def _longdoc(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
         (["migrate"], {}, "HF_TOKEN is not set: google/gemma-4-31B-it,"),
         (["worker"], {"SCOUT_GPUS": "1,2,3,4"}, "LONGDOC_VLLM_STACK: vllm-scout (.env:"),
         (["migrate"], {"GEMMA_QUANTIZATION": ""}, "the longest that fits is about 15,456"),
+        (["worker", "--queues", "parse"], {}, "queues are ingest, jobs; not parse"),
     ],
 )
 def test_longdoc_says_which_and_why_at_start_up_not_a_traceback(
@@ -159,3 +160,12 @@ def test_longdoc_says_which_and_why_at_start_up_not_a_traceback(
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_api_health_check_fails_where_no_api_answers() -> None:
+    from service.backends.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/healthz"
+    result = _longdoc(["healthcheck", "--url", url, "--timeout", "2"], {})
+    assert result.returncode == 1
+    assert f"unhealthy: {url}: ConnectError" in result.stderr
