@@ -147,3 +147,8 @@ def test_services_wait_for_what_they_need() -> None:
     }
     assert volumes == {"hf-cache", "vllm-cache"}
     assert services["vllm-gemma"]["environment"]["VLLM_CACHE_ROOT"] == "/root/.cache/vllm"
+    for name in ("vllm-gemma", "vllm-scout"):
+        check = services[name]["healthcheck"]
+        assert "http://127.0.0.1:8000/health" in check["test"][-1]
+        # Model load (and the first download) must not count as failures.
+        assert int(check["start_period"].removesuffix("s")) >= 1800
