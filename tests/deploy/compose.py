@@ -27,7 +27,7 @@ LAYOUTS: dict[str, dict[str, str]] = {
     "cpu": {"COMPOSE_PROFILES": "cpu"},
     "8xH100": {"SCOUT_GPUS": "4,5,6,7", "SCOUT_TP": "4"},
     "1xH200": {
-        "GPU_MEMORY_GIB": "141",
+        "GPU_MEMORY_GIB": "139.8",
         "GEMMA_GPU_MEMORY_UTILIZATION": "0.4",
         "GEMMA_MAX_NUM_BATCHED_TOKENS": "2048",
         "SCOUT_CHECKPOINT": "RedHatAI/Llama-4-Scout-17B-16E-Instruct-quantized.w4a16",
