@@ -169,3 +169,14 @@ def test_the_api_health_check_fails_where_no_api_answers() -> None:
     result = _longdoc(["healthcheck", "--url", url, "--timeout", "2"], {})
     assert result.returncode == 1
     assert f"unhealthy: {url}: ConnectError" in result.stderr
+
+
+def test_longdoc_route_plans_against_the_stack_it_runs_in() -> None:
+    from service.cli.route import deployment_summary
+
+    summary = deployment_summary(_settings(**LAYOUTS["8xH100"]))
+    assert str(summary["source"]).startswith("the compose stack (LONGDOC_VLLM_STACK")
+    replicas = {r["role"]: r for r in summary["replicas"]}  # type: ignore[attr-defined]
+    # Scout bf16 over four 80 GiB GPUs at 0.9: 72 GiB less 50.8 GiB of weights each.
+    assert (replicas["scout"]["tp"], replicas["scout"]["kv_cache_bytes"]) == (4, 22_809_411_328)
+    assert deployment_summary(Settings())["source"] == "default (the paper deployment)"
