@@ -104,13 +104,14 @@ def migrate(ctx: typer.Context) -> None:
 def _worker_argv(concurrency: int, queues: Sequence[str] = ()) -> list[str]:
     from service.queue import QUEUES
 
-    queues = queues or QUEUES
-    # Named for its queues (`jobs@host`), so a health check pings this worker alone
-    # where two of them share a host.
+    queues = tuple(queues or QUEUES)
+    # A worker of one queue is named for it (`jobs@host`), so a health check pings that
+    # worker alone where two share a host; one of both keeps Celery's `celery@host`.
+    name = queues[0] if len(queues) == 1 else "celery"
     return [
         sys.executable, "-m", "celery", "-A", "workers.app", "worker",
         "--queues", ",".join(queues), "--concurrency", str(concurrency), "--loglevel", "INFO",
-        "--hostname", f"{'+'.join(queues)}@%h",
+        "--hostname", f"{name}@%h",
     ]  # fmt: skip
 
 
