@@ -6,15 +6,16 @@ on that server's command line (`GEMMA_TP` is both `--tensor-parallel-size` and
 `"tp"` here), into LONGDOC_VLLM_STACK for every Longdoc service, with the profile
 that runs it; LONGDOC_STACK_PROFILES names the profiles that run
 (`${COMPOSE_PROFILES}`). From the servers of those profiles Longdoc derives its
-backends (LONGDOC_BACKENDS, unless set) and, for a role served by a stand-in model
-(the `cpu` profile's SmolLM2 in the `gemma` role), counts that role with the
-server's /tokenize instead of the role's tokenizer file. So the flags the servers
-get and the arithmetic the ledger does come from one place.
+backends (LONGDOC_BACKENDS, unless set), the deployment `longdoc route` plans against
+(LONGDOC_DEPLOYMENT, unless set) and, for a role served by a stand-in model (the `cpu`
+profile's SmolLM2 in the `gemma` role), counts that role with the server's /tokenize
+instead of the role's tokenizer file. So the flags the servers get and the
+arithmetic the ledger does come from one place.
 
 At start-up the same description is checked against what the models need, so a
 stack that cannot run says which server and why before any GPU is touched: a GPU
-count that is not the tensor-parallel size, a GPU given to two servers, weights that
-do not fit, or a `--max-model-len` whose one request the KV pool left by the weights
+count that is not the tensor-parallel size, servers sharing a GPU whose memory shares
+add up to more than all of it, weights that do not fit their share, or a `--max-model-len` whose one request the KV pool left by the weights
 cannot hold (the KV arithmetic of ingestion.capacity, per GPU under TP). The memory
 check refuses only what cannot fit: vLLM also takes its activation peak and a few
 GiB of non-torch memory, so a stack that passes may still start with less KV than
