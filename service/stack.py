@@ -15,8 +15,9 @@ arithmetic the ledger does come from one place.
 At start-up the same description is checked against what the models need, so a
 stack that cannot run says which server and why before any GPU is touched: a GPU
 count that is not the tensor-parallel size, servers sharing a GPU whose memory shares
-add up to more than all of it, weights that do not fit their share, or a `--max-model-len` whose one request the KV pool left by the weights
-cannot hold (the KV arithmetic of ingestion.capacity, per GPU under TP). The memory
+add up to more than all of it, weights that do not fit their share, or a
+`--max-model-len` whose one request the KV pool left by the weights cannot hold (the
+KV arithmetic of ingestion.capacity, per GPU under TP). The memory
 check refuses only what cannot fit: vLLM also takes its activation peak and a few
 GiB of non-torch memory, so a stack that passes may still start with less KV than
 computed; its /metrics figure is what the ledger then uses.
