@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test services corpus tokenizers vllm lint bench clean
+.PHONY: setup serve test services corpus tokenizers vllm compose-tools lint bench clean
 
 $(BIN)/longdoc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,13 @@ services:
 corpus:
 	PYTHON=$(PYTHON) bash scripts/fetch-corpus.sh $(LONGDOC_CORPUS_DIR)
 
-test: setup vllm services corpus
+# Debian's docker-compose, for the tests' `docker-compose config` of docker-compose.yml
+# (no container engine needed); installed when missing, as the services are started.
+compose-tools:
+	@command -v docker-compose >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
+
+test: setup vllm services corpus compose-tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/longdoc

@@ -13,9 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service import stack
 from service.deployment import MODEL_ROLES, BackendConfig, DeploymentReplica, paper_deployment
 
 
@@ -91,6 +92,11 @@ class Settings(BaseSettings):
     backends: list[BackendConfig] = Field(default_factory=list)
     # The deployment `longdoc route` plans against without a server (service/deployment.py).
     deployment: list[DeploymentReplica] = Field(default_factory=paper_deployment)
+    # The compose stack's vLLM servers (service/stack.py), as docker-compose.yml writes
+    # them from .env; those of stack_profiles (its COMPOSE_PROFILES) run. They give the
+    # backends, tokenizers and deployment not set here, and are checked at start-up.
+    stack_profiles: str = "gpu"
+    vllm_stack: list[stack.StackServer] = Field(default_factory=list)
     tokenize_timeout_s: float = Field(default=120.0, gt=0)
     backend_refresh_interval_s: float = Field(default=30.0, gt=0)
     backend_probe_timeout_s: float = Field(default=5.0, gt=0)
@@ -258,6 +264,30 @@ class Settings(BaseSettings):
         for backend in self.backends:
             if backend.role not in MODEL_ROLES:
                 raise ValueError(f"backend role must be one of {MODEL_ROLES}, got {backend.role!r}")
+        return self
+
+    @field_validator("vllm_stack")
+    @classmethod
+    def _stack_can_run(
+        cls, servers: list[stack.StackServer], info: ValidationInfo
+    ) -> list[stack.StackServer]:
+        # A field's check, so that a refusal names LONGDOC_VLLM_STACK.
+        stack.check(stack.running(servers, info.data.get("stack_profiles", "")))
+        return servers
+
+    @model_validator(mode="after")
+    def _from_stack(self) -> Settings:
+        if not self.vllm_stack:
+            return self
+        servers = stack.active(self.vllm_stack, self.stack_profiles)
+        if "backends" not in self.model_fields_set:
+            self.backends = [BackendConfig.model_validate(b) for b in stack.backends(servers)]
+        if "tokenizers" not in self.model_fields_set:
+            stand_ins = stack.stand_in_roles(servers)
+            self.tokenizers = {r: p for r, p in self.tokenizers.items() if r not in stand_ins}
+        planned = stack.deployment(servers)
+        if "deployment" not in self.model_fields_set and planned is not None:
+            self.deployment = planned
         return self
 
     @property

@@ -94,13 +94,15 @@ _GPU_KV_BUDGET = 80 * 2**30 * 9 // 10  # 77,309,411,328 B
 # 262,144 x 5,376 embedding stays bf16 -> 33,084,669,952 B of weights, a
 # 44,224,741,376 B (41.19 GiB) pool that holds 262,144 tokens (35.75 GB) with bf16 KV.
 _GEMMA_EMBEDDING_BYTES = 262_144 * 5_376 * 2
-_GEMMA_31B_FP8_WEIGHT_BYTES = (
-    int(59.0 * 2**30) - _GEMMA_EMBEDDING_BYTES
+GEMMA_31B_BF16_WEIGHT_BYTES = int(59.0 * 2**30)
+GEMMA_31B_FP8_WEIGHT_BYTES = (
+    GEMMA_31B_BF16_WEIGHT_BYTES - _GEMMA_EMBEDDING_BYTES
 ) // 2 + _GEMMA_EMBEDDING_BYTES
 # Scout: 109B parameters in bf16 (models.yaml) split over 8 GPUs -> 27.25e9 B each,
 # a 50,059,411,328 B (46.62 GiB) pool per GPU. max_model_len 1,000,000 is what vLLM
 # published for 8xH100 (blog 2025-04-05, PR 16104); the pool alone would hold ~8.07M.
-_SCOUT_BF16_WEIGHT_BYTES_PER_GPU = 109_000_000_000 * 2 // 8
+SCOUT_PARAMS = 109_000_000_000
+_SCOUT_BF16_WEIGHT_BYTES_PER_GPU = SCOUT_PARAMS * 2 // 8
 
 
 def paper_deployment() -> list[DeploymentReplica]:
@@ -109,7 +111,7 @@ def paper_deployment() -> list[DeploymentReplica]:
             role="gemma",
             model="google/gemma-4-31B-it",
             max_model_len=262_144,
-            kv_cache_bytes=_GPU_KV_BUDGET - _GEMMA_31B_FP8_WEIGHT_BYTES,
+            kv_cache_bytes=_GPU_KV_BUDGET - GEMMA_31B_FP8_WEIGHT_BYTES,
         ),
         DeploymentReplica(
             role="scout",

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 from service.cli.backends import backends as backends_command
 from service.cli.batch import batch as batch_command
 from service.cli.common import prepare
+from service.cli.health import healthcheck as healthcheck_command
 from service.cli.keys import keys
 from service.cli.kv import kv as kv_command
 from service.cli.listing import batches as batches_command
@@ -69,6 +70,7 @@ cli.command("submit")(submit_command)
 cli.command("batch")(batch_command)
 cli.command("batches")(batches_command)
 cli.command("jobs")(jobs_command)
+cli.command("healthcheck")(healthcheck_command)
 
 
 @cli.callback()
@@ -84,23 +86,49 @@ def child_environment(settings: Settings) -> dict[str, str]:
 
 @cli.command()
 def migrate(ctx: typer.Context) -> None:
-    """Create or upgrade the schema (alembic upgrade head)."""
+    """Create or upgrade the schema (alembic upgrade head). In the compose stack, the
+    one-shot step everything waits on: it also refuses a stack whose gated models have
+    no HF_TOKEN to download them with."""
+    from service import stack
+
     settings = settings_of(ctx)
+    servers = stack.active(settings.vllm_stack, settings.stack_profiles)
+    missing = stack.missing_token(servers, os.environ)
+    if missing:
+        typer.secho(f"longdoc: {missing}", err=True, fg="red")
+        raise typer.Exit(2)
     prepare(settings)
     typer.echo(f"schema at head: {settings.database_url}")
 
 
-def _worker_argv(concurrency: int, settings: Settings) -> list[str]:
+def _worker_argv(concurrency: int, settings: Settings, queues: Sequence[str] = ()) -> list[str]:
     from service.logs import wants_json
     from service.queue import QUEUES
 
+    queues = tuple(queues or QUEUES)
+    # A worker of one queue is named for it (`jobs@host`), so a health check pings that
+    # worker alone where two share a host; one of both keeps Celery's `celery@host`.
+    name = queues[0] if len(queues) == 1 else "celery"
     # The worker writes to this command's stderr: where that takes JSON lines, Celery's
     # start-up banner (plain text on stdout) is left out of them.
     quiet = ["--quiet"] if wants_json(settings.log_format, sys.stderr) else []
     return [
         sys.executable, "-m", "celery", *quiet, "-A", "workers.app", "worker",
-        "--queues", ",".join(QUEUES), "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--queues", ",".join(queues), "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--hostname", f"{name}@%h",
     ]  # fmt: skip
+
+
+def _queues(value: str | None) -> list[str]:
+    from service.queue import QUEUES
+
+    if not value:
+        return list(QUEUES)
+    queues = [q.strip() for q in value.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        raise typer.BadParameter(f"queues are {', '.join(QUEUES)}; not {', '.join(unknown)}")
+    return queues
 
 
 def _api_argv(host: str, port: int) -> list[str]:
@@ -114,19 +142,25 @@ def _api_argv(host: str, port: int) -> list[str]:
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated: ingest, jobs (default: both).")
+    ] = None,
 ) -> None:
-    """Run a Celery worker for the ingest and jobs queues."""
+    """Run a Celery worker for the ingest and jobs queues (or those of --queues)."""
+    chosen = _queues(queues)
     settings = settings_of(ctx)
     prepare(settings)
-    argv = _worker_argv(concurrency or settings.worker_concurrency, settings)
+    argv = _worker_argv(concurrency or settings.worker_concurrency, settings, chosen)
     os.execve(argv[0], argv, child_environment(settings))
 
 
 @cli.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    host: Annotated[str, typer.Option(envvar="LONGDOC_HOST", help="Interface to bind.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(envvar="LONGDOC_PORT", help="Port to bind.")] = 8000,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run the API alone.")] = False,
     no_vllm: Annotated[

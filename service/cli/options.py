@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from service.config import Settings
 
@@ -45,6 +46,22 @@ def settings_of(ctx: typer.Context) -> Settings:
     defaults, built on first use and the same for the rest of the command."""
     settings = ctx.meta.get(_SETTINGS)
     if not isinstance(settings, Settings):
-        settings = Settings(**ctx.meta.get(_OVERRIDES, {}))
+        try:
+            settings = Settings(**ctx.meta.get(_OVERRIDES, {}))
+        except ValidationError as exc:
+            raise settings_refused(exc) from None
         ctx.meta[_SETTINGS] = settings
     return settings
+
+
+def settings_refused(exc: ValidationError) -> typer.Exit:
+    """Say which setting is wrong and why, as LONGDOC_ variables name them (the stack
+    check's reason names the compose service and its .env variables), not a traceback;
+    exit status 2, so `docker compose up` stops at the one-shot migrate."""
+    typer.secho("longdoc: the settings cannot start Longdoc:", err=True, fg="red")
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        name = f"LONGDOC_{where.upper()}" if where else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        typer.echo(f"  {name}: {message}", err=True)
+    return typer.Exit(code=2)

@@ -46,11 +46,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def deployment_summary(settings: Settings) -> dict[str, object]:
     """What a dry run plans against, and where that came from: a plan is only as true
     as the deployment it assumed."""
-    configured = "deployment" in settings.model_fields_set
-    return {
-        "source": "LONGDOC_DEPLOYMENT" if configured else "default (the paper deployment)",
-        "replicas": [r.model_dump() for r in settings.deployment],
-    }
+    from service import stack
+
+    servers = stack.active(settings.vllm_stack, settings.stack_profiles)
+    if servers and settings.deployment == stack.deployment(servers):
+        source = f"the compose stack (LONGDOC_VLLM_STACK, profiles {settings.stack_profiles})"
+    elif "deployment" in settings.model_fields_set:
+        source = "LONGDOC_DEPLOYMENT"
+    else:
+        source = "default (the paper deployment)"
+    return {"source": source, "replicas": [r.model_dump() for r in settings.deployment]}
 
 
 def _deployment_lines(summary: dict[str, object]) -> list[str]:
