@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from service.backends.server import VllmServer
+from service.config import Settings
 from tests.conftest import CACHE, CORPUS
 from tests.prereq import require
 from tests.waiting import wait_for
@@ -100,3 +102,23 @@ def api(database: str, broker: Any) -> Iterator[Any]:
 
     with TestClient(app) as c:
         yield c
+
+
+@contextmanager
+def smollm2_job_settings(server: VllmServer, **extra: Any) -> Iterator[Settings]:
+    """Settings for an API and a worker whose jobs run on `server` (SmolLM2 in the gemma
+    role, counted by its own /tokenize), with quick webhooks and polling."""
+    from service.deployment import BackendConfig
+    from tests.conftest import api_settings
+    from tests.webhooks.conftest import webhook_settings
+
+    quick = webhook_settings(
+        backends=[BackendConfig(role="gemma", url=server.url, model=SMOLLM2_ID)],
+        tokenizers={},  # no file of SmolLM2's: its server's /tokenize counts
+        admission_poll_s=0.2,
+        # A shared CPU prefills slowly; the default bound could time the request out.
+        vllm_min_prefill_tokens_per_s=10,
+        **extra,
+    )
+    with api_settings(quick) as s:
+        yield s

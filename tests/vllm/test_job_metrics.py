@@ -18,11 +18,10 @@ from sqlalchemy import select
 from service.backends.server import VllmServer
 from service.config import Settings
 from service.db import get_sessionmaker
-from service.deployment import BackendConfig
 from service.models import Job
-from tests.conftest import api_settings, auth, wait_for
+from tests.conftest import auth, wait_for
 from tests.jobs.conftest import wait_job
-from tests.vllm.conftest import SMOLLM2_ID
+from tests.vllm.conftest import smollm2_job_settings
 from tests.webhooks.conftest import (  # noqa: F401 - key, receiver, workers: fixtures
     key,
     make_job,
@@ -30,7 +29,6 @@ from tests.webhooks.conftest import (  # noqa: F401 - key, receiver, workers: fi
     receiver,
     register_endpoint,
     settled,
-    webhook_settings,
     workers,
 )
 from tests.webhooks.receiver import Receiver
@@ -47,15 +45,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def settings(database: str, broker: Any, smollm2_server: VllmServer) -> Iterator[Settings]:
     """For the API and, as its environment, the module's worker (`workers`)."""
-    backend = BackendConfig(role="gemma", url=smollm2_server.url, model=SMOLLM2_ID)
-    quick = webhook_settings(
-        backends=[backend],
-        tokenizers={},  # no file of SmolLM2's: its server's /tokenize counts
-        admission_poll_s=0.2,
-        vllm_min_prefill_tokens_per_s=10,
-        worker_metrics_port=_free_port(),
-    )
-    with api_settings(quick) as s:
+    with smollm2_job_settings(smollm2_server, worker_metrics_port=_free_port()) as s:
         yield s
 
 

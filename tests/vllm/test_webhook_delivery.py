@@ -16,10 +16,9 @@ import pytest
 
 from service.backends.server import VllmServer
 from service.config import Settings
-from service.deployment import BackendConfig
-from tests.conftest import api_settings, auth
+from tests.conftest import auth
 from tests.jobs.conftest import wait_job
-from tests.vllm.conftest import SMOLLM2_ID
+from tests.vllm.conftest import smollm2_job_settings
 from tests.webhooks.conftest import (  # noqa: F401 - key, receiver, workers: fixtures
     key,
     make_job,
@@ -28,7 +27,6 @@ from tests.webhooks.conftest import (  # noqa: F401 - key, receiver, workers: fi
     register_endpoint,
     settled,
     verified,
-    webhook_settings,
     workers,
 )
 from tests.webhooks.receiver import Receiver
@@ -39,15 +37,7 @@ pytestmark = pytest.mark.usefixtures("workers")
 @pytest.fixture(scope="module")
 def settings(database: str, broker: Any, smollm2_server: VllmServer) -> Iterator[Settings]:
     """For the API and, as its environment, the module's worker (`workers`)."""
-    backend = BackendConfig(role="gemma", url=smollm2_server.url, model=SMOLLM2_ID)
-    quick = webhook_settings(
-        backends=[backend],
-        tokenizers={},  # no file of SmolLM2's: its server's /tokenize counts
-        admission_poll_s=0.2,
-        # A shared CPU prefills slowly; the default bound could time the request out.
-        vllm_min_prefill_tokens_per_s=10,
-    )
-    with api_settings(quick) as s:
+    with smollm2_job_settings(smollm2_server) as s:
         yield s
 
 
