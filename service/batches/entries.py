@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -97,6 +98,11 @@ def _store(run: Expansion, session: Session, batch: Batch, chunk: list[_Line]) -
             ln.error = (result.code, result.reason)
         else:
             ln.doc, ln.created = result
+    # The commit expired them: loaded again in one query, not one each as they are read.
+    keys = [inspect(ln.doc).identity for ln in chunk if ln.doc is not None]
+    ids = [key[0] for key in keys if key is not None]
+    if ids:
+        session.scalars(select(Document).where(Document.id.in_(ids))).all()
 
 
 def _parse(run: Expansion, session: Session, chunk: list[_Line]) -> None:
