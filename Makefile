@@ -14,7 +14,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test services corpus tokenizers vllm compose-tools lint bench clean
+.PHONY: setup serve test services corpus tokenizers vllm system-tools lint bench clean
 
 $(BIN)/longdoc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,13 +42,17 @@ services:
 corpus:
 	PYTHON=$(PYTHON) bash scripts/fetch-corpus.sh $(LONGDOC_CORPUS_DIR)
 
-# Debian's docker-compose, for the tests' `docker-compose config` of docker-compose.yml
-# (no container engine needed); installed when missing, as the services are started.
-compose-tools:
-	@command -v docker-compose >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
+# Debian packages the tests drive, installed when missing (as the services are started):
+# docker-compose for `docker-compose config` of docker-compose.yml (no container engine
+# needed), chromium for the status page in a real browser. Each is command:package.
+SYSTEM_TOOLS := docker-compose:docker-compose chromium:chromium
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do \
+		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	[ -z "$$missing" ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
-test: setup vllm services corpus compose-tools
+test: setup vllm services corpus system-tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/longdoc

@@ -17,6 +17,7 @@ from service.api.routers import (
     jobs,
     messages,
     metrics,
+    status,
     webhooks,
 )
 from service.config import get_settings
@@ -52,6 +53,7 @@ def create_app() -> FastAPI:
     app.include_router(messages.router)
     app.include_router(webhooks.router)
     app.include_router(metrics.router)
+    app.include_router(status.router)
     return app
 
 

@@ -46,9 +46,14 @@ class BrokerCollector(Collector):
         yield from (depth, up)
 
     def _counts(self) -> dict[str, int]:
-        with self.celery.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=self.timeout_s)
-            channel = conn.default_channel
-            # Not passive: an empty Redis queue has no key, and a passive declare of it
-            # fails; declaring a queue the workers declare anyway changes nothing.
-            return {q: int(channel.queue_declare(q).message_count) for q in QUEUES}
+        return queue_counts(self.celery, self.timeout_s)
+
+
+def queue_counts(celery: Any = None, timeout_s: float = 2.0) -> dict[str, int]:
+    """Messages waiting per queue; raises when the broker does not answer in time."""
+    with (celery or app).connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout_s)
+        channel = conn.default_channel
+        # Not passive: an empty Redis queue has no key, and a passive declare of it
+        # fails; declaring a queue the workers declare anyway changes nothing.
+        return {q: int(channel.queue_declare(q).message_count) for q in QUEUES}
