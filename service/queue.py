@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 
 from ingestion.capacity.priority import PRIORITY_STEPS
+from service import logs
 from service.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -128,24 +129,36 @@ app = Celery("longdoc")
 app.add_defaults(lambda: celery_config(get_settings()))
 
 
+# The message header that carries the id of the API request a task comes from, so the
+# worker's lines about it carry that id too (workers/app.py binds it), and so do the
+# tasks it sends in turn (an ingest waking its job).
+REQUEST_ID_HEADER = "longdoc_request_id"
+
+
+def _send(name: str, args: list[Any], queue: str, priority: int | None = None) -> Any:
+    request_id = logs.current_ids().get("request_id")
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    return app.send_task(name, args=args, queue=queue, priority=priority, headers=headers)
+
+
 def dispatch_ingest(document_id: str) -> None:
-    app.send_task(INGEST_TASK, args=[document_id], queue=INGEST_QUEUE)
+    _send(INGEST_TASK, [document_id], INGEST_QUEUE)
 
 
 def dispatch_expand(batch_id: str) -> None:
-    app.send_task(EXPAND_TASK, args=[batch_id], queue=INGEST_QUEUE)
+    _send(EXPAND_TASK, [batch_id], INGEST_QUEUE)
 
 
 def dispatch_webhook(delivery_id: str, held: str) -> None:
     # Above every job's priority (lower goes first): an attempt is short, and a
     # receiver waiting behind long-context jobs would see its events late.
-    app.send_task(WEBHOOK_TASK, args=[delivery_id, held], queue=JOBS_QUEUE, priority=0)
+    _send(WEBHOOK_TASK, [delivery_id, held], JOBS_QUEUE, priority=0)
 
 
 def dispatch_job(job_id: str, priority: int) -> str:
     """Send a job's task at `priority` (lower goes first; `service.jobs.dispatch`
     computes it); returns its Celery task id. The SQLite transport ignores it."""
-    return str(app.send_task(JOB_TASK, args=[job_id], queue=JOBS_QUEUE, priority=priority).id)
+    return str(_send(JOB_TASK, [job_id], JOBS_QUEUE, priority=priority).id)
 
 
 def revoke(task_ids: Sequence[str]) -> None:

@@ -1,6 +1,6 @@
 """A real Celery worker's log (main process and pool child) is JSON lines, and a task's
-lines carry the ids of what it runs on: a parse its document's, a job its own and its
-document's. No vLLM: the job is one already ended, which its task finds and leaves."""
+lines carry the ids of what it runs on: a parse its document's and the id of the
+upload's request, a job its own and its document's. No vLLM: the job is one already ended, which its task finds and leaves."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def test_a_workers_lines_are_json_with_the_document_and_job_ids(
     worker = start_worker(log)
     try:
         body = f"A page to parse for the worker-log test, {uuid.uuid4()}.\n".encode()
-        resp = client.post("/v1/documents", headers=auth(api_key), files={"file": ("p.txt", body)})
+        request_id = f"worker-log-{uuid.uuid4().hex[:12]}"
+        headers = {**auth(api_key), "X-Request-ID": request_id}
+        resp = client.post("/v1/documents", headers=headers, files={"file": ("p.txt", body)})
         assert resp.status_code == 202, resp.text
         doc_id = resp.json()["id"]
         assert settled(client, api_key, doc_id)["status"] == "parsed"
@@ -69,6 +71,10 @@ def test_a_workers_lines_are_json_with_the_document_and_job_ids(
         if line.get("document_id") == doc_id and "longdoc.ingest" in line["message"]
     ]
     assert parsed and all(line["task_id"] for line in parsed), lines
+    # The upload's request id came with its task: the parse's lines carry it; the job,
+    # sent by this test outside any request, has none.
+    assert {line.get("request_id") for line in parsed} == {request_id}, parsed
+    assert "request_id" not in done
     # The main process's lines (the consumer's) are JSON too, not only the child's.
     assert any(line["logger"] == "celery.worker.strategy" for line in lines), lines
     assert str(tenant_id) not in log.read_text()

@@ -32,6 +32,7 @@ from service.queue import (
     EXPAND_TASK,
     INGEST_TASK,
     JOB_TASK,
+    REQUEST_ID_HEADER,
     WEBHOOK_TASK,
     app,
     dispatch_ingest,
@@ -116,6 +117,10 @@ def _bind_task_ids(
     **_: Any,
 ) -> None:  # fmt: skip
     ids: dict[str, object] = {"task_id": task_id}
+    # A header Celery's protocol 2 keeps on the request as sent (None when absent).
+    request_id = getattr(task.request, REQUEST_ID_HEADER, None)
+    if isinstance(request_id, str) and request_id:
+        ids["request_id"] = request_id
     field = _TASK_ID_FIELDS.get(task.name)
     if field is not None:
         ids[field] = args[0] if args else (kwargs or {}).get(field)
