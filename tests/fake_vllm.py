@@ -84,5 +84,10 @@ class FakeVllm:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
+        self.stop()
+
+    def stop(self) -> None:
+        """Gone: the port refuses connections from now on."""
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()

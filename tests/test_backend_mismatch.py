@@ -79,7 +79,8 @@ def test_a_configured_pool_larger_than_measured_is_a_mismatch(server: FakeVllm) 
     # The server's --kv-cache-memory-bytes is more than its usable pool (the null block).
     found = mismatches(state, _cfg(server, kv_cache_bytes=GIB))
     assert found == {"kv_cache_bytes": {"expected": GIB, "reported": pool}}
-    assert reason(found) == f"KV pool too small: {pool:,} B usable, configured kv_cache_bytes {GIB:,}"
+    said = f"KV pool too small: {pool:,} B usable, configured kv_cache_bytes {GIB:,}"
+    assert reason(found) == said
     smaller = _cfg(server, kv_cache_bytes=GIB // 2)
     assert mismatches(state, smaller) == {}
     assert resolve(state, smaller).capacity_source == "configured"
