@@ -14,12 +14,13 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import typer
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -238,3 +239,28 @@ def test_a_mismatched_server_that_goes_away_is_down_not_mismatched(
     gauges = _gauges(client, admin_key, backend_id)
     assert gauges[("longdoc_backend_up", "")] == 0
     assert gauges[("longdoc_backend_mismatch", "model")] == 0
+
+
+def test_a_job_with_only_a_mismatched_replica_fails_in_time_naming_it_by_id(
+    sessions: sessionmaker[Session], role: str, server: FakeVllm
+) -> None:
+    from workers.jobs.tasks import _no_backend_for_too_long
+
+    settings = _settings(role, server)
+    with sessions() as s:
+        refresh(s, settings, utcnow())
+        backend_id = _row(s, server.url).id
+        job_id = _waiting_job(s, role, server)
+        long_ago = utcnow() - timedelta(seconds=settings.backend_down_timeout_s + 60)
+        s.execute(update(Job).where(Job.id == job_id).values(waiting_since=long_ago))
+        s.commit()
+    with sessions() as s:
+        assert _no_backend_for_too_long(s, job_id, role, settings)
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.failed
+        assert job.error_code == "backend_down"
+        reason = job.error_reason or ""
+    assert f"no {role} backend was up and usable for " in reason, reason
+    # Named by id, as not usable; what is wrong with it and where it is are the operator's.
+    assert f"not usable: {backend_id}" in reason, reason
+    assert server.url not in reason and SMOLLM2_ID not in reason, reason
