@@ -160,13 +160,16 @@ def running(servers: Sequence[StackServer], profiles: str) -> list[StackServer]:
 
 
 def backends(servers: Sequence[StackServer]) -> list[dict[str, object]]:
-    """LONGDOC_BACKENDS entries for the servers: the KV settings the server runs with
-    (the server reports its context and pool itself, so neither is overridden)."""
+    """LONGDOC_BACKENDS entries for the servers: the KV settings the server runs with,
+    and its --max-model-len, so that a server started with a shorter one (or serving
+    another model) shows as mismatched and is routed around (service/backends/
+    mismatch.py). The pool is left to the server's own report, never overridden."""
     return [
         {
             "role": s.role,
             "url": str(s.url),
             "model": s.model,
+            "max_model_len": s.max_model_len,
             "tp": s.tp,
             "in_flight_tokens": s.kv_config.in_flight_tokens,
             "kv_dtype": s.kv_config.kv_dtype,

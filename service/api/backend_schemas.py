@@ -22,6 +22,11 @@ class OverrideOut(BaseModel):
     measured: int | None = Field(description="What the server said; null when it said nothing.")
 
 
+class MismatchOut(BaseModel):
+    expected: int | str = Field(description="What the configuration says.")
+    reported: int | str = Field(description="What the server reports instead.")
+
+
 class BackendOut(BaseModel):
     id: uuid.UUID
     role: str
@@ -39,13 +44,23 @@ class BackendOut(BaseModel):
     capacity_source: Literal["measured", "configured", "derived", "unknown"]
     leased_bytes: int = Field(description="Sum of unexpired KV leases on this backend.")
     free_bytes: int | None = Field(description="Capacity minus leased; null when unknown.")
-    healthy: bool = Field(description="Answered /v1/models at the last refresh.")
+    reachable: bool = Field(
+        description="Answered at the last refresh, even if with what its configuration "
+        "cannot use (then not healthy: see `mismatches`)."
+    )
+    healthy: bool = Field(
+        description="Answered /v1/models at the last refresh, serving what it is configured to."
+    )
     usable: bool = Field(description="Healthy with known context and KV capacity.")
-    last_error: str | None
+    last_error: str | None = Field(description="Why it is down, mismatched or not measured.")
     last_seen_at: datetime | None = Field(description="Last time the server answered.")
     checked_at: datetime = Field(description="Last time a refresher wrote this row.")
     overrides: dict[str, OverrideOut] = Field(
         description="Configured values that replaced a different (or missing) measured one."
+    )
+    mismatches: dict[str, MismatchOut] = Field(
+        description="What the server reports that its configuration cannot use, by field "
+        "(model, max_model_len, kv_cache_bytes, kv_dtype): such a server is routed around.",
     )
 
 
@@ -59,7 +74,7 @@ class TenantBackendOut(BaseModel):
     role: str
     model: str | None
     max_model_len: int | None = Field(description="The longest request it takes, in tokens.")
-    healthy: bool = Field(description="Answered /v1/models at the last refresh.")
+    healthy: bool = Field(description="Answered at the last refresh, as configured.")
     usable: bool = Field(description="Up and taking jobs.")
 
     @classmethod

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ingestion.capacity.kv_config import KvDtype
 from service import ledger
 from service.api.backend_schemas import BackendOut
-from service.backends.discovery import capacity_source, usable
+from service.backends.discovery import capacity_source, reachable, usable
 from service.models import Backend
 
 
@@ -40,12 +40,14 @@ def describe(session: Session, now: datetime) -> list[BackendOut]:
                 leased_bytes=held,
                 # Negative when an override lowered capacity below what is leased.
                 free_bytes=None if cap is None else cap - held,
+                reachable=reachable(row),
                 healthy=row.healthy,
                 usable=usable(row),
                 last_error=row.last_error,
                 last_seen_at=row.last_seen_at,
                 checked_at=row.updated_at,
                 overrides=row.overrides or {},
+                mismatches=row.mismatches or {},
             )
         )
     return out

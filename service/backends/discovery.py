@@ -3,18 +3,21 @@
 `probe` (service/backends/probe.py) asks one server (`GET /v1/models`, `GET /metrics`);
 `resolve` applies the configured overrides; `refresh` writes every configured
 backend's row, which the worker does on an interval (`workers/schedule.py`).
-Readers (the API's `backend_views.describe`, the CLI) only read the rows.
+Readers (the API's `backend_views.describe`, the CLI, the metrics) only read the rows.
 
 Capacity is never guessed: a server whose /metrics is missing or malformed has
 unknown KV capacity, which a configured `kv_cache_bytes` may stand in for; without
-one the backend is not usable for admission. An override that disagrees with the
-server is applied, logged and recorded in the row's `overrides`.
+one the backend is not usable for admission. The usable pool and its dtype are
+figured in `service/backends/capacity.py`.
 
-The usable pool is `(num_gpu_blocks - 1) x bytes_per_block`: vLLM holds one block
-back (the null block), and its blocks need not fill `kv_cache_memory_bytes`. When the
-served model is in the registry (its served name, or the configured `model`), the
-bytes per block come from `ingestion.capacity.kv`, and a server that reports blocks but no
-bytes (vLLM on a GPU without `--kv-cache-memory-bytes`) gets a "derived" capacity.
+A configured value that asks less of the server than it reports (a shorter
+`max_model_len`, a smaller `kv_cache_bytes`) is an override: applied, logged on
+change and recorded in the row's `overrides`. One the server contradicts (another
+registry model, a longer context, a larger pool than it measured, another KV dtype
+than its --kv-cache-dtype; `service/backends/mismatch.py`) is a mismatch: the row is
+written not healthy, so admission routes around it, with the server's own figures,
+the reason in `last_error` and the fields in `mismatches`, until it matches again.
+A row is `reachable` when its last probe got an answer: healthy, or mismatched.
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ingestion.capacity.kv import KvConfig, KvDtype, KvLayout, kv_layout
-from ingestion.capacity.pool import num_blocks
-from ingestion.capacity.registry import UnknownModelError, get_model
+from ingestion.capacity.kv import KvDtype
+from service.backends.capacity import CapacitySource, kv_dtype, usable_capacity
+from service.backends.mismatch import Mismatches, as_served, mismatches, reason
 from service.backends.probe import BackendState, normalize_url, probe
 from service.config import Settings
 from service.deployment import BackendConfig
@@ -40,13 +43,9 @@ from service.models import Backend
 
 log = logging.getLogger(__name__)
 
-CapacitySource = Literal["measured", "derived", "configured", "unknown"]
 _SOURCES: tuple[CapacitySource, ...] = ("measured", "derived", "configured", "unknown")
 NOT_CONFIGURED = "not configured"
 _MAX_PARALLEL_PROBES = 8
-# What `--kv-cache-dtype auto` can store for the registry's models: their bf16, or
-# fp32 where a CPU server runs --dtype float32 (service/backends/serving_dtype.py).
-_AUTO_DTYPES: tuple[KvDtype, ...] = ("bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -69,73 +68,6 @@ def _pick(
         return measured
     overrides[name] = {"configured": configured, "measured": measured}
     return configured
-
-
-def _layout(state: BackendState, cfg: BackendConfig, dtype: KvDtype) -> KvLayout | None:
-    model_id = cfg.model or state.model
-    if model_id is None or state.block_size is None:
-        return None
-    try:
-        spec = get_model(model_id)
-        return kv_layout(spec, KvConfig(block_size=state.block_size, tp=cfg.tp, kv_dtype=dtype))
-    except (UnknownModelError, ValueError):
-        return None
-
-
-def kv_dtype(state: BackendState, cfg: BackendConfig) -> KvDtype | None:
-    """The dtype the server stores its KV cache in; None when it is one Longdoc does not
-    account for (float16, int4, ...) or cannot tell (an "auto" pool of a model not in
-    the registry).
-
-    A set --kv-cache-dtype is reported. "auto" stores the model's dtype, which vLLM
-    does not report: bf16 for the registry's models on a GPU, fp32 for a CPU server
-    started with --dtype float32. Then the configured `kv_dtype` holds; else the one
-    whose registry block size cuts the reported pool into exactly the reported blocks
-    (vLLM's num_blocks = pool bytes // bytes per block; fp32 blocks are twice bf16's,
-    so at most one matches); else bf16."""
-    cache_dtype = state.cache_dtype
-    if cache_dtype == "bfloat16":
-        return "bf16"
-    if cache_dtype is not None and cache_dtype.startswith("fp8"):
-        return "fp8"
-    if cache_dtype not in (None, "auto"):
-        return None
-    if cfg.kv_dtype is not None:
-        return cfg.kv_dtype
-    layouts = {dtype: _layout(state, cfg, dtype) for dtype in _AUTO_DTYPES}
-    blocks, reported = state.num_blocks, state.kv_cache_bytes
-    if None in layouts.values():
-        return None
-    if blocks is not None and reported is not None:
-        for dtype, layout in layouts.items():
-            if layout is not None and num_blocks(layout, reported) == blocks:
-                return dtype
-    return "bf16"
-
-
-def bytes_per_block(state: BackendState, cfg: BackendConfig) -> int | None:
-    """One block of the server's pool, from the registry; None when the served model
-    (or the configured `model`) is not in it, or its dtype or layout is not known."""
-    dtype = kv_dtype(state, cfg)
-    layout = None if dtype is None else _layout(state, cfg, dtype)
-    return None if layout is None else layout.bytes_per_block
-
-
-def usable_capacity(state: BackendState, cfg: BackendConfig) -> tuple[int | None, CapacitySource]:
-    """The server's usable KV pool in bytes, before overrides, and how it was found."""
-    blocks, reported = state.num_blocks, state.kv_cache_bytes
-    per_block = bytes_per_block(state, cfg)
-    if reported is None:
-        if blocks is None or per_block is None:
-            return None, "unknown"
-        return (blocks - 1) * per_block, "derived"
-    if blocks is None:  # no block count: nothing to take the null block from
-        return reported, "measured"
-    if per_block is not None and blocks * per_block <= reported:
-        return (blocks - 1) * per_block, "measured"
-    # Model not in the registry (or its layout does not fit the reported bytes): the
-    # reported bytes, less one block's share of them for the null block vLLM holds back.
-    return reported - reported // blocks, "measured"
 
 
 def resolve(state: BackendState, cfg: BackendConfig) -> Resolved:
@@ -163,8 +95,16 @@ def capacity_source(row: Backend) -> CapacitySource:
 
 
 def usable(row: Backend) -> bool:
-    """Whether admission may place work here: up, with a known context and pool."""
-    return row.healthy and row.max_model_len is not None and row.kv_capacity_bytes is not None
+    """Whether admission may place work here: up, serving what it is configured to,
+    with a known context and pool."""
+    known = row.max_model_len is not None and row.kv_capacity_bytes is not None
+    return row.healthy and not row.mismatches and known
+
+
+def reachable(row: Backend) -> bool:
+    """Whether its last probe got an answer: a mismatched server is up, yet not healthy.
+    Whoever marks a row down clears its `mismatches` (`refresh`, the job runner)."""
+    return row.healthy or bool(row.mismatches)
 
 
 # --- the rows ---------------------------------------------------------------------------
@@ -182,12 +122,22 @@ def _upsert(session: Session, insert_values: dict[str, Any], update_keys: list[s
         session.execute(lite.on_conflict_do_update(index_elements=[Backend.url], set_=changes))
 
 
-def _log_changes(old: Backend | None, url: str, new: Resolved | None, error: str | None) -> None:
+def _log_changes(
+    old: Backend | None, url: str, new: Resolved | None, error: str | None, bad: Mismatches
+) -> None:
     was_up = old is not None and old.healthy
     if new is None:
         if was_up or old is None or old.last_error != error:
             log.warning("backend %s is down: %s", url, error)
         return
+    was_bad = (old.mismatches if old is not None else None) or {}
+    if bad:
+        # Warn on change, not on every interval; the row shows it all the time.
+        if was_bad != bad:
+            log.warning("backend %s is up but routed around: %s", url, reason(bad))
+        return
+    if was_bad:
+        log.warning("backend %s matches its configuration again", url)
     if not was_up:
         log.info("backend %s is up: %s", url, new.state.model)
     if new.capacity_source == "derived":
@@ -201,6 +151,10 @@ def _log_changes(old: Backend | None, url: str, new: Resolved | None, error: str
             )
     elif new.state.metrics_error and (old is None or old.last_error != new.state.metrics_error):
         log.warning("backend %s: KV capacity not measured: %s", url, new.state.metrics_error)
+    _log_overrides(old, url, new)
+
+
+def _log_overrides(old: Backend | None, url: str, new: Resolved) -> None:
     before = (old.overrides if old is not None else None) or {}
     for name, values in new.overrides.items():
         # Warn on change, not on every interval; the row shows it all the time.
@@ -214,6 +168,11 @@ def _log_changes(old: Backend | None, url: str, new: Resolved | None, error: str
             )
     for name in before.keys() - new.overrides.keys():
         log.warning("backend %s: %s no longer overridden; using the measured value", url, name)
+
+
+def _metrics_error(state: BackendState, res: Resolved) -> str | None:
+    # Derived capacity answers what the metrics lacked; the source says so.
+    return None if res.capacity_source == "derived" else state.metrics_error
 
 
 def refresh(
@@ -239,13 +198,15 @@ def refresh(
         cfg = configs[state.url]
         base = {"role": cfg.role, "url": state.url, "updated_at": now}
         if state.error is not None:
-            _log_changes(old.get(state.url), state.url, None, state.error)
-            down = {**base, "healthy": False, "last_error": state.error}
+            _log_changes(old.get(state.url), state.url, None, state.error, {})
+            down = {**base, "healthy": False, "last_error": state.error, "mismatches": None}
             # Keep the last measured figures: they say what comes back, if it does.
-            _upsert(session, down, ["role", "healthy", "last_error", "updated_at"])
+            _upsert(session, down, [k for k in down if k != "url"])
             continue
-        res = resolve(state, cfg)
-        _log_changes(old.get(state.url), state.url, res, None)
+        bad = mismatches(state, cfg)
+        # Mismatched: the server's own figures, none of the configuration's in place.
+        res = resolve(state, as_served(cfg, bad) if bad else cfg)
+        _log_changes(old.get(state.url), state.url, res, None, bad)
         up = {
             **base,
             "model": state.model,
@@ -257,9 +218,9 @@ def refresh(
             "kv_dtype": res.kv_dtype,
             "capacity_source": None if res.capacity_source == "unknown" else res.capacity_source,
             "overrides": res.overrides or None,
-            "healthy": True,
-            # Derived capacity answers what the metrics lacked; the source says so.
-            "last_error": None if res.capacity_source == "derived" else state.metrics_error,
+            "mismatches": bad or None,
+            "healthy": not bad,
+            "last_error": reason(bad) if bad else _metrics_error(state, res),
             "last_seen_at": now,
         }
         _upsert(session, up, [k for k in up if k != "url"])
@@ -273,7 +234,7 @@ def refresh(
             Backend.url.not_in(list(configs)),
             or_(Backend.healthy.is_(True), Backend.last_error.is_distinct_from(NOT_CONFIGURED)),
         )
-        .values(healthy=False, last_error=NOT_CONFIGURED, updated_at=now)
+        .values(healthy=False, last_error=NOT_CONFIGURED, mismatches=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     session.commit()

@@ -35,7 +35,7 @@ class BackendState:
     cache_dtype: str | None = None
     """--kv-cache-dtype as reported. vLLM 0.32 writes "auto" for the model's dtype and
     says no more: a --dtype float32 server reports "auto" as a bfloat16 one does
-    (discovery.kv_dtype tells them apart by the pool's blocks)."""
+    (capacity.kv_dtype tells them apart by the pool's blocks)."""
     kv_usage: float | None = None
     requests_running: int | None = None
     requests_waiting: int | None = None

@@ -18,7 +18,9 @@ def _gib(value: int | None) -> str:
 
 def _line(b: BackendOut) -> str:
     state = "up" if b.healthy else "DOWN"
-    if b.healthy and not b.usable:
+    if b.mismatches:
+        state = f"up, mismatched: {b.last_error}"  # discovery writes the reason there
+    elif b.healthy and not b.usable:
         state = "up, not usable"
     ctx = "?" if b.max_model_len is None else f"{b.max_model_len:,}"
     cap = f"{_gib(b.kv_capacity_bytes)} ({b.capacity_source})"
@@ -59,5 +61,5 @@ def backends(
         typer.echo(_line(b))
         for name, o in b.overrides.items():
             typer.echo(f"       override {name}={o.configured:,} (server says {o.measured})")
-        if b.last_error:
+        if b.last_error and not b.mismatches:  # a mismatch's is on the line above
             typer.echo(f"       {b.last_error}")

@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from service.backends.discovery import usable
+from service.backends.discovery import reachable, usable
+from service.backends.mismatch import FIELDS as MISMATCH_FIELDS
 from service.ledger.leases import capacity
 from service.metrics.broker import BrokerCollector
 from service.models import Backend, Batch, BatchStatus, Job, JobStatus, utcnow
@@ -35,6 +36,7 @@ GAUGES = (
     "longdoc_backend_up",
     "longdoc_backend_usable",
     "longdoc_backend_context_tokens",
+    "longdoc_backend_mismatch",
 )
 _WAITING = (JobStatus.queued, JobStatus.waiting_for_capacity)
 # Backends are named by id, role and model, never by URL: the scrape may be open to
@@ -106,19 +108,28 @@ class StateCollector(Collector):
         )
         up = GaugeMetricFamily(
             "longdoc_backend_up",
-            "1 when the backend's last probe succeeded, 0 when it did not.",
+            "1 when the backend's last probe reached it (also when what it reports does "
+            "not match its configuration), 0 when it did not.",
             labels=_BACKEND_LABELS,
         )
         usable_ = GaugeMetricFamily(
             "longdoc_backend_usable",
-            "1 when admission may place work there: up, with a known context and KV pool "
-            "(a server up but reporting neither is 0, and routed around).",
+            "1 when admission may place work there: up, as configured, with a known "
+            "context and KV pool (a server up but mismatched, or reporting neither, is 0, "
+            "and routed around).",
             labels=_BACKEND_LABELS,
         )
         context = GaugeMetricFamily(
             "longdoc_backend_context_tokens",
             "The context length the server reports (max_model_len).",
             labels=_BACKEND_LABELS,
+        )
+        mismatch = GaugeMetricFamily(
+            "longdoc_backend_mismatch",
+            "1 when the server reports what its configuration cannot use, per field: model "
+            "(another registry model), max_model_len (shorter), kv_cache_bytes (a smaller "
+            "pool), kv_dtype (another --kv-cache-dtype); 0 otherwise.",
+            labels=[*_BACKEND_LABELS, "field"],
         )
         rows = {b.id: b for b in session.scalars(select(Backend))}
         for c in capacity(session, self.now()):
@@ -135,8 +146,11 @@ class StateCollector(Collector):
                 free.add_metric(labels, c.free_bytes)
             leased.add_metric(labels, c.leased_bytes)
             leases.add_metric(labels, c.leases)
-            up.add_metric(labels, 1.0 if c.healthy else 0.0)
-        yield from (cap, leased, free, leases, up, usable_, context)
+            up.add_metric(labels, 1.0 if reachable(row) else 0.0)
+            bad = row.mismatches or {}
+            for name in MISMATCH_FIELDS:  # every field, so a series never vanishes
+                mismatch.add_metric([*labels, name], 1.0 if name in bad else 0.0)
+        yield from (cap, leased, free, leases, up, usable_, context, mismatch)
 
 
 def _roles(session: Session) -> list[str]:

@@ -48,6 +48,10 @@ class Backend(Base):
     # written before 0008): what admission charges each token at.
     kv_dtype: Mapped[str | None] = mapped_column(String(8))
     overrides: Mapped[dict[str, Any] | None]
+    # What the server reports that its configuration cannot use, field -> {"expected",
+    # "reported"} (service/backends/mismatch.py); set only while it is reachable, and
+    # then `healthy` is false (null: matches, down, or a row written before 0015).
+    mismatches: Mapped[dict[str, Any] | None]
     healthy: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_seen_at: Mapped[datetime | None]

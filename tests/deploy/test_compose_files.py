@@ -113,6 +113,8 @@ def test_each_server_gets_the_flags_longdoc_is_told(layout: str) -> None:
         structured = json.loads(flags["--structured-outputs-config"])
         assert structured == {"backend": "xgrammar", "disable_any_whitespace": True}
         (backend,) = stack.backends([server])
+        # The same length is the one the server is checked against (a mismatch if shorter).
+        assert backend["max_model_len"] == server.max_model_len
         if server.device == "cpu":
             assert flags["--dtype"] == server.dtype
             assert float(service["environment"]["VLLM_CPU_KVCACHE_SPACE"]) == server.kv_cache_gib

@@ -42,6 +42,10 @@ def test_the_example_env_is_the_paper_deployment_and_gives_the_servers_flags_as_
     # --max-num-batched-tokens 8192 with --async-scheduling: two batches in flight.
     assert backends["gemma"].in_flight_tokens == backends["scout"].in_flight_tokens == 16_384
     assert backends["gemma"].kv_dtype == "bf16"
+    # --max-model-len as each server gets it: one started shorter shows as mismatched.
+    deployed = {r.role: r.max_model_len for r in settings.deployment}
+    assert {r: b.max_model_len for r, b in backends.items()} == deployed
+    assert deployed == {"gemma": 262_144, "scout": 1_000_000}
     assert set(settings.tokenizers) == {"gemma", "scout"}
 
 

@@ -475,6 +475,29 @@ def test_override_differing_from_measured_is_applied_and_logged(
         assert any("no longer overridden" in m for m in caplog.messages)
 
 
+def test_a_longer_configured_context_than_the_server_has_is_a_mismatch(
+    sessions: sessionmaker[Session], smollm2_server: VllmServer
+) -> None:
+    # Restricting the server is an override (above); asking more than it serves would
+    # send prompts it rejects: up, not healthy, its own context kept, routed around.
+    url = smollm2_server.url
+    longer = {"role": "gemma", "url": url, "max_model_len": 2 * MAX_MODEL_LEN}
+    with sessions() as session:
+        refresh(session, settings(longer), utcnow())
+        r = row(session, url)
+        assert (r.healthy, r.max_model_len, r.overrides) == (False, MAX_MODEL_LEN, None)
+        assert r.mismatches == {
+            "max_model_len": {"expected": 2 * MAX_MODEL_LEN, "reported": MAX_MODEL_LEN}
+        }
+        assert r.last_error == "context too short: serves max_model_len 2,048, configured 4,096"
+        (out,) = [b for b in describe(session, utcnow()) if b.url == url]
+        assert (out.reachable, out.healthy, out.usable) == (True, False, False)
+
+        refresh(session, settings({"role": "gemma", "url": url}), utcnow())
+        r = row(session, url)
+        assert (r.healthy, r.mismatches, r.last_error) == (True, None, None)
+
+
 # --- what readers see -----------------------------------------------------------------------
 
 

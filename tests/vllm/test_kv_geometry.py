@@ -43,7 +43,7 @@ from ingestion.capacity.kv import KvLayout, kv_layout
 from ingestion.capacity.kv_config import KvConfig, KvDtype
 from ingestion.capacity.pool import PoolCapacity, fits, max_model_len, pool_capacity
 from ingestion.capacity.registry import LayerSpec, ModelSpec, get_model
-from service.backends.discovery import kv_dtype
+from service.backends.capacity import kv_dtype
 from service.backends.metrics import KvCapacity, parse_cache_config, parse_kv_capacity_log
 from service.backends.probe import BackendState
 from service.backends.server import VllmServer, VllmServerError

@@ -12,7 +12,8 @@ import pytest
 
 from ingestion.capacity.kv import KvConfig, kv_layout
 from ingestion.capacity.registry import get_model
-from service.backends.discovery import kv_dtype, resolve
+from service.backends.capacity import kv_dtype
+from service.backends.discovery import resolve
 from service.backends.probe import BackendState
 from service.backends.server import VllmServer
 from service.backends.serving_dtype import DTYPE_ENV, cpu_has_bf16, cpu_serving_dtype

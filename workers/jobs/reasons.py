@@ -55,16 +55,23 @@ def _scrubbed(message: str, url: str) -> str:
 
 
 def none_up(session: Session, job_id: uuid.UUID, role: str) -> str:
-    """Which replicas of `role` there are (none of them up); logs their URLs and errors."""
+    """Which replicas of `role` there are (none of them up as configured): down, or up
+    but not usable (mismatched, service/backends/mismatch.py; a tenant learns no more);
+    logs their URLs and errors."""
     rows = session.execute(
-        select(Backend.id, Backend.url, Backend.last_error)
+        select(Backend.id, Backend.url, Backend.last_error, Backend.mismatches)
         .where(Backend.role == role)
         .order_by(Backend.id)
     ).all()
     for r in rows:
+        state = "up but mismatched" if r.mismatches else "down"
         log.warning(
-            "job %s: %s backend %s (%s) is down: %s", job_id, role, r.id, r.url, r.last_error
+            "job %s: %s backend %s (%s) is %s: %s", job_id, role, r.id, r.url, state, r.last_error
         )
     if not rows:
         return "none configured"
-    return "down: " + ", ".join(str(r.id) for r in rows)
+    groups = {
+        "down": [str(r.id) for r in rows if not r.mismatches],
+        "not usable": [str(r.id) for r in rows if r.mismatches],
+    }
+    return "; ".join(f"{name}: {', '.join(ids)}" for name, ids in groups.items() if ids)

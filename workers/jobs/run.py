@@ -206,7 +206,9 @@ def _server_failed(
             # Only then: a 5xx, a 429 or a cut stream is this request's failure, and the
             # replica goes on serving every other job.
             stmt = update(Backend).where(Backend.url == a.backend_url)
-            session.execute(stmt.values(healthy=False, last_error=f"request failed: {err.message}"))
+            error = f"request failed: {err.message}"
+            # Down, not merely mismatched (discovery.reachable): no mismatches kept.
+            session.execute(stmt.values(healthy=False, mismatches=None, last_error=error))
             session.commit()
         failed = "backend_unreachable" if err.server_down else "backend_error"
         if err.retryable and attempts < settings.max_job_attempts:

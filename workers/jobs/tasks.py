@@ -196,7 +196,8 @@ def _no_backend_for_too_long(
     session: Session, job_id: uuid.UUID, role: str, settings: Settings
 ) -> bool:
     """Fail a job that has waited `backend_down_timeout_s` with no replica of its role
-    up: better a clear reason than a job that waits for ever."""
+    up (a mismatched one is not healthy either): better a clear reason than a job that
+    waits for ever."""
     now = utcnow()
     rows = session.execute(select(Backend.healthy).where(Backend.role == role)).all()
     if any(r.healthy for r in rows):
@@ -208,8 +209,8 @@ def _no_backend_for_too_long(
     # Tenants read the reason: replica ids, not URLs or their errors (logged instead).
     errors = public_reasons.none_up(session, job_id, role)
     reason = (
-        f"no {role} backend was up for {settings.backend_down_timeout_s:.0f} s while the "
-        f"job waited ({errors})"
+        f"no {role} backend was up and usable for {settings.backend_down_timeout_s:.0f} s "
+        f"while the job waited ({errors})"
     )
     with write_transaction(session):
         moved = tree.end_tree(
