@@ -1,6 +1,7 @@
 """A real Celery worker's log (main process and pool child) is JSON lines, and a task's
 lines carry the ids of what it runs on: a parse its document's and the id of the
-upload's request, a job its own and its document's. No vLLM: the job is one already ended, which its task finds and leaves."""
+upload's request, a job its own and its document's. No vLLM: the job is one already
+ended, which its task finds and leaves."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def _mine(column: InstrumentedAttribute[uuid.UUID], who: Principal) -> ColumnEle
 
 
 def _backend_state(row: Backend) -> str:
-    if getattr(row, "mismatches", None):
+    if row.mismatches:  # reachable, and routed around: see service/backends/mismatch.py
         return "up, mismatched"
     if not row.healthy:
         return "down"
@@ -93,7 +93,7 @@ def backends(session: Session, who: Principal, now: datetime) -> tuple[list[Back
                 leases=n,
                 url=row.url if who.is_admin else None,
                 error=row.last_error if who.is_admin else None,
-                mismatches=(getattr(row, "mismatches", None) or {}) if who.is_admin else {},
+                mismatches=(row.mismatches or {}) if who.is_admin else {},
             )
         )
     return out, retired

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.backends.mismatch import reason
 from service.db import get_sessionmaker, write_transaction
 from service.keys import authenticate
 from service.models import Backend, Job, JobStatus, KvLease, utcnow
@@ -68,7 +69,19 @@ def work(base: str, api_key: str, other_key: str) -> Iterator[dict[str, Any]]:  
             error_reason=HOSTILE,
             finished_at=utcnow(),
         )
-        s.add_all([backend, failed])
+        # Up, but serving another model than configured: as discovery writes it.
+        found = {"model": {"expected": "google/gemma-4-31B-it", "reported": "other/model-7b"}}
+        mismatched = Backend(
+            role="gemma",
+            url=f"http://status-{uuid.uuid4().hex[:8]}.invalid:8000",
+            model="other/model-7b",
+            max_model_len=32_768,
+            kv_capacity_bytes=GIB,
+            healthy=False,
+            mismatches=found,
+            last_error=reason(found),
+        )
+        s.add_all([backend, mismatched, failed])
         s.flush()
         s.add(
             KvLease(
@@ -82,9 +95,11 @@ def work(base: str, api_key: str, other_key: str) -> Iterator[dict[str, Any]]:  
         backend_id = backend.id
         ids = {"ours": ours, "theirs": theirs, "failed": str(failed.id), "url": backend.url}
         ids["backend"] = str(backend_id)
+        ids["mismatched"] = str(mismatched.id)
     yield ids
     with get_sessionmaker()() as s, write_transaction(s):
         s.delete(s.get(Backend, backend_id))  # its lease goes with it
+        s.delete(s.get(Backend, uuid.UUID(ids["mismatched"])))
 
 
 def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, Any]:  # noqa: F811
@@ -134,6 +149,10 @@ def test_a_tenant_sees_only_their_own_work(
     assert row.query_selector(".bar").get_attribute("aria-label") == "25%"
     assert "4.0 GiB" in row.inner_text() and "1.0 GiB" in row.inner_text()
     assert work["url"] not in page.content()
+    # A mismatched server: its state, not why (the operators' business).
+    odd = page.query_selector(f"#backends tr[data-backend='{work['mismatched']}']")
+    assert odd is not None and odd.get_attribute("data-state") == "up, mismatched"
+    assert "expected" not in odd.inner_text() and "unexpected" not in odd.inner_text()
 
     # The failure's reason is shown as the text it is, not run as markup.
     failure = page.query_selector(f"[data-failure='{work['failed']}']")
@@ -166,6 +185,10 @@ def test_an_operator_sees_everything(
     assert page.get_attribute("[data-viewer]", "data-viewer") == "operator"
     assert {work["ours"], work["theirs"], work["failed"]} <= _rows(page, "data-job")
     assert work["url"] in page.inner_text("#backends")
+    odd = page.query_selector(f"#backends tr[data-backend='{work['mismatched']}']")
+    assert odd is not None and odd.get_attribute("data-state") == "up, mismatched"
+    text = odd.inner_text()
+    assert "model: expected google/gemma-4-31B-it, reported other/model-7b" in text, text
     assert {"ingest", "jobs"} <= _rows(page, "data-queue")  # the broker answered
     shot = artifacts() / "status-operator.png"
     page.screenshot(path=str(shot), full_page=True)
