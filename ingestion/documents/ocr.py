@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pymupdf
 
+from ingestion.documents import ocr_orientation as orientation
 from ingestion.documents.ocr_languages import (
     from_document_language,
     installed_in,
@@ -36,6 +38,7 @@ from ingestion.documents.pagetext import (
     NO_TEXT_LAYER,
     OCR,
     OCR_FAILED,
+    OCR_ROTATED,
     OCR_SKIPPED,
     OCR_WARNING,
     clean_text,
@@ -46,6 +49,8 @@ OCR_MODES: tuple[OcrMode, ...] = ("auto", "force", "off")
 
 # PyMuPDF's functions are unannotated; strict mypy would refuse every call.
 _pymupdf: Any = pymupdf
+# Orientation trials (ocr_orientation) need to tell text from junk, not to read it.
+TRIAL_DPI = 100
 
 
 @dataclass(frozen=True)
@@ -134,17 +139,47 @@ def ocr_page(page: Any, languages: str, options: OcrOptions) -> OcrResult:
     dpi = choose_dpi(float(rect.width), float(rect.height), options.dpi, options.max_pixels)
     _pymupdf.TOOLS.reset_mupdf_warnings()
     try:
-        textpage = page.get_textpage_ocr(
-            language=languages, dpi=dpi, full=True, tessdata=str(tessdata)
-        )
-        raw = str(page.get_text(textpage=textpage))
+        raw = _recognise(page, languages, dpi, tessdata)
+        turn = _orientation(page, languages, min(dpi, TRIAL_DPI), tessdata, raw)
+        if turn:
+            raw = _turned(page, turn, lambda: _recognise(page, languages, dpi, tessdata))
     except Exception as exc:  # MuPDF and Tesseract raise many kinds; the page says which
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return OcrResult("", (f"{OCR_FAILED}: {message[:120]}",))
     warnings = [f"{OCR}: {languages} {dpi}dpi"]
+    if turn:
+        warnings.append(f"{OCR_ROTATED}: {turn}")
     # MuPDF renders around a damaged image (a broken stream, a bad fax code) and only
     # logs it: without this the page would look recognised and merely empty.
     logged = str(_pymupdf.TOOLS.mupdf_warnings()).strip()
     if logged:
         warnings.append(f"{OCR_WARNING}: {logged.splitlines()[0][:120]}")
     return OcrResult(clean_text(raw), tuple(warnings))
+
+
+def _recognise(page: Any, languages: str, dpi: int, tessdata: Path) -> str:
+    textpage = page.get_textpage_ocr(language=languages, dpi=dpi, full=True, tessdata=str(tessdata))
+    return str(page.get_text(textpage=textpage))
+
+
+def _turned(page: Any, turn: int, recognise: Callable[[], str]) -> str:
+    """`recognise` with the page turned by `turn` degrees (its /Rotate, in memory only)."""
+    before = int(page.rotation)
+    page.set_rotation((before + turn) % 360)
+    try:
+        return recognise()
+    finally:
+        page.set_rotation(before)
+
+
+def _orientation(page: Any, languages: str, dpi: int, tessdata: Path, drawn: str) -> int:
+    """The turn that makes a page read like text, tried at a low resolution only when
+    the page as drawn does not (ocr_orientation); 0 for most pages, at no cost."""
+    if not page.parent.is_pdf or not orientation.suspect(drawn):
+        return 0  # only a PDF page can be turned
+
+    def low_resolution() -> str:
+        return _recognise(page, languages, dpi, tessdata)
+
+    trials = {t: orientation.score(_turned(page, t, low_resolution))[0] for t in orientation.TURNS}
+    return orientation.best_turn(orientation.score(drawn)[0], trials)

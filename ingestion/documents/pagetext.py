@@ -10,6 +10,9 @@ Warnings are short stable strings, so that callers can count and filter them:
 ``ocr: <languages> <dpi>dpi``
     the page's text was recognised by Tesseract (``ocr: deu+eng 300dpi``), from a
     render at that resolution (lower than configured on large pages).
+``ocr_rotated: <degrees>``
+    the page was recognised turned by 90, 180 or 270 degrees: drawn as it is, it
+    did not read like text (a scan placed sideways or upside down).
 ``ocr_skipped: <reason>``
     the page needed OCR but did not get it: ``page cap N reached``, Tesseract or
     the language not installed, a bad language list.
@@ -54,6 +57,7 @@ OCR = "ocr"
 OCR_SKIPPED = "ocr_skipped"
 OCR_FAILED = "ocr_failed"
 OCR_WARNING = "ocr_warning"
+OCR_ROTATED = "ocr_rotated"
 
 # C0 controls other than tab and newline, DEL, and the C1 controls: none is
 # text, and NUL in particular breaks PostgreSQL text columns.
