@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ OCR_MODES: tuple[OcrMode, ...] = ("auto", "force", "off")
 
 # PyMuPDF's functions are unannotated; strict mypy would refuse every call.
 _pymupdf: Any = pymupdf
+_REPEATED = re.compile(r"\.\.\. repeated \d+ times\.\.\.")
 # Orientation trials (ocr_orientation) need to tell text from junk, not to read it.
 TRIAL_DPI = 100
 
@@ -151,9 +153,12 @@ def ocr_page(page: Any, languages: str, options: OcrOptions) -> OcrResult:
         warnings.append(f"{OCR_ROTATED}: {turn}")
     # MuPDF renders around a damaged image (a broken stream, a bad fax code) and only
     # logs it: without this the page would look recognised and merely empty.
-    logged = str(_pymupdf.TOOLS.mupdf_warnings()).strip()
-    if logged:
-        warnings.append(f"{OCR_WARNING}: {logged.splitlines()[0][:120]}")
+    logged = [ln for ln in str(_pymupdf.TOOLS.mupdf_warnings()).splitlines() if ln.strip()]
+    # "... repeated N times..." counts the message before it, which may be a page of
+    # another document's: MuPDF writes the count only when the next message comes.
+    real = [ln for ln in logged if not _REPEATED.fullmatch(ln.strip())]
+    if real:
+        warnings.append(f"{OCR_WARNING}: {real[0][:120]}")
     return OcrResult(clean_text(raw), tuple(warnings))
 
 
