@@ -51,12 +51,18 @@ class Settings(BaseSettings):
     # Languages: an upload's, else the document's metadata language where Tesseract
     # has it, else ocr_languages. A page is rendered at ocr_dpi, lowered so that it
     # stays under ocr_max_pixels (Tesseract peaks at ~12 bytes a pixel: ~240 MB);
-    # past ocr_max_pages_per_document OCR'd pages, the rest say `ocr_skipped`.
+    # past ocr_max_pages_per_document OCR'd pages, or ocr_max_seconds_per_document of
+    # OCR (below ingest_soft_time_limit_s, 60% of it by default: a page is seconds, and
+    # a long scan must end parsed, with its other pages, not time out), the rest say
+    # `ocr_skipped`.
     ocr_mode: Literal["auto", "force", "off"] = "auto"
     ocr_languages: str = "eng"
     ocr_dpi: int = Field(default=300, gt=0, le=1_200)
     ocr_max_pixels: int = Field(default=20_000_000, gt=0)
     ocr_max_pages_per_document: int = Field(default=500, ge=0)
+    ocr_max_seconds_per_document: float = Field(
+        default=0.0, ge=0, description="0: 60% of ingest_soft_time_limit_s"
+    )
     # A request file for the Batch API (POST /v1/files, purpose=batch): OpenAI's own
     # limit, so a file that its API takes is taken here too.
     max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
@@ -258,6 +264,11 @@ class Settings(BaseSettings):
         self.db_pool_size = self.db_pool_size or self.max_concurrent_requests + 3
         if not self.ingest_soft_time_limit_s < self.ingest_time_limit_s:
             raise ValueError("ingest_soft_time_limit_s must be below ingest_time_limit_s")
+        self.ocr_max_seconds_per_document = (
+            self.ocr_max_seconds_per_document or 0.6 * self.ingest_soft_time_limit_s
+        )
+        if not self.ocr_max_seconds_per_document < self.ingest_soft_time_limit_s:
+            raise ValueError("ocr_max_seconds_per_document must be below ingest_soft_time_limit_s")
         if not self.ingest_time_limit_s < self.broker_visibility_timeout_s:
             raise ValueError("ingest_time_limit_s must be below broker_visibility_timeout_s")
         if not self.job_soft_time_limit_s < self.job_time_limit_s:

@@ -53,3 +53,12 @@ def test_a_malformed_default_list_is_refused_with_the_settings() -> None:
         Settings(ocr_languages="de en")
     with pytest.raises(ValueError, match="ocr_mode"):
         Settings(ocr_mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_the_ocr_time_budget_follows_the_ingest_time_limit() -> None:
+    limits = {"ingest_soft_time_limit_s": 100, "ingest_time_limit_s": 120}
+    assert Settings(**limits).ocr_max_seconds_per_document == 60  # type: ignore[arg-type]
+    own = Settings(**limits, ocr_max_seconds_per_document=90)  # type: ignore[arg-type]
+    assert own.ocr_max_seconds_per_document == 90
+    with pytest.raises(ValueError, match="ocr_max_seconds_per_document"):
+        Settings(**limits, ocr_max_seconds_per_document=100)  # type: ignore[arg-type]

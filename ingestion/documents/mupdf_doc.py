@@ -17,8 +17,9 @@ HTML, FB2, MOBI) are laid out whole by MuPDF at open; that is bounded by the
 file size, not by us.
 
 OCR (`ocr`, off unless asked for): pages of fixed-layout formats (PDF, XPS, CBZ)
-that `ocr.wants_ocr`, one after the other, up to `OcrOptions.max_pages` a
-document; a reflowed page's images are illustrations of its text, not scans.
+that `ocr.wants_ocr`, one after the other, up to `OcrOptions.max_pages` and
+`max_seconds` a document; a reflowed page's images are illustrations of its text,
+not scans.
 
 MuPDF sniffs content and ignores the requested type: a ZIP of any kind opens
 as a blank "zip" image archive. Such results are refused, never returned as
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,7 @@ class MuPDFDocument(ParsedDocument):
             self._ocr = ocr_options if fixed else ocr.OFF
             self._ocr_languages = ocr.resolve_languages(self._ocr, self.info.language)
             self._ocr_pages = 0
+            self._ocr_seconds = 0.0
         except BaseException:
             self._doc.close()
             raise
@@ -206,10 +209,14 @@ class MuPDFDocument(ParsedDocument):
 
     def _recognise(self, page: Any, text: str, warnings: list[str]) -> tuple[str, list[str]]:
         """OCR'd text and warnings for a page, or what it had and why not."""
-        cap = self._ocr.max_pages
+        cap, budget = self._ocr.max_pages, self._ocr.max_seconds
         if self._ocr_pages >= cap:
             return text, [*warnings, ocr.skipped(f"page cap {cap} reached")]
+        if budget is not None and self._ocr_seconds >= budget:
+            return text, [*warnings, ocr.skipped(f"time budget {budget:g} s reached")]
+        started = time.monotonic()
         result = ocr.ocr_page(page, self._ocr_languages, self._ocr)
+        self._ocr_seconds += time.monotonic() - started
         if not result.recognised:
             return text, [*warnings, *result.warnings]
         self._ocr_pages += 1

@@ -64,6 +64,9 @@ class OcrOptions:
     languages: str | None = None
     default_languages: str = "eng"
     max_pages: int = 500  # per document; later pages say `ocr_skipped: page cap N reached`
+    # Tesseract time a document may spend, so that the parse ends inside its task's
+    # time limit with the rest of its pages instead of failing: `time budget N s reached`.
+    max_seconds: float | None = None
     dpi: int = 300  # the most; large pages get less (`choose_dpi`)
     max_pixels: int = 20_000_000
     tessdata: Path | None = None  # None: `find_tessdata()`

@@ -14,8 +14,8 @@ Warnings are short stable strings, so that callers can count and filter them:
     the page was recognised turned by 90, 180 or 270 degrees: drawn as it is, it
     did not read like text (a scan placed sideways or upside down).
 ``ocr_skipped: <reason>``
-    the page needed OCR but did not get it: ``page cap N reached``, Tesseract or
-    the language not installed, a bad language list.
+    the page needed OCR but did not get it: ``page cap N reached``, ``time budget
+    N s reached``, Tesseract or the language not installed, a bad language list.
 ``ocr_failed: <message>``
     rendering or recognising the page raised; the page keeps what it had.
 ``ocr_warning: <message>``

@@ -248,3 +248,13 @@ def test_a_corrupt_image_stream_is_a_page_warning(corpus_file: CorpusFile, tmp_p
     assert any(w.startswith(("ocr_warning: ", "ocr_failed: ")) for w in damaged.warnings)
     assert intact.warnings == ("ocr: eng 300dpi",)
     assert _recall(_layer(corpus_file(SANDWICH)), intact.text) >= 0.9
+
+
+def test_past_the_time_budget_pages_are_skipped_not_the_document(corpus_file: CorpusFile) -> None:
+    # A budget below one page's OCR: the first page is read, the others say why not.
+    pages = _parse(
+        corpus_file("pdf-scanned/ocrmypdf-cardinal.pdf"), OcrOptions(dpi=100, max_seconds=0.001)
+    )
+    assert pages[0].warnings == ("ocr: eng 100dpi",) and pages[0].text
+    for page in pages[1:]:
+        assert page.warnings == (NO_TEXT_LAYER, "ocr_skipped: time budget 0.001 s reached")

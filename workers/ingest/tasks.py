@@ -113,6 +113,7 @@ def _ocr_options(settings: Settings, doc: Document) -> OcrOptions:
         languages=doc.ocr_languages,
         default_languages=settings.ocr_languages,
         max_pages=settings.ocr_max_pages_per_document,
+        max_seconds=settings.ocr_max_seconds_per_document,
         dpi=settings.ocr_dpi,
         max_pixels=settings.ocr_max_pixels,
     )
