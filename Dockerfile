@@ -35,6 +35,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
+# OCR of scanned pages (ingestion/documents/ocr.py): MuPDF links Tesseract in and
+# needs its language data; the `tesseract` command comes with it and is how PyMuPDF
+# finds that folder. Pinned to bookworm's versions, as the base image is.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        tesseract-ocr=5.3.0-2 \
+        tesseract-ocr-eng=1:4.1.0-2 \
+        tesseract-ocr-deu=1:4.1.0-2 \
+        tesseract-ocr-fra=1:4.1.0-2 \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 WORKDIR /opt/longdoc/src
 # Only pyproject.toml: its dependency list (read with tomllib) is installed before any

@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh machine:
-#   make serve   - install, build tokenizers and the vLLM CPU venv + small model, start
-#                  Longdoc embedded (SQLite, no servers) with a vLLM server on SmolLM2
-#   make test    - install, start Postgres/Redis if down, fetch the corpus, run the suite
+#   make serve   - install, build tokenizers and the vLLM CPU venv + small model, install
+#                  Tesseract, start Longdoc embedded (SQLite, no servers) with a vLLM
+#                  server on SmolLM2
+#   make test    - install, start Postgres/Redis if down, fetch the corpus, install
+#                  Tesseract, run the suite
 # Built assets (tokenizers, corpus, tool and vLLM venvs, models) are cached in
 # $(LONGDOC_CACHE_DIR), outside the clone, so a second run skips them.
 
@@ -14,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test services corpus tokenizers vllm system-tools lint bench clean
+.PHONY: setup serve test services corpus tokenizers vllm system-tools ocr-tools lint bench clean
 
 $(BIN)/longdoc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +33,7 @@ vllm:
 
 setup: $(BIN)/longdoc tokenizers
 
-serve: setup vllm
+serve: setup vllm ocr-tools
 	$(BIN)/longdoc serve --host $(HOST) --port $(PORT)
 
 services:
@@ -52,7 +54,16 @@ system-tools:
 	[ -z "$$missing" ] || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
-test: setup vllm services corpus system-tools
+# Debian's Tesseract and the language data OCR reads (ingestion/documents/ocr.py: MuPDF
+# links Tesseract in; `tesseract --list-langs` is how it finds the data), installed when
+# one is missing, as the services are started.
+OCR_LANGS := eng deu fra
+ocr-tools:
+	@(for l in $(OCR_LANGS); do tesseract --list-langs 2>/dev/null | grep -qx $$l || exit 1; done) || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			tesseract-ocr $(addprefix tesseract-ocr-,$(OCR_LANGS)); }
+
+test: setup vllm services corpus system-tools ocr-tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/longdoc

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingestion.documents.ocr_languages import language_problem
 from service import stack
 from service.deployment import MODEL_ROLES, BackendConfig, DeploymentReplica, paper_deployment
 
@@ -45,6 +46,23 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_pages: int = Field(default=10_000, gt=0)
     max_text_pages_per_request: int = Field(default=500, gt=0)
+    # OCR of scanned pages (ingestion/documents/ocr.py), unless an upload says otherwise
+    # (`ocr=`, `ocr_languages=`): auto OCRs pages that show images and have no text.
+    # Languages: an upload's, else the document's metadata language where Tesseract
+    # has it, else ocr_languages. A page is rendered at ocr_dpi, lowered so that it
+    # stays under ocr_max_pixels (Tesseract peaks at ~12 bytes a pixel: ~240 MB);
+    # past ocr_max_pages_per_document OCR'd pages, or ocr_max_seconds_per_document of
+    # OCR (below ingest_soft_time_limit_s, 60% of it by default: a page is seconds, and
+    # a long scan must end parsed, with its other pages, not time out), the rest say
+    # `ocr_skipped`.
+    ocr_mode: Literal["auto", "force", "off"] = "auto"
+    ocr_languages: str = "eng"
+    ocr_dpi: int = Field(default=300, gt=0, le=1_200)
+    ocr_max_pixels: int = Field(default=20_000_000, gt=0)
+    ocr_max_pages_per_document: int = Field(default=500, ge=0)
+    ocr_max_seconds_per_document: float = Field(
+        default=0.0, ge=0, description="0: 60% of ingest_soft_time_limit_s"
+    )
     # A request file for the Batch API (POST /v1/files, purpose=batch): OpenAI's own
     # limit, so a file that its API takes is taken here too.
     max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
@@ -246,6 +264,11 @@ class Settings(BaseSettings):
         self.db_pool_size = self.db_pool_size or self.max_concurrent_requests + 3
         if not self.ingest_soft_time_limit_s < self.ingest_time_limit_s:
             raise ValueError("ingest_soft_time_limit_s must be below ingest_time_limit_s")
+        self.ocr_max_seconds_per_document = (
+            self.ocr_max_seconds_per_document or 0.6 * self.ingest_soft_time_limit_s
+        )
+        if not self.ocr_max_seconds_per_document < self.ingest_soft_time_limit_s:
+            raise ValueError("ocr_max_seconds_per_document must be below ingest_soft_time_limit_s")
         if not self.ingest_time_limit_s < self.broker_visibility_timeout_s:
             raise ValueError("ingest_time_limit_s must be below broker_visibility_timeout_s")
         if not self.job_soft_time_limit_s < self.job_time_limit_s:
@@ -265,6 +288,16 @@ class Settings(BaseSettings):
             if backend.role not in MODEL_ROLES:
                 raise ValueError(f"backend role must be one of {MODEL_ROLES}, got {backend.role!r}")
         return self
+
+    @field_validator("ocr_languages")
+    @classmethod
+    def _ocr_languages_form(cls, value: str) -> str:
+        # The form only: which packs are installed is the worker's machine's affair
+        # (a page names a missing one in its warnings).
+        problem = language_problem(value, None)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("vllm_stack")
     @classmethod

@@ -11,7 +11,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from ingestion.documents import ocr
 from ingestion.documents.formats import SUPPORTED_MEDIA_TYPES, detect_media_type_path
+from ingestion.documents.ocr_languages import language_problem
 from ingestion.documents.textfile import PageSpan, parse_page_range, read_pages, spans_from_json
 from ingestion.types import IngestError
 from service.blobstore import BlobStore, fsync_file
@@ -40,6 +42,28 @@ class ReceivedFile:
 
 
 @dataclass(frozen=True)
+class OcrRequest:
+    """What an upload asked of OCR (`ocr=`, `ocr_languages=`); None: the settings'."""
+
+    mode: str | None = None
+    languages: str | None = None
+
+
+def ocr_request(mode: str | None, languages: str | None) -> OcrRequest:
+    """The upload's OCR choice, its languages checked against the packs installed here
+    (the API and the workers share an image); where this machine has no Tesseract,
+    their form only, and the parse says what it lacks."""
+    if languages is not None:
+        field = "query.ocr_languages"
+        if mode == "off":
+            raise Invalid("bad_ocr_languages", "ocr_languages with ocr=off", field=field)
+        problem = language_problem(languages, ocr.installed_languages() or None)
+        if problem is not None:
+            raise Invalid("bad_ocr_languages", problem, field=field)
+    return OcrRequest(mode, languages)
+
+
+@dataclass(frozen=True)
 class TextRange:
     """Pages `first`..`last` of a parsed document's text, each with its span."""
 
@@ -61,11 +85,12 @@ def register_upload(
     tenant_id: uuid.UUID,
     received: ReceivedFile,
     batch_id: uuid.UUID | None = None,
+    ocr_choice: OcrRequest = OcrRequest(),
 ) -> tuple[Document, bool]:
     """Store the upload as a document (of the batch `batch_id` expands, if any); the
     same bytes from the same tenant give the existing document back (second value
-    False) and are not parsed again."""
-    [got] = register_uploads(session, store, tenant_id, [received], batch_id)
+    False) and are not parsed again, whatever `ocr_choice` says."""
+    [got] = register_uploads(session, store, tenant_id, [received], batch_id, ocr_choice)
     if isinstance(got, DomainError):
         raise got
     return got
@@ -80,6 +105,7 @@ def register_uploads(
     tenant_id: uuid.UUID,
     received: list[ReceivedFile],
     batch_id: uuid.UUID | None = None,
+    ocr_choice: OcrRequest = OcrRequest(),
 ) -> list[Registered]:
     """`register_upload` for many files in one transaction (an archive's entries):
     each one's document and whether it is new, or why it was refused. Every temp
@@ -96,7 +122,7 @@ def register_uploads(
             fsync_file(received[i].tmp_path)  # the slow part of committing, before the locks
         for attempt in range(3):
             try:
-                _insert(session, store, tenant_id, received, kept, batch_id, out)
+                _insert(session, store, tenant_id, received, kept, batch_id, ocr_choice, out)
                 break
             except IntegrityError:
                 # A writer that did not take the locks inserted the same bytes first;
@@ -118,6 +144,7 @@ def _insert(
     received: list[ReceivedFile],
     kept: dict[int, str],
     batch_id: uuid.UUID | None,
+    ocr_choice: OcrRequest,
     out: list[Registered | None],
 ) -> None:
     shas = sorted({received[i].sha256 for i in kept})
@@ -138,7 +165,9 @@ def _insert(
                 continue
             doc = Document(tenant_id=tenant_id, sha256=r.sha256, filename=r.filename,
                            media_type=media_type, size_bytes=r.size,
-                           status=DocumentStatus.queued, batch_id=batch_id)  # fmt: skip
+                           status=DocumentStatus.queued, batch_id=batch_id,
+                           ocr_mode=ocr_choice.mode,
+                           ocr_languages=ocr_choice.languages)  # fmt: skip
             session.add(doc)
             found[r.sha256], new[r.sha256], out[i] = doc, i, (doc, True)
         session.flush()  # a conflict surfaces here, before any file has moved

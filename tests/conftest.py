@@ -72,6 +72,27 @@ def corpus_file(rel: str) -> Path:
     return path
 
 
+# The language packs the OCR tests read in; `make test` installs them with Tesseract.
+OCR_LANGUAGES = frozenset({"eng", "fra"})
+
+
+@pytest.fixture(scope="session")
+def tesseract() -> Path:
+    """Tesseract's language folder, holding OCR_LANGUAGES (under CI a missing one fails)."""
+    from ingestion.documents import ocr
+
+    found = ocr.find_tessdata()
+    have = ocr.installed_languages(found) if found is not None else frozenset()
+    require(
+        found is not None and have >= OCR_LANGUAGES,
+        f"Tesseract with {'+'.join(sorted(OCR_LANGUAGES))} not found (have: "
+        f"{'+'.join(sorted(have)) or 'none'}): apt-get install tesseract-ocr "
+        "tesseract-ocr-eng tesseract-ocr-fra (make test does)",
+    )
+    assert found is not None
+    return found
+
+
 # The tiers (`pytest -m "not vllm and not services"` is the fast loop). A test's tier
 # follows from the fixtures it asks for, so a new test lands in the right one without
 # anyone remembering to mark it; every other fixture of these tiers builds on these.

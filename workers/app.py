@@ -80,6 +80,32 @@ def preload_tokenizers(settings: Settings) -> None:
             log.warning("tokenizer for %s not preloaded: %s", role, err)
 
 
+def _check_ocr(**_: Any) -> None:
+    check_ocr(get_settings())
+
+
+def check_ocr(settings: Settings) -> None:
+    """Say at start-up what OCR can do here. Run before the pool forks, so the children
+    inherit the language folder found (a `tesseract` run) instead of each looking."""
+    from ingestion.documents import ocr
+    from ingestion.documents.ocr_languages import language_problem
+
+    if settings.ocr_mode == "off":
+        return
+    installed = ocr.installed_languages()
+    if not installed:
+        log.warning(
+            "OCR: Tesseract not found (no language data; install tesseract-ocr and "
+            "tesseract-ocr-<lang>, or set TESSDATA_PREFIX): scanned pages keep no text "
+            "and say ocr_skipped"
+        )
+        return
+    log.info("OCR: Tesseract languages %s in %s", "+".join(sorted(installed)), ocr.find_tessdata())
+    problem = language_problem(settings.ocr_languages, installed)
+    if problem is not None:
+        log.warning("OCR: LONGDOC_OCR_LANGUAGES: %s", problem)
+
+
 def _serve_metrics(**_: Any) -> None:
     metrics.serve(get_settings().worker_metrics_port)
 
@@ -92,6 +118,7 @@ worker_ready.connect(_start_background_threads, weak=False)
 worker_ready.connect(_serve_metrics, weak=False)
 worker_process_shutdown.connect(metrics.child_exited, weak=False)
 worker_init.connect(_preload_tokenizers, weak=False)
+worker_init.connect(_check_ocr, weak=False)
 worker_process_init.connect(_preload_tokenizers, weak=False)
 
 

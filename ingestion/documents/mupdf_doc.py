@@ -16,6 +16,11 @@ trimming falls back to every `TRIM_EVERY_PAGES` pages. Reflowable formats (EPUB,
 HTML, FB2, MOBI) are laid out whole by MuPDF at open; that is bounded by the
 file size, not by us.
 
+OCR (`ocr`, off unless asked for): pages of fixed-layout formats (PDF, XPS, CBZ)
+that `ocr.wants_ocr`, one after the other, up to `OcrOptions.max_pages` and
+`max_seconds` a document; a reflowed page's images are illustrations of its text,
+not scans.
+
 MuPDF sniffs content and ignores the requested type: a ZIP of any kind opens
 as a blank "zip" image archive. Such results are refused, never returned as
 an empty document.
@@ -25,13 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pymupdf
 
-from ingestion.documents import formats
+from ingestion.documents import formats, ocr
 from ingestion.documents import metadata as doc_metadata
 from ingestion.documents.pagetext import (
     BLANK_PAGE,
@@ -83,6 +89,8 @@ _EXPECTED_FORMAT: dict[str, tuple[str, ...]] = {
     formats.CBZ: ("zip", "CBZ"),
     formats.HTML: ("HTML", "XHTML"),
 }
+
+_FIXED_LAYOUT = frozenset({formats.PDF, formats.XPS, formats.CBZ})
 
 
 def _meta_value(metadata: dict[str, Any] | None, key: str) -> str | None:
@@ -146,7 +154,9 @@ def _empty_page_kind(page: Any) -> str | None:
 
 
 class MuPDFDocument(ParsedDocument):
-    def __init__(self, path: Path, media_type: str, *, max_pages: int) -> None:
+    def __init__(
+        self, path: Path, media_type: str, *, max_pages: int, ocr_options: ocr.OcrOptions = ocr.OFF
+    ) -> None:
         self._doc = _open(path, media_type)
         try:
             _check_format(self._doc, media_type)
@@ -168,6 +178,11 @@ class MuPDFDocument(ParsedDocument):
                 author=_meta_value(metadata, "author"),
                 language=_language(self._doc, path, media_type),
             )
+            fixed = media_type in _FIXED_LAYOUT
+            self._ocr = ocr_options if fixed else ocr.OFF
+            self._ocr_languages = ocr.resolve_languages(self._ocr, self.info.language)
+            self._ocr_pages = 0
+            self._ocr_seconds = 0.0
         except BaseException:
             self._doc.close()
             raise
@@ -180,16 +195,35 @@ class MuPDFDocument(ParsedDocument):
             text = clean_text(raw)
             if has_unmapped_glyphs(raw):
                 warnings.append(UNMAPPED_GLYPHS)
-            if not text.strip():
-                kind = _empty_page_kind(page)
-                if kind is not None and not (kind == BLANK_PAGE and warnings):
-                    warnings.append(kind)
+            kind = _empty_page_kind(page) if not text.strip() else None
+            if kind is not None and not (kind == BLANK_PAGE and warnings):
+                warnings.append(kind)
+            if ocr.wants_ocr(self._ocr.mode, text, kind):
+                text, warnings = self._recognise(page, text, warnings)
         except Exception as exc:  # any page-level failure must not end the document
             text = ""
             warnings = [failure_warning(exc)]
         if self._doc.is_repaired:
             warnings.append(REPAIRED)
         return PageText(number=index + 1, text=text, warnings=tuple(warnings))
+
+    def _recognise(self, page: Any, text: str, warnings: list[str]) -> tuple[str, list[str]]:
+        """OCR'd text and warnings for a page, or what it had and why not."""
+        cap, budget = self._ocr.max_pages, self._ocr.max_seconds
+        if self._ocr_pages >= cap:
+            return text, [*warnings, ocr.skipped(f"page cap {cap} reached")]
+        if budget is not None and self._ocr_seconds >= budget:
+            return text, [*warnings, ocr.skipped(f"time budget {budget:g} s reached")]
+        started = time.monotonic()
+        result = ocr.ocr_page(page, self._ocr_languages, self._ocr)
+        self._ocr_seconds += time.monotonic() - started
+        if not result.recognised:
+            return text, [*warnings, *result.warnings]
+        self._ocr_pages += 1
+        if result.text.strip():
+            # The page's own text (`force`) and what was said about it are replaced.
+            return result.text, list(result.warnings)
+        return text, [*warnings, *result.warnings]
 
     def _trim_memory(self) -> None:
         _pymupdf.TOOLS.store_shrink(100)

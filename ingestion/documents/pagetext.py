@@ -5,7 +5,22 @@ Warnings are short stable strings, so that callers can count and filter them:
 ``blank_page``
     nothing is drawn on the page (or a reflowed page came out empty).
 ``no_text_layer``
-    the page shows images but has no text: a scan or a picture; OCR would be needed.
+    the page shows images but has no text: a scan or a picture. Kept when OCR
+    was off, skipped, failed or found no text.
+``ocr: <languages> <dpi>dpi``
+    the page's text was recognised by Tesseract (``ocr: deu+eng 300dpi``), from a
+    render at that resolution (lower than configured on large pages).
+``ocr_rotated: <degrees>``
+    the page was recognised turned by 90, 180 or 270 degrees: drawn as it is, it
+    did not read like text (a scan placed sideways or upside down).
+``ocr_skipped: <reason>``
+    the page needed OCR but did not get it: ``page cap N reached``, ``time budget
+    N s reached``, Tesseract or the language not installed, a bad language list.
+``ocr_failed: <message>``
+    rendering or recognising the page raised; the page keeps what it had.
+``ocr_warning: <message>``
+    MuPDF logged a problem while rendering the page for OCR (a damaged image
+    stream, say): its first line; the text may be incomplete or empty.
 ``graphics_only``
     vector drawings but no text and no images (charts, ornaments, music).
 ``unmapped_glyphs``
@@ -38,6 +53,11 @@ REPAIRED = "repaired"
 EXTRACTION_FAILED = "extraction_failed"
 DECODED_CP1252 = "decoded_cp1252"
 DECODED_LATIN1 = "decoded_latin1"
+OCR = "ocr"
+OCR_SKIPPED = "ocr_skipped"
+OCR_FAILED = "ocr_failed"
+OCR_WARNING = "ocr_warning"
+OCR_ROTATED = "ocr_rotated"
 
 # C0 controls other than tab and newline, DEL, and the C1 controls: none is
 # text, and NUL in particular breaks PostgreSQL text columns.

@@ -8,7 +8,8 @@
 Backends: PyMuPDF for PDF, EPUB, XPS, FB2, MOBI, CBZ and HTML
 (`mupdf_doc`), our own streaming readers for DOCX (`docx_doc` over
 `docx_stream`, where the comparison with PyMuPDF is written down) and for plain
-text and Markdown (`text_doc`, with PyMuPDF's measurements). Page warnings are listed in
+text and Markdown (`text_doc`, with PyMuPDF's measurements); OCR of scanned pages
+with Tesseract in `ocr`. Page warnings are listed in
 `pagetext`. Every refusal is an `IngestError` with one of the codes
 ``unsupported_type``, ``encrypted``, ``corrupt``, ``empty``,
 ``too_many_pages``, ``too_large``, ``too_deeply_nested``; a page that fails is yielded empty with an
@@ -22,6 +23,7 @@ from pathlib import Path
 from ingestion.documents import formats, nesting, zipsniff
 from ingestion.documents.docx_doc import DocxDocument
 from ingestion.documents.mupdf_doc import FILETYPES, MuPDFDocument
+from ingestion.documents.ocr import OFF, OcrOptions
 from ingestion.documents.parsed import ParsedDocument
 from ingestion.documents.text_doc import TextDocument
 from ingestion.types import IngestError
@@ -42,8 +44,11 @@ def _check_container(path: Path, media_type: str) -> None:
         )
 
 
-def open_document(path: Path, media_type: str, *, max_pages: int) -> ParsedDocument:
-    """Open `path` as `media_type` (from `formats.detect_media_type_path`).
+def open_document(
+    path: Path, media_type: str, *, max_pages: int, ocr_options: OcrOptions = OFF
+) -> ParsedDocument:
+    """Open `path` as `media_type` (from `formats.detect_media_type_path`); pages
+    without text are OCR'd as `ocr_options` say (`ocr`; by default not at all).
 
     Raises `IngestError` at open time, before any page is read, for anything
     that cannot be parsed or has more than `max_pages` pages.
@@ -61,5 +66,5 @@ def open_document(path: Path, media_type: str, *, max_pages: int) -> ParsedDocum
     if media_type in FILETYPES:
         # MuPDF lays markup out recursively: too deep a tree kills the process.
         nesting.check_markup(path, media_type)
-        return MuPDFDocument(path, media_type, max_pages=max_pages)
+        return MuPDFDocument(path, media_type, max_pages=max_pages, ocr_options=ocr_options)
     raise formats.unsupported(f"a file of type {media_type!r}")  # pragma: no cover

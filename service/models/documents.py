@@ -51,6 +51,9 @@ class Document(Base):
     title: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(35))
+    # What the upload asked of OCR (`ocr=`, `ocr_languages=`); null: the settings'.
+    ocr_mode: Mapped[str | None] = mapped_column(String(8))
+    ocr_languages: Mapped[str | None] = mapped_column(String(64))
     # Extracted text lives in the blob store under this key; the DB keeps only the map.
     text_key: Mapped[str | None] = mapped_column(String(200))
     text_chars: Mapped[int | None] = mapped_column(BigInteger)

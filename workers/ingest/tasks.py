@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from ingestion.documents.ocr import OCR_MODES, OcrOptions
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import spans_to_json, write_pages
 from ingestion.types import IngestError, PageText
@@ -58,13 +59,16 @@ def run_ingest(document_id: uuid.UUID, worker: str, settings: Settings) -> dict[
         doc = session.get(Document, document_id)
         assert doc is not None
         media_type, sha256 = doc.media_type, doc.sha256
+        ocr_options = _ocr_options(settings, doc)
 
     store = BlobStore(settings.blobs)
     store.ensure()
     started = time.monotonic()
     with claims.Heartbeat(sessions, claim, settings.heartbeat_interval_s) as beat:
         try:
-            outcome = _parse_and_count(store, document_id, media_type, sha256, settings, beat)
+            outcome = _parse_and_count(
+                store, document_id, media_type, sha256, settings, ocr_options, beat
+            )
         except IngestError as err:
             code, reason = err.code, err.reason
         except SoftTimeLimitExceeded:
@@ -101,12 +105,27 @@ def _wake_jobs(document_id: uuid.UUID) -> None:
         send(session, waiting)
 
 
+def _ocr_options(settings: Settings, doc: Document) -> OcrOptions:
+    """The settings' OCR, with what the upload asked for over them."""
+    mode = next((m for m in OCR_MODES if m == doc.ocr_mode), settings.ocr_mode)
+    return OcrOptions(
+        mode=mode,
+        languages=doc.ocr_languages,
+        default_languages=settings.ocr_languages,
+        max_pages=settings.ocr_max_pages_per_document,
+        max_seconds=settings.ocr_max_seconds_per_document,
+        dpi=settings.ocr_dpi,
+        max_pixels=settings.ocr_max_pixels,
+    )
+
+
 def _parse_and_count(
     store: BlobStore,
     document_id: uuid.UUID,
     media_type: str,
     sha256: str,
     settings: Settings,
+    ocr_options: OcrOptions,
     beat: claims.Heartbeat,
 ) -> dict[str, Any]:
     source = store.original(sha256)
@@ -120,7 +139,9 @@ def _parse_and_count(
         beat.pages_done = page.number
 
     try:
-        with open_document(source, media_type, max_pages=settings.max_pages) as parsed:
+        with open_document(
+            source, media_type, max_pages=settings.max_pages, ocr_options=ocr_options
+        ) as parsed:
             info = parsed.info
             with tmp.open("wb") as out:
                 spans = write_pages(parsed.pages(), out, on_page=on_page)

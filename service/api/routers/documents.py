@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -49,7 +49,8 @@ _UPLOAD_BODY = multipart_body()
             e400="A malformed or truncated multipart body; nothing stored",
             e413="Over the upload limit; nothing stored",
             e415="Not a supported type; the body lists the supported ones",
-            e422="A bad task, params, pages or budget, or an empty file; nothing stored",
+            e422="A bad task, params, pages, budget or OCR language, or an empty file; "
+            "nothing stored",
             e429="With task: the tenant has its limit of jobs waiting; nothing stored",
         ),
     },
@@ -67,9 +68,19 @@ async def upload_document(
     pages: Annotated[
         str | None, Query(description='With `task`: only these pages ("7", "30-45").')
     ] = None,
+    ocr: Annotated[
+        Literal["auto", "force", "off"] | None,
+        Query(description="OCR pages without text (auto), every page (force), or none."),
+    ] = None,
+    ocr_languages: Annotated[
+        str | None,
+        Query(description="Tesseract languages, e.g. deu+eng.", max_length=64),
+    ] = None,
 ) -> schemas.UploadOut:
     """Upload a document (multipart field `file`); parsing and token counting follow.
-    With `task`, a job on it is created in the same call (the `job` field)."""
+    With `task`, a job on it is created in the same call (the `job` field). `ocr` and
+    `ocr_languages` default to the server's settings and the document's language."""
+    ocr_choice = await run_in_threadpool(documents.ocr_request, ocr, ocr_languages)
     job_body = None
     if task is not None:
         # Checked before the upload is read: a bad task costs the client no transfer.
@@ -85,7 +96,7 @@ async def upload_document(
     store = BlobStore(settings.blobs)
     received = await receive_file(request, store, settings.max_upload_bytes)
     doc, created = await run_in_threadpool(
-        documents.register_upload, session, store, tenant, received
+        documents.register_upload, session, store, tenant, received, None, ocr_choice
     )
     if created:
         try:
