@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingestion.documents.ocr_languages import language_problem
 from service import stack
+from service.config_groups import ApiLoadSettings, OcrSettings, WebhookSettings
 from service.deployment import MODEL_ROLES, BackendConfig, DeploymentReplica, paper_deployment
 
 
@@ -31,7 +31,7 @@ def _default_tokenizers(fields: dict[str, Any]) -> dict[str, Path]:
     return {"gemma": root / "gemma" / "tokenizer.json", "scout": root / "scout" / "tokenizer.model"}
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, OcrSettings, ApiLoadSettings, WebhookSettings):
     model_config = SettingsConfigDict(env_prefix="LONGDOC_", extra="ignore")
 
     data_dir: Path = Field(default_factory=_default_data_dir)
@@ -46,23 +46,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_pages: int = Field(default=10_000, gt=0)
     max_text_pages_per_request: int = Field(default=500, gt=0)
-    # OCR of scanned pages (ingestion/documents/ocr.py), unless an upload says otherwise
-    # (`ocr=`, `ocr_languages=`): auto OCRs pages that show images and have no text.
-    # Languages: an upload's, else the document's metadata language where Tesseract
-    # has it, else ocr_languages. A page is rendered at ocr_dpi, lowered so that it
-    # stays under ocr_max_pixels (Tesseract peaks at ~12 bytes a pixel: ~240 MB);
-    # past ocr_max_pages_per_document OCR'd pages, or ocr_max_seconds_per_document of
-    # OCR (below ingest_soft_time_limit_s, 60% of it by default: a page is seconds, and
-    # a long scan must end parsed, with its other pages, not time out), the rest say
-    # `ocr_skipped`.
-    ocr_mode: Literal["auto", "force", "off"] = "auto"
-    ocr_languages: str = "eng"
-    ocr_dpi: int = Field(default=300, gt=0, le=1_200)
-    ocr_max_pixels: int = Field(default=20_000_000, gt=0)
-    ocr_max_pages_per_document: int = Field(default=500, ge=0)
-    ocr_max_seconds_per_document: float = Field(
-        default=0.0, ge=0, description="0: 60% of ingest_soft_time_limit_s"
-    )
     # A request file for the Batch API (POST /v1/files, purpose=batch): OpenAI's own
     # limit, so a file that its API takes is taken here too.
     max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
@@ -191,22 +174,6 @@ class Settings(BaseSettings):
     # have their own limit, max_upload_bytes.
     max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
-    # API load. Sync handlers run on api_threads threads; at most max_concurrent_requests
-    # requests run at once (default: one per thread), more wait up to
-    # request_queue_timeout_s, and past max_queued_requests waiting a request is refused
-    # at once: both with a 503 and Retry-After. A request holds at most one database
-    # connection, so the pool (default) has one per running request plus the three a
-    # worker process may use at once (sweeper, backend refresher; a task and its
-    # heartbeat); waiting db_pool_timeout_s for one is a 503 too, never a 30 s wait.
-    api_threads: int = Field(default=40, gt=0)
-    max_concurrent_requests: int = Field(default=0, ge=0, description="0: api_threads")
-    max_queued_requests: int = Field(default=1_000, ge=0)
-    request_queue_timeout_s: float = Field(default=30.0, gt=0)
-    overload_retry_after_s: int = Field(default=2, gt=0)
-    db_pool_size: int = Field(default=0, ge=0, description="0: max_concurrent_requests + 3")
-    db_max_overflow: int = Field(default=0, ge=0)
-    db_pool_timeout_s: float = Field(default=5.0, gt=0)
-
     # Time and failing servers (issue 9, B6/B7). A request must fit in the job time
     # limit at the slowest speeds served (prefill at vllm_min_prefill_tokens_per_s,
     # decode at vllm_min_decode_tokens_per_s), after up to admission_wait_s of polling;
@@ -231,24 +198,6 @@ class Settings(BaseSettings):
     # Log lines (service/logs.py): `json`, one object a line; `text`; or `auto`, text
     # when the stream is a terminal and JSON otherwise (a file, a pipe, a container log).
     log_format: Literal["auto", "json", "text"] = "auto"
-
-    # Webhook callbacks (service/webhooks/destinations.py) to private, loopback or
-    # link-local addresses: a client's URL is fetched from inside our network, so a
-    # deployment refuses them (SSRF). Unset, the stack decides: the embedded one
-    # (SQLite, one machine) allows them, since its receivers run on localhost; a
-    # Postgres deployment refuses them. The tests' receivers are on 127.0.0.1, so
-    # tests that deliver set it true.
-    webhook_allow_private: bool | None = None
-    # Deliveries (service/webhooks/outbox.py): each attempt waits at most
-    # webhook_timeout_s; a 429, a 5xx or no answer is tried again after
-    # webhook_backoff_s doubling (capped at webhook_max_backoff_s, or later when the
-    # receiver's Retry-After says so), webhook_max_attempts times in all. The worker
-    # looks for due deliveries every webhook_poll_interval_s.
-    webhook_timeout_s: float = Field(default=15.0, gt=0)
-    webhook_max_attempts: int = Field(default=8, gt=0)
-    webhook_backoff_s: float = Field(default=5.0, gt=0)
-    webhook_max_backoff_s: float = Field(default=3600.0, gt=0)
-    webhook_poll_interval_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:  # noqa: C901
@@ -288,16 +237,6 @@ class Settings(BaseSettings):
             if backend.role not in MODEL_ROLES:
                 raise ValueError(f"backend role must be one of {MODEL_ROLES}, got {backend.role!r}")
         return self
-
-    @field_validator("ocr_languages")
-    @classmethod
-    def _ocr_languages_form(cls, value: str) -> str:
-        # The form only: which packs are installed is the worker's machine's affair
-        # (a page names a missing one in its warnings).
-        problem = language_problem(value, None)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
 
     @field_validator("vllm_stack")
     @classmethod
