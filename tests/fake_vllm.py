@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from service.backends.server import HOST
+from tests.peer import LocalPeer
 
 DATA = Path(__file__).resolve().parent / "vllm" / "data"
 GEMMA3_ID = "google/gemma-3-270m"
@@ -28,7 +28,7 @@ def captured_metrics(model: str) -> str:
     return CAPTURED[model].read_text()
 
 
-class FakeVllm:
+class FakeVllm(LocalPeer):
     """Serves `model` at `max_model_len` with `metrics` (default: the model's captured
     text); `serve` changes what it reports from the next request on."""
 
@@ -69,25 +69,9 @@ class FakeVllm:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://{HOST}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def serve(self, model: str, max_model_len: int, metrics: str | None = None) -> None:
         with self._lock:
             self.model, self.max_model_len = model, max_model_len
             self.metrics = captured_metrics(model) if metrics is None else metrics
-
-    def __enter__(self) -> FakeVllm:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Gone: the port refuses connections from now on."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()

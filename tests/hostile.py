@@ -6,17 +6,16 @@ ThreadingHTTPServer); it answers nothing else usefully, and counts what it was a
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Literal
 
-from service.backends.server import HOST
+from tests.peer import LocalPeer
 
 ChatFault = Literal["429", "500", "cut"]
 
 
-class HostilePeer:
+class HostilePeer(LocalPeer):
     def __init__(self, chat: ChatFault = "500") -> None:
         self.chat = chat
         self.hits: Counter[str] = Counter()
@@ -56,24 +55,4 @@ class HostilePeer:
                 status = 429 if self.path == "/v1/chat/completions" and peer.chat == "429" else 500
                 self._reply(status, b'{"error": {"message": "hostile peer says no"}}')
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def __enter__(self) -> HostilePeer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Gone: the port refuses connections from now on."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
