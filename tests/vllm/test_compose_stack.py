@@ -47,9 +47,16 @@ LOCAL = {
 
 class Stack:
     def __init__(self, server: VllmServer, database: str, root: Path) -> None:
-        # One process per worker: two cores run this and the vLLM server.
+        # One process per worker: two cores run this and the vLLM server. The server's
+        # context is the session server's: the stack's backends expect the
+        # --max-model-len the file gives vllm-cpu, and a shorter one is a mismatch.
         self.compose = load(
-            stack_env(COMPOSE_PROFILES="cpu", INGEST_CONCURRENCY="1", JOBS_CONCURRENCY="1")
+            stack_env(
+                COMPOSE_PROFILES="cpu",
+                INGEST_CONCURRENCY="1",
+                JOBS_CONCURRENCY="1",
+                CPU_MAX_MODEL_LEN=str(server.max_model_len),
+            )
         )
         self.server, self.database, self.root = server, database, root
         self.port = free_port()
@@ -181,13 +188,19 @@ def test_the_compose_services_run_a_document_from_upload_to_result(stack: Stack)
         assert r.status_code in (200, 202), r.text
         job_id = r.json()["job"]["id"]
 
+        seen: list[dict[str, Any]] = []  # the job as last read
+
         def final() -> dict[str, Any] | None:
             for name, proc in stack.procs.items():
                 assert proc.poll() is None, f"{name} exited:\n{stack.log(name)}"
             job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()
+            seen[:] = [job]
             return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
-        job = wait_for(final, timeout=300, interval=0.5, what="the job")
+        try:
+            job = wait_for(final, timeout=300, interval=0.5, what="the job")
+        except AssertionError as err:  # say where it stood, and what the worker logged
+            raise AssertionError(f"{err}: {seen}\n{stack.log('worker-jobs')}") from None
         assert job["status"] == "succeeded", (job, stack.log("worker-jobs"))
         result = client.get(f"/v1/jobs/{job_id}/result", headers=auth(key)).json()
         assert result["text"].strip()
