@@ -218,6 +218,11 @@ class Settings(BaseSettings, OcrSettings, ApiLoadSettings, WebhookSettings):
         )
         if not self.ocr_max_seconds_per_document < self.ingest_soft_time_limit_s:
             raise ValueError("ocr_max_seconds_per_document must be below ingest_soft_time_limit_s")
+        if not self.ocr_slice_time_limit_s < self.broker_visibility_timeout_s:
+            raise ValueError(
+                "ocr_page_time_limit_s x ocr_slice_pages + 30 must be below"
+                " broker_visibility_timeout_s"
+            )
         if not self.ingest_time_limit_s < self.broker_visibility_timeout_s:
             raise ValueError("ingest_time_limit_s must be below broker_visibility_timeout_s")
         if not self.job_soft_time_limit_s < self.job_time_limit_s:

@@ -30,6 +30,27 @@ class OcrSettings(BaseModel):
     ocr_max_seconds_per_document: float = Field(
         default=0.0, ge=0, description="0: 60% of ingest_soft_time_limit_s"
     )
+    # A scan with more than ocr_inline_max_pages pages to OCR is recognised on the `ocr`
+    # queue (workers/ocr/), in slices of ocr_slice_pages pages that its workers take in
+    # parallel; fewer are recognised in the ingest task itself (a message round trip
+    # costs more than a page). A slice may take ocr_page_time_limit_s a page (Celery's
+    # soft limit; its hard limit is 30 s more); a slice whose worker died or hit the
+    # limit ocr_slice_max_attempts times leaves its pages `ocr_failed`. A tenant is
+    # granted at most ocr_max_pages_per_tenant_day OCR pages a day (UTC; 0: no cap);
+    # past it, pages say `ocr_skipped: daily OCR cap ...`.
+    ocr_inline_max_pages: int = Field(default=2, ge=0)
+    ocr_slice_pages: int = Field(default=4, gt=0, le=100)
+    ocr_page_time_limit_s: int = Field(default=120, gt=0)
+    ocr_slice_max_attempts: int = Field(default=3, gt=0)
+    ocr_max_pages_per_tenant_day: int = Field(default=0, ge=0)
+
+    @property
+    def ocr_slice_soft_time_limit_s(self) -> int:
+        return self.ocr_page_time_limit_s * self.ocr_slice_pages
+
+    @property
+    def ocr_slice_time_limit_s(self) -> int:
+        return self.ocr_slice_soft_time_limit_s + 30
 
     @field_validator("ocr_languages")
     @classmethod

@@ -27,7 +27,11 @@ JOBS_QUEUE = "jobs"
 JOB_TASK = "longdoc.run_job"
 EXPAND_TASK = "longdoc.expand_batch"
 WEBHOOK_TASK = "longdoc.deliver_webhook"
-QUEUES = (INGEST_QUEUE, JOBS_QUEUE)
+# A scan's pages, recognised a slice at a time: seconds of CPU a page, so on a queue
+# (and workers, with their own concurrency) of its own, not behind or before parses.
+OCR_QUEUE = "ocr"
+OCR_TASK = "longdoc.ocr_slice"
+QUEUES = (INGEST_QUEUE, JOBS_QUEUE, OCR_QUEUE)
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -83,6 +87,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "soft_time_limit": settings.ingest_soft_time_limit_s,
             "time_limit": settings.ingest_time_limit_s,
         },
+        OCR_TASK: {
+            "soft_time_limit": settings.ocr_slice_soft_time_limit_s,
+            "time_limit": settings.ocr_slice_time_limit_s,
+        },
         # One attempt: httpx's timeout is per read, so a receiver dribbling its headers
         # is stopped here. The delivery's hold (service/webhooks/delivery.py) is longer.
         WEBHOOK_TASK: {
@@ -104,6 +112,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             EXPAND_TASK: {"queue": INGEST_QUEUE},
             JOB_TASK: {"queue": JOBS_QUEUE},
             WEBHOOK_TASK: {"queue": JOBS_QUEUE},
+            OCR_TASK: {"queue": OCR_QUEUE},
         },
         task_default_queue=INGEST_QUEUE,
         broker_transport_options=_transport_options(settings),
@@ -143,6 +152,10 @@ def _send(name: str, args: list[Any], queue: str, priority: int | None = None) -
 
 def dispatch_ingest(document_id: str) -> None:
     _send(INGEST_TASK, [document_id], INGEST_QUEUE)
+
+
+def dispatch_ocr_slice(document_id: str, slice_no: int) -> None:
+    _send(OCR_TASK, [document_id, slice_no], OCR_QUEUE)
 
 
 def dispatch_expand(batch_id: str) -> None:

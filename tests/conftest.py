@@ -209,7 +209,7 @@ def start_worker(
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """A real Celery worker (both queues) in its own process group, so a test can
+    """A real Celery worker (every queue) in its own process group, so a test can
     SIGKILL all of it. `env` is added to this process's environment; `args` to the
     worker's command line."""
     log = log_path.open("ab")
@@ -222,7 +222,7 @@ def start_worker(
             "workers.app",
             "worker",
             "--queues",
-            "ingest,jobs",
+            "ingest,jobs,ocr",
             "--concurrency",
             str(concurrency),
             "--loglevel",

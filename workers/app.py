@@ -32,6 +32,7 @@ from service.queue import (
     EXPAND_TASK,
     INGEST_TASK,
     JOB_TASK,
+    OCR_TASK,
     REQUEST_ID_HEADER,
     WEBHOOK_TASK,
     app,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 # Written into the configuration still pending: it sets no other setting, and reads none.
 app.conf.imports = (
     "workers.ingest.tasks",
+    "workers.ocr.tasks",
     "workers.jobs.tasks",
     "workers.batches.tasks",
     "workers.webhooks.tasks",
@@ -132,6 +134,7 @@ def _setup_logging(loglevel: int | None = None, **_: Any) -> None:
 # What each task's first argument is, the id its lines carry while it runs.
 _TASK_ID_FIELDS = {
     INGEST_TASK: "document_id",
+    OCR_TASK: "document_id",
     JOB_TASK: "job_id",
     EXPAND_TASK: "batch_id",
     WEBHOOK_TASK: "delivery_id",

@@ -1,6 +1,7 @@
-"""The worker's chores on a clock: the sweeper and the backend refresher, from one
-`service.periodic.Scheduler` in the worker's main process (why not Celery beat, and
-the error policy they share: that module's docstring).
+"""The worker's chores on a clock: the sweepers (documents and jobs, OCR slices), the
+backend refresher, batches and webhooks, from one `service.periodic.Scheduler` in the
+worker's main process (why not Celery beat, and the error policy they share: that
+module's docstring).
 
 Every worker runs them; the sweeper's re-dispatches are guarded and the refresher
 upserts, so several at once are safe. Pool children only run tasks.
@@ -20,8 +21,15 @@ from service.blobstore import BlobStore
 from service.config import Settings
 from service.models import utcnow
 from service.periodic import Job, Scheduler
-from service.queue import dispatch_expand, dispatch_webhook, revoke
+from service.queue import (
+    dispatch_expand,
+    dispatch_ingest,
+    dispatch_ocr_slice,
+    dispatch_webhook,
+    revoke,
+)
 from service.webhooks.delivery import hand_out
+from workers.ocr.recovery import sweep_ocr
 from workers.sweeper import sweep_all
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,17 @@ def webhooks_job(sessions: Callable[[], Session], settings: Settings) -> Job:
     return Job("webhooks", settings.webhook_poll_interval_s, fn)
 
 
+def sweep_ocr_slices(sessions: Callable[[], Session], settings: Settings) -> None:
+    with sessions() as session:
+        sweep_ocr(session, settings, dispatch_ocr_slice, dispatch_ingest)
+
+
+def ocr_job(sessions: Callable[[], Session], settings: Settings) -> Job:
+    """Slices of scans whose worker went silent sent again; joins not sent, sent."""
+    fn = partial(sweep_ocr_slices, sessions, settings)
+    return Job("ocr sweep", settings.sweep_interval_s, fn)
+
+
 def worker_schedule(
     sessions: Callable[[], Session],
     settings: Settings,
@@ -80,5 +99,6 @@ def worker_schedule(
         refresher_job(sessions, settings),
         batches_job(sessions, settings),
         webhooks_job(sessions, settings),
+        ocr_job(sessions, settings),
     ]
     return Scheduler(jobs, log, name="worker schedule")

@@ -18,8 +18,10 @@ file size, not by us.
 
 OCR (`ocr`, off unless asked for): pages of fixed-layout formats (PDF, XPS, CBZ)
 that `ocr.wants_ocr`, one after the other, up to `OcrOptions.max_pages` and
-`max_seconds` a document; a reflowed page's images are illustrations of its text,
-not scans.
+`max_seconds` a document; or, given `ocr_results`, what was recognised elsewhere
+(`ocr_slice`: the worker OCRs a long scan's pages in parallel slices, then reads the
+document once more with their results). `pages_wanting_ocr` says which pages wanted
+it. A reflowed page's images are illustrations of its text, not scans.
 
 MuPDF sniffs content and ignores the requested type: a ZIP of any kind opens
 as a blank "zip" image archive. Such results are refused, never returned as
@@ -31,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +103,8 @@ def _meta_value(metadata: dict[str, Any] | None, key: str) -> str | None:
     return value or None
 
 
-def _open(path: Path, media_type: str) -> Any:
+def open_mupdf(path: Path, media_type: str) -> Any:
+    """The PyMuPDF document, or an `IngestError` saying why it cannot be opened."""
     try:
         doc = _pymupdf.open(str(path), filetype=FILETYPES[media_type])
     except pymupdf.EmptyFileError as exc:
@@ -155,9 +158,15 @@ def _empty_page_kind(page: Any) -> str | None:
 
 class MuPDFDocument(ParsedDocument):
     def __init__(
-        self, path: Path, media_type: str, *, max_pages: int, ocr_options: ocr.OcrOptions = ocr.OFF
+        self,
+        path: Path,
+        media_type: str,
+        *,
+        max_pages: int,
+        ocr_options: ocr.OcrOptions = ocr.OFF,
+        ocr_results: Mapping[int, ocr.OcrResult] | None = None,
     ) -> None:
-        self._doc = _open(path, media_type)
+        self._doc = open_mupdf(path, media_type)
         try:
             _check_format(self._doc, media_type)
             if self._doc.needs_pass:
@@ -180,7 +189,10 @@ class MuPDFDocument(ParsedDocument):
             )
             fixed = media_type in _FIXED_LAYOUT
             self._ocr = ocr_options if fixed else ocr.OFF
-            self._ocr_languages = ocr.resolve_languages(self._ocr, self.info.language)
+            self._languages = ocr.resolve_languages(self._ocr, self.info.language)
+            self.ocr_languages = self._languages
+            self._results = ocr_results
+            self._wanted: list[int] = []
             self._ocr_pages = 0
             self._ocr_seconds = 0.0
         except BaseException:
@@ -199,7 +211,8 @@ class MuPDFDocument(ParsedDocument):
             if kind is not None and not (kind == BLANK_PAGE and warnings):
                 warnings.append(kind)
             if ocr.wants_ocr(self._ocr.mode, text, kind):
-                text, warnings = self._recognise(page, text, warnings)
+                self._wanted.append(index + 1)
+                text, warnings = self._recognise(page, index + 1, text, warnings)
         except Exception as exc:  # any page-level failure must not end the document
             text = ""
             warnings = [failure_warning(exc)]
@@ -207,23 +220,27 @@ class MuPDFDocument(ParsedDocument):
             warnings.append(REPAIRED)
         return PageText(number=index + 1, text=text, warnings=tuple(warnings))
 
-    def _recognise(self, page: Any, text: str, warnings: list[str]) -> tuple[str, list[str]]:
-        """OCR'd text and warnings for a page, or what it had and why not."""
+    def _recognise(
+        self, page: Any, number: int, text: str, warnings: list[str]
+    ) -> tuple[str, list[str]]:
+        """OCR'd text and warnings for a page, or what it had and why not: from the
+        results given (recognised elsewhere, `ocr_slice`), else recognised here."""
+        if self._results is not None:
+            missing = ocr.OcrResult("", (ocr.skipped("the page was not planned for OCR"),))
+            return ocr.applied(self._results.get(number, missing), text, warnings)
         cap, budget = self._ocr.max_pages, self._ocr.max_seconds
         if self._ocr_pages >= cap:
             return text, [*warnings, ocr.skipped(f"page cap {cap} reached")]
         if budget is not None and self._ocr_seconds >= budget:
             return text, [*warnings, ocr.skipped(f"time budget {budget:g} s reached")]
         started = time.monotonic()
-        result = ocr.ocr_page(page, self._ocr_languages, self._ocr)
+        result = ocr.ocr_page(page, self._languages, self._ocr)
         self._ocr_seconds += time.monotonic() - started
-        if not result.recognised:
-            return text, [*warnings, *result.warnings]
-        self._ocr_pages += 1
-        if result.text.strip():
-            # The page's own text (`force`) and what was said about it are replaced.
-            return result.text, list(result.warnings)
-        return text, [*warnings, *result.warnings]
+        self._ocr_pages += result.recognised
+        return ocr.applied(result, text, warnings)
+
+    def pages_wanting_ocr(self) -> tuple[int, ...]:
+        return tuple(self._wanted)
 
     def _trim_memory(self) -> None:
         _pymupdf.TOOLS.store_shrink(100)

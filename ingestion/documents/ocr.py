@@ -130,16 +130,34 @@ def skipped(reason: str) -> str:
     return f"{OCR_SKIPPED}: {reason}"
 
 
-def ocr_page(page: Any, languages: str, options: OcrOptions) -> OcrResult:
-    """Recognise the whole of a PyMuPDF `page` in `languages`: its text (cleaned as
-    any page's) and warnings; ``ocr: <languages> <dpi>dpi`` when Tesseract ran."""
+def unavailable(languages: str, options: OcrOptions) -> str | None:
+    """Why no page can be recognised in `languages` here (no Tesseract, a language
+    not installed, a bad list), or None: asked once before a document's pages are
+    planned, so that a scan is not queued for OCR that cannot run."""
     tessdata = options.tessdata if options.tessdata is not None else find_tessdata()
     installed = installed_languages(tessdata)
     if tessdata is None or not installed:
-        return OcrResult("", (skipped("Tesseract is not installed (no language data found)"),))
-    problem = language_problem(languages, installed)
+        return "Tesseract is not installed (no language data found)"
+    return language_problem(languages, installed)
+
+
+def applied(result: OcrResult, text: str, warnings: list[str]) -> tuple[str, list[str]]:
+    """A page's text and warnings once `result` is taken in: Tesseract's text, where it
+    found any, replaces the page's own (`force`) and what was said about it; otherwise
+    the page keeps what it had, and `result`'s warnings say why."""
+    if result.recognised and result.text.strip():
+        return result.text, list(result.warnings)
+    return text, [*warnings, *result.warnings]
+
+
+def ocr_page(page: Any, languages: str, options: OcrOptions) -> OcrResult:
+    """Recognise the whole of a PyMuPDF `page` in `languages`: its text (cleaned as
+    any page's) and warnings; ``ocr: <languages> <dpi>dpi`` when Tesseract ran."""
+    problem = unavailable(languages, options)
     if problem is not None:
         return OcrResult("", (skipped(problem),))
+    tessdata = options.tessdata if options.tessdata is not None else find_tessdata()
+    assert tessdata is not None  # `unavailable` said it is there
     rect = page.rect
     dpi = choose_dpi(float(rect.width), float(rect.height), options.dpi, options.max_pixels)
     _pymupdf.TOOLS.reset_mupdf_warnings()

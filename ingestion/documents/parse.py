@@ -18,12 +18,13 @@ with Tesseract in `ocr`. Page warnings are listed in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from ingestion.documents import formats, nesting, zipsniff
 from ingestion.documents.docx_doc import DocxDocument
 from ingestion.documents.mupdf_doc import FILETYPES, MuPDFDocument
-from ingestion.documents.ocr import OFF, OcrOptions
+from ingestion.documents.ocr import OFF, OcrOptions, OcrResult
 from ingestion.documents.parsed import ParsedDocument
 from ingestion.documents.text_doc import TextDocument
 from ingestion.types import IngestError
@@ -45,10 +46,16 @@ def _check_container(path: Path, media_type: str) -> None:
 
 
 def open_document(
-    path: Path, media_type: str, *, max_pages: int, ocr_options: OcrOptions = OFF
+    path: Path,
+    media_type: str,
+    *,
+    max_pages: int,
+    ocr_options: OcrOptions = OFF,
+    ocr_results: Mapping[int, OcrResult] | None = None,
 ) -> ParsedDocument:
     """Open `path` as `media_type` (from `formats.detect_media_type_path`); pages
-    without text are OCR'd as `ocr_options` say (`ocr`; by default not at all).
+    without text are OCR'd as `ocr_options` say (`ocr`; by default not at all), or
+    take their text from `ocr_results` (page number: result) where given.
 
     Raises `IngestError` at open time, before any page is read, for anything
     that cannot be parsed or has more than `max_pages` pages.
@@ -66,5 +73,7 @@ def open_document(
     if media_type in FILETYPES:
         # MuPDF lays markup out recursively: too deep a tree kills the process.
         nesting.check_markup(path, media_type)
-        return MuPDFDocument(path, media_type, max_pages=max_pages, ocr_options=ocr_options)
+        return MuPDFDocument(
+            path, media_type, max_pages=max_pages, ocr_options=ocr_options, ocr_results=ocr_results
+        )
     raise formats.unsupported(f"a file of type {media_type!r}")  # pragma: no cover

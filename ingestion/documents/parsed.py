@@ -17,6 +17,13 @@ class ParsedDocument(ABC):
     """
 
     info: DocumentInfo
+    # The languages its pages are OCR'd in; None where a format is never OCR'd.
+    ocr_languages: str | None = None
+
+    def pages_wanting_ocr(self) -> tuple[int, ...]:
+        """Numbers of the pages read so far that wanted OCR (`ocr.wants_ocr`), whether
+        or not they got it; none for formats that are never OCR'd."""
+        return ()
 
     def pages(self, start: int = 1) -> Iterator[PageText]:
         """Yield pages `start`..`page_count` in order; `start` resumes a broken-off parse."""

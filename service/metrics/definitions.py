@@ -54,6 +54,12 @@ FIRST_TOKEN_SECONDS = Histogram(
 PARSE_PAGES = Counter(
     "longdoc_parse_pages", "Pages parsed from uploads (parses that succeeded).", ["media_type"]
 )
+OCR_PAGES = Counter(
+    "longdoc_ocr_pages",
+    "Pages of scans through OCR slices: recognised by Tesseract, or failed (an error,"
+    " a time limit, a worker that kept dying).",
+    ["outcome"],
+)
 PARSE_SECONDS = Histogram(
     "longdoc_parse_seconds",
     "One parse of an upload, text written and tokens counted, by how it ended.",
@@ -100,6 +106,11 @@ def record_parse(media_type: str, outcome: str, seconds: float, pages: int) -> N
     PARSE_SECONDS.labels(media_type, outcome).observe(seconds)
     if pages:
         PARSE_PAGES.labels(media_type).inc(pages)
+
+
+def record_ocr_pages(outcome: str, pages: int) -> None:
+    if pages:
+        OCR_PAGES.labels(outcome).inc(pages)
 
 
 def record_webhook(outcome: str) -> None:

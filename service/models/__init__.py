@@ -9,6 +9,7 @@ from service.models.columns import Base, PlanJSON, StepJSON, UTCDateTime, utcnow
 from service.models.documents import Document, DocumentTokenCount
 from service.models.files import File
 from service.models.jobs import Backend, Job, KvLease, Result
+from service.models.ocr import OcrPage, OcrUsage
 from service.models.status import (
     BATCH_FINAL,
     FINAL,
@@ -43,6 +44,8 @@ __all__ = [
     "Job",
     "JobStatus",
     "KvLease",
+    "OcrPage",
+    "OcrUsage",
     "PlanJSON",
     "Result",
     "StepJSON",

@@ -54,6 +54,12 @@ class Document(Base):
     # What the upload asked of OCR (`ocr=`, `ocr_languages=`); null: the settings'.
     ocr_mode: Mapped[str | None] = mapped_column(String(8))
     ocr_languages: Mapped[str | None] = mapped_column(String(64))
+    # A scan OCR'd in slices (service/models/ocr.py): pages to recognise and those done
+    # (null: none were sliced); when the last slice ended, the join (the ingest task
+    # again, reading the slices' results) was sent.
+    ocr_pages_total: Mapped[int | None]
+    ocr_pages_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ocr_join_sent_at: Mapped[datetime | None]
     # Extracted text lives in the blob store under this key; the DB keeps only the map.
     text_key: Mapped[str | None] = mapped_column(String(200))
     text_chars: Mapped[int | None] = mapped_column(BigInteger)

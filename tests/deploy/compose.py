@@ -18,7 +18,7 @@ from tests.conftest import REPO
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "Dockerfile"
-LONGDOC_SERVICES = ("migrate", "api", "worker-ingest", "worker-jobs")
+LONGDOC_SERVICES = ("migrate", "api", "worker-ingest", "worker-ocr", "worker-jobs")
 VLLM_SERVICES = ("vllm-gemma", "vllm-scout", "vllm-cpu")
 
 # The layouts README "Compose" describes, as changes to .env.example.

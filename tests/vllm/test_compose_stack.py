@@ -1,5 +1,5 @@
 """docker-compose.yml's Longdoc services run as local processes, with the command and
-the environment the file gives them: migrate, the API, worker-ingest and worker-jobs
+the environment the file gives them: migrate, the API, worker-ingest, worker-ocr and worker-jobs
 of the `cpu` profile, pointed at this run's Postgres and Redis and at the session's
 vLLM CPU server (SmolLM2, as the profile's vllm-cpu serves it), instead of the
 compose network's `postgres`, `redis` and `vllm-cpu`. A document goes through them
@@ -54,6 +54,7 @@ class Stack:
             stack_env(
                 COMPOSE_PROFILES="cpu",
                 INGEST_CONCURRENCY="1",
+                OCR_CONCURRENCY="1",
                 JOBS_CONCURRENCY="1",
                 CPU_MAX_MODEL_LEN=str(server.max_model_len),
             )

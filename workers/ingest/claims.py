@@ -37,6 +37,9 @@ def silent_parse(stale: datetime) -> ColumnElement[bool]:
     return and_(
         Document.status == DocumentStatus.parsing,
         or_(Document.heartbeat_at.is_(None), Document.heartbeat_at < stale),
+        # A scan whose pages are out on the `ocr` queue has no parser to be silent
+        # (workers.ocr.recovery watches its slices); once its join is sent it has.
+        or_(Document.ocr_pages_total.is_(None), Document.ocr_join_sent_at.is_not(None)),
     )
 
 

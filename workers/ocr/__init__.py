@@ -1,0 +1,1 @@
+"""OCR of long scans in slices on the `ocr` queue."""
