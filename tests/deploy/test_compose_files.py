@@ -140,7 +140,14 @@ def test_services_wait_for_what_they_need() -> None:
     healthy = {"condition": "service_healthy"}
     assert services["migrate"]["depends_on"] == {"postgres": healthy}
     assert services["api"]["depends_on"] == {"migrate": done, "postgres": healthy, "redis": healthy}
-    for name in ("worker-ingest", "worker-ocr", "worker-jobs", "vllm-gemma", "vllm-scout", "vllm-cpu"):
+    for name in (
+        "worker-ingest",
+        "worker-ocr",
+        "worker-jobs",
+        "vllm-gemma",
+        "vllm-scout",
+        "vllm-cpu",
+    ):
         assert services[name]["depends_on"]["migrate"] == done
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -43,15 +44,22 @@ def ocr_slice(self: Any, document_id: str, slice_no: int) -> dict[str, Any]:
 
 
 def run_slice(
-    document_id: uuid.UUID, slice_no: int, worker: str, settings: Settings
+    document_id: uuid.UUID,
+    slice_no: int,
+    worker: str,
+    settings: Settings,
+    dispatch_join: Callable[[str], None] = dispatch_ingest,
+    dispatch_slice: Callable[[str, int], None] = dispatch_ocr_slice,
 ) -> dict[str, Any]:
+    """Recognise the slice's pages, if it can be claimed; the join goes through
+    `dispatch_join`, a slice sent again through `dispatch_slice`."""
     sessions = get_sessionmaker()
     out: dict[str, Any] = {"document_id": str(document_id), "slice": slice_no}
     stale = utcnow() - timedelta(seconds=settings.stale_after_s)
     with sessions() as session:
         claim = store.claim_slice(session, document_id, slice_no, worker, stale)
         if claim is None:
-            join_if_done(session, document_id)
+            join_if_done(session, document_id, dispatch_join)
             return {**out, "skipped": True}
         if claim.attempt > settings.ocr_slice_max_attempts:
             tries = claim.attempt - 1
@@ -60,7 +68,7 @@ def run_slice(
                 " or passed its time limit on this slice"
             )
             record_ocr_pages("failed", store.fail_pending(session, claim, reason))
-            join_if_done(session, document_id)
+            join_if_done(session, document_id, dispatch_join)
             return {**out, "status": "failed"}
         doc = session.get(Document, document_id)
         if doc is None:
@@ -70,10 +78,10 @@ def run_slice(
     # Which pages and in what languages were decided at planning; only the render is
     # the worker's settings'.
     options = OcrOptions(dpi=settings.ocr_dpi, max_pixels=settings.ocr_max_pixels)
-    done = _recognise(sessions, claim, source, media_type, options, settings)
+    done = _recognise(sessions, claim, source, media_type, options, settings, dispatch_slice)
     out["pages"] = done
     with sessions() as session:
-        join_if_done(session, document_id)
+        join_if_done(session, document_id, dispatch_join)
     return out
 
 
@@ -84,6 +92,7 @@ def _recognise(
     media_type: str,
     options: OcrOptions,
     settings: Settings,
+    dispatch_slice: Callable[[str, int], None],
 ) -> int:
     """Recognise and record the claimed pages; how many this call recorded."""
 
@@ -115,7 +124,7 @@ def _recognise(
             record_ocr_pages("failed", 1)
             store.release(session, claim)
         if done + 1 < len(claim.pages):
-            dispatch_ocr_slice(str(claim.document_id), claim.slice_no)
+            dispatch_slice(str(claim.document_id), claim.slice_no)
     except IngestError as err:  # the stored file no longer opens
         with sessions() as session:
             record_ocr_pages(
@@ -124,10 +133,12 @@ def _recognise(
     return done
 
 
-def join_if_done(session: Session, document_id: uuid.UUID) -> bool:
+def join_if_done(
+    session: Session, document_id: uuid.UUID, dispatch_join: Callable[[str], None]
+) -> bool:
     """Send the join (the ingest task, which reads the slices' results) if every page
     is done and nobody sent it yet."""
     if not store.take_join(session, document_id):
         return False
-    dispatch_ingest(str(document_id))
+    dispatch_join(str(document_id))
     return True
