@@ -13,10 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
 
 from service.api import job_views
+from service.api.document_views import ocr_out
 from service.api.file_views import file_id
 from service.api.job_schemas import WebhookOut
+from service.api.schemas import OcrChoiceOut
+from service.batches import archives, result_cursor, results
 from service.batches import lifecycle as batches
-from service.batches import result_cursor, results
 from service.batches.status import Counts
 from service.models import Batch
 from service.webhooks import outbox
@@ -65,6 +67,9 @@ class BatchOut(BaseModel):
     params: dict[str, Any] | None
     max_output_tokens: int | None
     filename: str | None
+    ocr: OcrChoiceOut | None = Field(
+        default=None, description="Longdoc's: an archive batch's OCR choice, its documents'"
+    )
     callback_url: str | None = None
     webhooks: list[WebhookOut] = Field(
         default_factory=list, description="Longdoc's: deliveries of the batch's final event"
@@ -152,6 +157,7 @@ def to_out(session: Session, batch: Batch) -> BatchOut:
         params=batch.params,
         max_output_tokens=batch.max_output_tokens,
         filename=batch.filename,
+        ocr=ocr_out(batch.ocr_mode, batch.ocr_languages) if batch.kind == archives.KIND else None,
         callback_url=batch.callback_url,
         webhooks=job_views.webhooks_out(outbox.deliveries(session, batch_id=batch.id)),
     )

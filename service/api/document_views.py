@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from ingestion.documents.ocr import OCR_MODES, OcrMode
 from service.api import schemas
 from service.documents import TextRange
 from service.models import Document, DocumentStatus
+
+
+def ocr_out(mode: str | None, languages: str | None) -> schemas.OcrChoiceOut:
+    """A stored OCR choice (a document's or an archive batch's) as the API shows it;
+    a mode the API would not take now shows as null, as the worker reads it."""
+    known: OcrMode | None = next((m for m in OCR_MODES if m == mode), None)
+    return schemas.OcrChoiceOut(mode=known, languages=languages)
 
 
 def to_out(doc: Document) -> schemas.DocumentOut:
@@ -21,6 +29,7 @@ def to_out(doc: Document) -> schemas.DocumentOut:
         author=doc.author,
         language=doc.language,
         text_chars=doc.text_chars,
+        ocr=ocr_out(doc.ocr_mode, doc.ocr_languages),
         warnings=[schemas.PageWarnings(**w) for w in doc.warnings or []],
         error=(
             schemas.ErrorOut(code=doc.error_code or "error", reason=doc.error_reason or "")

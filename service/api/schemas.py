@@ -9,12 +9,23 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingestion.documents.ocr import OcrMode
 from service.api.job_schemas import JobOut
 from service.models import DocumentStatus
 
 # A list's offset: the database takes a 64-bit one, and past it answered 500; no real
 # listing comes near this.
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+
+# An upload's and an archive batch's OCR parameters, one definition for both routes;
+# the languages are checked further by `service.documents.ocr_request`.
+OcrModeQuery = Annotated[
+    OcrMode | None,
+    Query(description="OCR pages without text (auto), every page (force), or none."),
+]
+OcrLanguagesQuery = Annotated[
+    str | None, Query(description="Tesseract languages, e.g. deu+eng.", max_length=64)
+]
 
 
 class TokenCountOut(BaseModel):
@@ -45,6 +56,16 @@ class ProgressOut(BaseModel):
     page_count: int | None
 
 
+class OcrChoiceOut(BaseModel):
+    """What an upload (or its archive batch) asked of OCR; null: the settings decide."""
+
+    mode: OcrMode | None = Field(description="auto, force or off; null: LONGDOC_OCR_MODE")
+    languages: str | None = Field(
+        description="Tesseract languages (deu+eng); null: the document's language, else "
+        "LONGDOC_OCR_LANGUAGES"
+    )
+
+
 class DocumentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -60,6 +81,7 @@ class DocumentOut(BaseModel):
     author: str | None
     language: str | None
     text_chars: int | None
+    ocr: OcrChoiceOut
     warnings: list[PageWarnings]
     error: ErrorOut | None
     token_counts: dict[str, TokenCountOut]

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -29,7 +29,7 @@ from service.batches import status as rules
 from service.blobstore import BlobStore
 from service.config import Settings
 from service.db import write_transaction
-from service.documents import ReceivedFile, lock_blob
+from service.documents import OcrRequest, ReceivedFile, lock_blob
 from service.errors import Invalid, TooLarge
 from service.jobs import lifecycle as jobs
 from service.jobs.schemas import JobCreate
@@ -42,6 +42,7 @@ _SETTING = {
     "max_total_ratio": "archive_max_ratio",
 }
 MAX_CUSTOM_ID = 1024
+KIND = "archive"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class ArchiveRequest:
     completion_window: str = "24h"
     metadata: dict[str, Any] | None = None
     callback_url: str | None = None
+    # Checked as a single upload's (`documents.ocr_request`), before the archive is read.
+    ocr: OcrRequest = field(default_factory=OcrRequest)
 
 
 def validated(request: ArchiveRequest, settings: Settings) -> ArchiveRequest:
@@ -84,7 +87,11 @@ def limits(settings: Settings) -> ArchiveLimits:
 
 
 def dedup_key(sha256: str, request: ArchiveRequest) -> str:
-    body = [sha256, request.task, request.params, request.max_output_tokens]
+    body: list[Any] = [sha256, request.task, request.params, request.max_output_tokens]
+    if request.ocr != OcrRequest():
+        # Another OCR choice is another batch; without one the key is what it was
+        # before batches took OCR, so those batches are still found.
+        body.append([request.ocr.mode, request.ocr.languages])
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -112,8 +119,8 @@ def create(
     received: ReceivedFile,
     request: ArchiveRequest,
 ) -> tuple[Batch, bool]:
-    """(batch, created): the same archive + task + params + budget from the tenant is
-    the batch it made before. The archive is checked whole before it is stored."""
+    """(batch, created): the same archive + task + params + budget + OCR choice from the
+    tenant is the batch it made before. The archive is checked whole before it is stored."""
     try:
         key = dedup_key(received.sha256, request)
         existing = batches.reusable(session, tenant_id, key)
@@ -124,7 +131,7 @@ def create(
         now = utcnow()
         batch = Batch(
             tenant_id=tenant_id,
-            kind="archive",
+            kind=KIND,
             status=BatchStatus.validating,
             filename=received.filename,
             sha256=received.sha256,
@@ -132,6 +139,8 @@ def create(
             params=request.params,
             max_output_tokens=request.max_output_tokens,
             callback_url=request.callback_url,
+            ocr_mode=request.ocr.mode,
+            ocr_languages=request.ocr.languages,
             dedup_key=key,
             completion_window=request.completion_window,
             expires_at=now + rules.window(request.completion_window),

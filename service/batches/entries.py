@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from ingestion.archives import ArchiveEntry, EntryError
 from service.batches import items
 from service.blobstore import BlobStore
-from service.documents import ReceivedFile, mark_dispatched, register_uploads
+from service.documents import OcrRequest, ReceivedFile, mark_dispatched, register_uploads
 from service.errors import DomainError
 from service.jobs import lifecycle as jobs
 from service.jobs.schemas import JobCreate
@@ -89,10 +89,12 @@ def read(run: Expansion, cid: str, line: int, e: Any) -> _Line:
 
 
 def _store(run: Expansion, session: Session, batch: Batch, chunk: list[_Line]) -> None:
-    """The chunk's documents, in one transaction."""
+    """The chunk's documents, in one transaction, with the batch's OCR choice (an
+    existing document keeps its own, as with a single upload)."""
     lines = [ln for ln in chunk if ln.received is not None]
     received = [ln.received for ln in lines if ln.received is not None]
-    got = register_uploads(session, run.store, batch.tenant_id, received, batch.id)
+    ocr_choice = OcrRequest(batch.ocr_mode, batch.ocr_languages)
+    got = register_uploads(session, run.store, batch.tenant_id, received, batch.id, ocr_choice)
     for ln, result in zip(lines, got, strict=True):
         if isinstance(result, DomainError):
             ln.error = (result.code, result.reason)

@@ -49,6 +49,10 @@ class Batch(Base):
     completed: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     callback_url: Mapped[str | None] = mapped_column(Text)
+    # An archive's OCR choice (`ocr=`, `ocr_languages=`), given to every document its
+    # expansion makes, as a single upload's is (`Document.ocr_mode`); null: the settings'.
+    ocr_mode: Mapped[str | None] = mapped_column(String(8))
+    ocr_languages: Mapped[str | None] = mapped_column(String(64))
     # A request-file batch's input, and the files its lines are written to as its
     # requests end (made with their first line). A deleted file leaves them null.
     input_file_id: Mapped[uuid.UUID | None] = mapped_column(

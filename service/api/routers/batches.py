@@ -11,8 +11,9 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from service import documents
 from service.api import batch_views as views
-from service.api import file_views
+from service.api import file_views, schemas
 from service.api.deps import PrincipalDep, SessionDep, SettingsDep, TenantDep
 from service.api.responses import V1, errors, json_body_errors
 from service.api.upload import multipart_body, receive_file
@@ -49,14 +50,15 @@ def _json(text: str | None, field: str) -> dict[str, Any] | None:
     response_model=views.BatchOut,
     openapi_extra=_ARCHIVE_BODY,
     responses={
-        200: {"description": "The same archive, task, params and budget: that batch"},
+        200: {"description": "The same archive, task, params, budget and OCR: that batch"},
         **errors(
             400,
             413,
             415,
             422,
             e413="Over the upload limit, or the archive over one of its limits (`limit`)",
-            e422="A bad task, params, budget or window, or an empty, damaged or non-archive file",
+            e422="A bad task, params, budget, window or OCR language, or an empty, damaged "
+            "or non-archive file",
         ),
     },
 )
@@ -75,12 +77,16 @@ async def create_archive_batch(
         str | None,
         Query(min_length=1, max_length=2048, description="Gets the batch's signed final event."),
     ] = None,
+    ocr: schemas.OcrModeQuery = None,
+    ocr_languages: schemas.OcrLanguagesQuery = None,
 ) -> views.BatchOut:
     """An archive (zip, tar, tar.gz/.bz2/.xz; multipart field `file`) as one batch:
-    every entry becomes a document and a job, `custom_id` its path in the archive."""
+    every entry becomes a document and a job, `custom_id` its path in the archive.
+    `ocr` and `ocr_languages` are a single upload's, for every new document of it."""
+    ocr_choice = await run_in_threadpool(documents.ocr_request, ocr, ocr_languages)
     asked = archives.ArchiveRequest(
         task, _json(params, "params") or {}, max_output_tokens, completion_window,
-        _json(metadata, "metadata"), callback_url,
+        _json(metadata, "metadata"), callback_url, ocr_choice,
     )  # fmt: skip
     checked = archives.validated(asked, settings)  # before a byte of the upload is read
     if callback_url is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -68,14 +68,8 @@ async def upload_document(
     pages: Annotated[
         str | None, Query(description='With `task`: only these pages ("7", "30-45").')
     ] = None,
-    ocr: Annotated[
-        Literal["auto", "force", "off"] | None,
-        Query(description="OCR pages without text (auto), every page (force), or none."),
-    ] = None,
-    ocr_languages: Annotated[
-        str | None,
-        Query(description="Tesseract languages, e.g. deu+eng.", max_length=64),
-    ] = None,
+    ocr: schemas.OcrModeQuery = None,
+    ocr_languages: schemas.OcrLanguagesQuery = None,
 ) -> schemas.UploadOut:
     """Upload a document (multipart field `file`); parsing and token counting follow.
     With `task`, a job on it is created in the same call (the `job` field). `ocr` and
