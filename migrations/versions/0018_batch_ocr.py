@@ -1,7 +1,7 @@
 """batch ocr: what an archive batch asked of OCR, for every document it expands
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-04 02:00:00.000000
 """
 
@@ -11,9 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018"
-# 0017 is another branch's: this chains onto whatever lands before it (0016 here), and
-# whichever lands second changes its down_revision to the other.
-down_revision: str | None = "0016"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
