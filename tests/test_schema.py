@@ -14,7 +14,7 @@ from service.models import Base
 TABLES = {
     "tenants", "api_keys", "documents", "document_token_counts", "batches", "jobs",
     "results", "backends", "kv_leases", "files", "alembic_version", "batch_items",
-    "webhook_endpoints", "webhook_deliveries",
+    "webhook_endpoints", "webhook_deliveries", "ocr_pages", "ocr_usage",
 }  # fmt: skip
 
 
