@@ -24,7 +24,12 @@ def to_out(doc: Document) -> schemas.DocumentOut:
         size_bytes=doc.size_bytes,
         sha256=doc.sha256,
         page_count=doc.page_count,
-        progress=schemas.ProgressOut(pages_done=doc.pages_done, page_count=doc.page_count),
+        progress=schemas.ProgressOut(
+            pages_done=doc.pages_done,
+            page_count=doc.page_count,
+            ocr_pages_total=doc.ocr_pages_total,
+            ocr_pages_done=doc.ocr_pages_done if doc.ocr_pages_total is not None else None,
+        ),
         title=doc.title,
         author=doc.author,
         language=doc.language,

@@ -54,6 +54,10 @@ class ErrorOut(BaseModel):
 class ProgressOut(BaseModel):
     pages_done: int
     page_count: int | None
+    # A scan OCR'd in slices on the `ocr` queue: its pages to recognise, and those done
+    # (recognised or failed); null for a document with no such pages.
+    ocr_pages_total: int | None = None
+    ocr_pages_done: int | None = None
 
 
 class OcrChoiceOut(BaseModel):
