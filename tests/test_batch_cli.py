@@ -286,3 +286,20 @@ def test_a_directory_upload_is_sent_chunked_as_it_is_packed(docs: Path) -> None:
     assert "content-length" not in request.headers
     body = b"".join(request.stream)  # type: ignore[union-attr]
     assert body.count(b"ltnews.pdf") >= 1 and next(pieces, None) is None
+
+
+def test_ocr_options_go_to_the_server_which_checks_them_before_the_archive(
+    live_server: tuple[str, int], api_key: str, docs: Path
+) -> None:
+    def batches() -> list[str]:
+        url = f"{_base(live_server)}/v1/batches?limit=100"
+        return [b["id"] for b in httpx.get(url, headers=auth(api_key)).json()["data"]]
+
+    before = batches()
+    bad = run(live_server, api_key, "batch", str(docs), "--ocr-languages", "xyz")
+    assert bad.exit_code == 2 and "422" in bad.stderr and "xyz" in bad.stderr, bad.stderr
+    off = run(live_server, api_key, "batch", str(docs), "--ocr", "off", "--ocr-languages", "eng")
+    assert off.exit_code == 2 and "ocr=off" in off.stderr, off.stderr
+    unknown = run(live_server, api_key, "batch", str(docs), "--ocr", "sometimes")
+    assert unknown.exit_code == 2 and "sometimes" in unknown.output
+    assert batches() == before  # refused before any batch was made

@@ -34,6 +34,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ingestion.documents.ocr import OcrMode
 from service.cli.api import (
     DEFAULT_URL,
     Key,
@@ -249,6 +250,14 @@ def batch(
         typer.Option("--output", "-o", dir_okay=False, help="JSONL results; default stdout."),
     ] = None,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls.")] = 1.0,
+    ocr: Annotated[
+        OcrMode | None,
+        typer.Option(help="OCR of scanned pages: auto, force or off; default: the server's."),
+    ] = None,
+    ocr_languages: Annotated[
+        str | None,
+        typer.Option(help="Tesseract languages, e.g. deu+eng; default: each document's."),
+    ] = None,
     url: Url = DEFAULT_URL,
     key: Key = None,
 ) -> None:
@@ -261,6 +270,8 @@ def batch(
         "max_output_tokens": max_output_tokens,
         "completion_window": completion_window,
     }
+    # Checked by the server, before the archive is sent, as a single upload's.
+    query.update({k: v for k, v in (("ocr", ocr), ("ocr_languages", ocr_languages)) if v})
     results = Results(output)
     with api_client(ctx, url, key) as client:
         try:
