@@ -173,6 +173,7 @@ def test_a_slice_recognises_real_pages_and_the_last_sends_the_join(tenant: uuid.
     doc_id = _scan_document(tenant, [(1,), (3,)])
     settings = get_settings()
     joins: list[str] = []
+    before = _ocr_pages_counted("recognised")
     out = run_slice(doc_id, 1, "w1", settings, joins.append)
     assert out["pages"] == 1 and joins == []
     assert run_slice(doc_id, 1, "w1", settings, joins.append)["skipped"]  # a duplicate
@@ -186,6 +187,13 @@ def test_a_slice_recognises_real_pages_and_the_last_sends_the_join(tenant: uuid.
             alone = ocr.ocr_page(pdf[number - 1], "eng", OcrOptions())
             assert rows[number].text == alone.text and alone.text.strip()
     assert _doc(doc_id).ocr_pages_done == 2
+    assert _ocr_pages_counted("recognised") == before + 2
+
+
+def _ocr_pages_counted(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("longdoc_ocr_pages_total", {"outcome": outcome}) or 0.0
 
 
 def test_a_slice_past_its_attempts_fails_its_pages_and_the_scan_goes_on(
