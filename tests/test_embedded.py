@@ -135,6 +135,27 @@ def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
             text = http.get(f"/v1/documents/{doc_id}/text?pages=2", headers=headers).json()
             assert text["pages"][0]["number"] == 2 and len(text["pages"][0]["text"]) > 100
 
+            # A scan of more pages than the ingest task OCRs itself: its slices go
+            # through the SQLite broker and database too, and are joined.
+            scan = corpus_file("pdf-scanned/ocrmypdf-multipage.pdf")
+            with scan.open("rb") as f:
+                resp = http.post("/v1/documents?ocr_languages=eng", headers=headers,
+                                 files={"file": (scan.name, f)})  # fmt: skip
+            assert resp.status_code == 202, resp.text
+            scan_id = resp.json()["id"]
+            scanned = wait_for(
+                lambda: (
+                    (d := http.get(f"/v1/documents/{scan_id}", headers=headers).json())["status"]
+                    in ("parsed", "failed")
+                    and d
+                ),
+                timeout=600,
+            )
+            assert scanned["status"] == "parsed", scanned
+            assert scanned["progress"]["ocr_pages_done"] == 5, scanned
+            ocr_pages = [w for w in scanned["warnings"] if w["warnings"][0].startswith("ocr: eng")]
+            assert [w["page"] for w in ocr_pages] == [1, 2, 3, 5, 6], scanned["warnings"]
+
 
 # vLLM's start (~40-60 s on two cores) and two jobs; more when other servers share the CPU.
 @pytest.mark.vllm  # `serve` starts its own server: no fixture says so
