@@ -207,12 +207,12 @@ def recent_failures(session: Session, who: Principal) -> list[FailureView]:
         FailureView(
             "document",
             d.id,
-            d.parsed_at or d.created_at,
+            d.updated_at,  # when it failed: the failing write sets it (parsed_at stays null)
             d.error_code or "failed",
             _clip(d.error_reason) or "failed",
             d.filename,
         )
-        for d in session.scalars(docs.order_by(Document.created_at.desc()).limit(RECENT))
+        for d in session.scalars(docs.order_by(Document.updated_at.desc()).limit(RECENT))
     ]
     return sorted(out, key=lambda f: f.at, reverse=True)[:RECENT]
 
