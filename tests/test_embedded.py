@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -92,6 +93,16 @@ def _serve(
     assert not alive, alive
 
 
+def _settled(
+    http: httpx.Client, doc_id: str, headers: dict[str, str], timeout: float
+) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        doc: dict[str, Any] = http.get(f"/v1/documents/{doc_id}", headers=headers).json()
+        return doc if doc["status"] in ("parsed", "failed") else None
+
+    return wait_for(done, timeout=timeout)
+
+
 @pytest.mark.services  # `serve` runs a Celery worker of its own (on SQLite)
 def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -119,14 +130,7 @@ def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
             resp = http.post("/v1/documents", headers=headers, files={"file": path.open("rb")})
             assert resp.status_code == 202, resp.text
             doc_id = resp.json()["id"]
-            doc = wait_for(
-                lambda: (
-                    (d := http.get(f"/v1/documents/{doc_id}", headers=other).json())["status"]
-                    in ("parsed", "failed")
-                    and d
-                ),
-                timeout=120,
-            )
+            doc = _settled(http, doc_id, other, timeout=120)
             assert doc["status"] == "parsed", doc
             # It went through the SQLite database and the SQLite broker under --data-dir.
             assert (data / "longdoc.db").is_file() and (data / "broker.db").is_file()
@@ -143,14 +147,7 @@ def test_serve_embedded_end_to_end(tmp_path: Path) -> None:
                                  files={"file": (scan.name, f)})  # fmt: skip
             assert resp.status_code == 202, resp.text
             scan_id = resp.json()["id"]
-            scanned = wait_for(
-                lambda: (
-                    (d := http.get(f"/v1/documents/{scan_id}", headers=headers).json())["status"]
-                    in ("parsed", "failed")
-                    and d
-                ),
-                timeout=600,
-            )
+            scanned = _settled(http, scan_id, headers, timeout=600)
             assert scanned["status"] == "parsed", scanned
             assert scanned["progress"]["ocr_pages_done"] == 5, scanned
             ocr_pages = [w for w in scanned["warnings"] if w["warnings"][0].startswith("ocr: eng")]
