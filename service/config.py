@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service import stack
+from service import stack, stack_check
 from service.config_groups import ApiLoadSettings, OcrSettings, WebhookSettings
 from service.deployment import MODEL_ROLES, BackendConfig, DeploymentReplica, paper_deployment
 
@@ -249,7 +249,7 @@ class Settings(BaseSettings, OcrSettings, ApiLoadSettings, WebhookSettings):
         cls, servers: list[stack.StackServer], info: ValidationInfo
     ) -> list[stack.StackServer]:
         # A field's check, so that a refusal names LONGDOC_VLLM_STACK.
-        stack.check(stack.running(servers, info.data.get("stack_profiles", "")))
+        stack_check.check(stack.running(servers, info.data.get("stack_profiles", "")))
         return servers
 
     @model_validator(mode="after")

@@ -101,6 +101,16 @@ def usable(row: Backend) -> bool:
     return row.healthy and not row.mismatches and known
 
 
+def state(healthy: bool, mismatched: bool, usable: bool) -> str:
+    """How a backend stands, in the words the status page and `longdoc backends` use:
+    up, down, up but not usable (no context or pool known yet), up but mismatched."""
+    if mismatched:  # reachable, and routed around: see service/backends/mismatch.py
+        return "up, mismatched"
+    if not healthy:
+        return "down"
+    return "up" if usable else "up, not usable"
+
+
 def reachable(row: Backend) -> bool:
     """Whether its last probe got an answer: a mismatched server is up, yet not healthy.
     Whoever marks a row down clears its `mismatches` (`refresh`, the job runner)."""

@@ -143,7 +143,7 @@ def worker(
     ctx: typer.Context,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
     queues: Annotated[
-        str | None, typer.Option(help="Comma-separated: ingest, jobs (default: both).")
+        str | None, typer.Option(help="Comma-separated: ingest, jobs, ocr (default: all).")
     ] = None,
 ) -> None:
     """Run a Celery worker for the ingest and jobs queues (or those of --queues)."""

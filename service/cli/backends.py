@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from service.api.backend_schemas import BackendList, BackendOut
+from service.backends import discovery
 from service.cli.options import settings_of
 
 _GIB = 1 << 30
@@ -17,11 +18,11 @@ def _gib(value: int | None) -> str:
 
 
 def _line(b: BackendOut) -> str:
-    state = "up" if b.healthy else "DOWN"
-    if b.mismatches:
-        state = f"up, mismatched: {b.last_error}"  # discovery writes the reason there
-    elif b.healthy and not b.usable:
-        state = "up, not usable"
+    state = discovery.state(b.healthy, bool(b.mismatches), b.usable)
+    if state == "down":
+        state = "DOWN"  # what an operator scanning the table must not miss
+    elif b.mismatches:
+        state += f": {b.last_error}"  # discovery writes the reason there
     ctx = "?" if b.max_model_len is None else f"{b.max_model_len:,}"
     cap = f"{_gib(b.kv_capacity_bytes)} ({b.capacity_source})"
     return (

@@ -38,7 +38,7 @@ new lease, off its successor's lease.
 """
 
 from service.ledger.admit import AdmitResult, Admitted, LedgerError, try_admit
-from service.ledger.leases import Capacity, capacity, release, renew
+from service.ledger.leases import Capacity, capacity, capacity_of, release, renew
 from service.ledger.reaping import expire
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "Capacity",
     "LedgerError",
     "capacity",
+    "capacity_of",
     "expire",
     "release",
     "renew",

@@ -4,6 +4,7 @@ status (or back to waiting), and the ledger's per-backend view of leased bytes."
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,7 +122,12 @@ def capacity(
         stmt = stmt.where(Backend.role == role)
     if backend_id is not None:
         stmt = stmt.where(Backend.id == backend_id)
-    backends = session.scalars(stmt).all()
+    return capacity_of(session, session.scalars(stmt).all(), now)
+
+
+def capacity_of(session: Session, backends: Sequence[Backend], now: datetime) -> list[Capacity]:
+    """`capacity` of these backend rows, in their order (a caller that has the rows
+    already reads only the leases)."""
     sums = select(KvLease.backend_id, func.sum(KvLease.kv_bytes), func.count()).where(
         KvLease.expires_at > now, KvLease.backend_id.in_([b.id for b in backends])
     )

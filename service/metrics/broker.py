@@ -1,5 +1,5 @@
 """The broker's queues at scrape time: messages waiting in each of Longdoc's Celery
-queues (ingest, jobs), as the transport counts them (kombu's Redis transport sums a
+queues (ingest, jobs, ocr), as the transport counts them (kombu's Redis transport sums a
 queue's priority lists), and whether the broker answered at all.
 
 A broker that does not answer is a 0 in `longdoc_broker_up` and no queue sample,

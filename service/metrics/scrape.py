@@ -21,7 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.backends.discovery import reachable, usable
 from service.backends.mismatch import FIELDS as MISMATCH_FIELDS
-from service.ledger.leases import capacity
+from service.ledger.leases import capacity_of
 from service.metrics.broker import BrokerCollector
 from service.models import Backend, Batch, BatchStatus, Job, JobStatus, utcnow
 
@@ -131,11 +131,8 @@ class StateCollector(Collector):
             "pool), kv_dtype (another --kv-cache-dtype); 0 otherwise.",
             labels=[*_BACKEND_LABELS, "field"],
         )
-        rows = {b.id: b for b in session.scalars(select(Backend))}
-        for c in capacity(session, self.now()):
-            row = rows.get(c.backend_id)
-            if row is None:  # removed between the two reads
-                continue
+        rows = session.scalars(select(Backend).order_by(Backend.role, Backend.url)).all()
+        for row, c in zip(rows, capacity_of(session, rows, self.now()), strict=True):
             labels = [str(c.backend_id), c.role, row.model or "unknown"]
             usable_.add_metric(labels, 1.0 if usable(row) else 0.0)
             if row.max_model_len is not None:

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from service.backends.discovery import NOT_CONFIGURED, usable
-from service.ledger.leases import capacity
+from service.backends.discovery import NOT_CONFIGURED, state, usable
+from service.ledger.leases import capacity_of
 from service.models import (
     Backend,
     Batch,
@@ -50,18 +50,9 @@ def _mine(column: InstrumentedAttribute[uuid.UUID], who: Principal) -> ColumnEle
     return true() if who.is_admin else column == who.tenant_id
 
 
-def _backend_state(row: Backend) -> str:
-    if row.mismatches:  # reachable, and routed around: see service/backends/mismatch.py
-        return "up, mismatched"
-    if not row.healthy:
-        return "down"
-    return "up" if usable(row) else "up, not usable"
-
-
 def backends(session: Session, who: Principal, now: datetime) -> tuple[list[BackendView], int]:
     """The configured backends, and how many rows are of servers no longer configured
     (kept for the jobs that point at them, not shown)."""
-    rows = {b.id: b for b in session.scalars(select(Backend))}
     own: dict[uuid.UUID, tuple[int, int]] = {}
     if not who.is_admin:
         stmt = (
@@ -72,10 +63,8 @@ def backends(session: Session, who: Principal, now: datetime) -> tuple[list[Back
         )
         own = {b: (int(n_bytes), int(n)) for b, n_bytes, n in session.execute(stmt)}
     out, retired = [], 0
-    for c in capacity(session, now):
-        row = rows.get(c.backend_id)
-        if row is None:
-            continue
+    rows = session.scalars(select(Backend).order_by(Backend.role, Backend.url)).all()
+    for row, c in zip(rows, capacity_of(session, rows, now), strict=True):
         if not row.healthy and row.last_error == NOT_CONFIGURED:
             retired += 1
             continue
@@ -85,7 +74,7 @@ def backends(session: Session, who: Principal, now: datetime) -> tuple[list[Back
                 id=row.id,
                 role=row.role,
                 model=row.model,
-                state=_backend_state(row),
+                state=state(row.healthy, bool(row.mismatches), usable(row)),
                 usable=usable(row),
                 context_tokens=row.max_model_len,
                 capacity_bytes=c.total_bytes,

@@ -189,7 +189,7 @@ def test_an_operator_sees_everything(
     assert odd is not None and odd.get_attribute("data-state") == "up, mismatched"
     text = odd.inner_text()
     assert "model: expected google/gemma-4-31B-it, reported other/model-7b" in text, text
-    assert {"ingest", "jobs"} <= _rows(page, "data-queue")  # the broker answered
+    assert {"ingest", "jobs", "ocr"} <= _rows(page, "data-queue")  # the broker answered
     shot = artifacts() / "status-operator.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

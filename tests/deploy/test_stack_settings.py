@@ -154,7 +154,7 @@ def _longdoc(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
         (["migrate"], {}, "HF_TOKEN is not set: google/gemma-4-31B-it,"),
         (["worker"], {"SCOUT_GPUS": "1,2,3,4"}, "LONGDOC_VLLM_STACK: vllm-scout (.env:"),
         (["migrate"], {"GEMMA_QUANTIZATION": ""}, "the longest that fits is about 15,456"),
-        (["worker", "--queues", "parse"], {}, "queues are ingest, jobs; not parse"),
+        (["worker", "--queues", "parse"], {}, "queues are ingest, jobs, ocr; not parse"),
     ],
 )
 def test_longdoc_says_which_and_why_at_start_up_not_a_traceback(
