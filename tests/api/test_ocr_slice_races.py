@@ -353,3 +353,15 @@ def test_a_first_read_of_a_2000_page_scan_finds_its_pages_and_plans_its_cap(
         (f"ocr_skipped: page cap {cap} reached",)
     }
     assert len(slices(planned.recognise, settings.ocr_slice_pages)) == cap // 4
+
+
+def test_a_scan_deleted_while_its_slices_are_out_ends_them_quietly(tenant: uuid.UUID) -> None:
+    doc_id = _scan_document(tenant, [(1,)])
+    with get_sessionmaker()() as s:
+        doc = s.get(Document, doc_id)
+        s.delete(doc)
+        s.commit()
+    assert _rows(doc_id) == {}  # its pages went with it
+    joins: list[str] = []
+    assert run_slice(doc_id, 1, "w", get_settings(), joins.append)["skipped"]
+    assert joins == []
