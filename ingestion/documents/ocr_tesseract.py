@@ -2,9 +2,10 @@
 ``tesseract`` engine of `ocr.OcrOptions`.
 
 Why a process when MuPDF links Tesseract in: PyMuPDF's wheels build it without
-SIMD, while Debian's binary picks AVX2 or AVX-512 at run time; the same page, the
-same character error rate, 1.6x (300 dpi) to 2.7x (150 dpi) the pages/s in one
-bench/ocr.py run: 0.88x and 0.83x of the bare command line's. The page is
+SIMD, while Debian's binary picks AVX2 or AVX-512 at run time: 1.6x (300 dpi) to
+2.7x (150 dpi) the pages/s in one bench/ocr.py run, 0.88x and 0.83x of the bare
+command line's, at the command line's character error rate (MuPDF's build reads
+150 dpi renders slightly better: 0.006 against 0.008). The page is
 rendered by MuPDF as the in-process engine renders it (same dpi), in gray, which
 Tesseract would make of it anyway before binarising, and handed over as PNM on
 stdin: no temporary file, no PNG encoding. One thread (OMP_THREAD_LIMIT=1): a
