@@ -11,13 +11,13 @@ sandwich scan keeps its invisible layer; ``force``: every page; ``off``). How: t
 whole page is rendered at `choose_dpi` (the configured DPI, lowered so that the
 page stays under a pixel cap: Tesseract's peak is ~12 bytes a pixel, measured
 at 170 MB for an A4 page at 300 dpi, 470 MB at 600 dpi) and recognised by
-`ocr_page`, which never raises: a failure is the page's warning. Two engines read the
-render (`OcrOptions.engine`): ``mupdf``, the Tesseract that PyMuPDF links in, and
-``tesseract``, Debian's command on the rendered image (ocr_tesseract), as accurate and
-1.6-2.7x as fast (bench/ocr.py); `resolve_engine` makes ``auto`` the command where it is on PATH.
-Images far larger
-than the render are no danger: MuPDF decodes them subsampled (a 20,000 x 20,000 px
-image on an A4 page rendered at 150 dpi costs ~20 MB). Each call stands alone, so a
+`ocr_page`, which never raises: a failure is the page's warning. Two engines read
+the render (`OcrOptions.engine`): ``mupdf``, the Tesseract that PyMuPDF links in,
+and ``tesseract``, Debian's command on the rendered image (ocr_tesseract), about as
+accurate and 1.6-2.7x as fast (bench/ocr.py); `resolve_engine` makes ``auto`` the
+command where it is on PATH. Images far larger than the render are no danger:
+MuPDF decodes them subsampled (a 20,000 x 20,000 px image on an A4 page rendered at
+150 dpi costs ~20 MB). Each call stands alone, so a
 page, or a slice of pages, can be recognised by itself.
 """
 
