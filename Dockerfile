@@ -35,9 +35,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-# OCR of scanned pages (ingestion/documents/ocr.py): MuPDF links Tesseract in and
-# needs its language data; the `tesseract` command comes with it and is how PyMuPDF
-# finds that folder. Pinned to bookworm's versions, as the base image is.
+# OCR of scanned pages (ingestion/documents/ocr.py): the `tesseract` command reads
+# them (LONGDOC_OCR_ENGINE=auto; built with SIMD, faster than the Tesseract MuPDF
+# links in) with this language data, and is how PyMuPDF finds that folder. Pinned to
+# bookworm's versions, as the base image is.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         tesseract-ocr=5.3.0-2 \

@@ -1,21 +1,28 @@
-"""OCR benchmark (issue 13): Longdoc's OCR path against the `tesseract` command line.
+"""OCR benchmark (issue 13): Longdoc's OCR path, with each of its engines, against the
+`tesseract` command line.
 
 Real text pages from the corpus (PDFs, and the live manual's EPUBs in four languages,
 laid out by MuPDF) are rendered to gray images at 150 and 300 dpi and put in image-only
 PDFs, the "scans"; their own text layer is the ground truth. Measured in one run:
-- CER per document, language and dpi (bench/ocr_support.py) of Longdoc's path
-  (`open_document` with OCR on, as a worker parses: render, Tesseract via PyMuPDF,
-  cleaning) and of `tesseract IMAGE - -l LANG` on the same page images (the
-  baseline, so that a CER is read against what the engine does alone);
-- pages/s of both, single-threaded (OMP_THREAD_LIMIT=1 for the command line, whose
-  OpenMP would otherwise take every core: a worker runs one page per process), and
-  the ratio Longdoc / command line;
-- peak RSS (VmHWM) of the process running Longdoc's path, a fresh one per document and
-  dpi, with what it held before the first page (Python, PyMuPDF: the "base"), and
-  the largest of the command-line processes (each started from a small launcher).
+- CER per document, language, dpi and engine (bench/ocr_support.py) of Longdoc's path
+  (`open_document` with OCR on, as a worker parses: render, recognition, cleaning),
+  once per engine (`OcrOptions.engine`: ``mupdf``, the Tesseract PyMuPDF links in;
+  ``tesseract``, the command on the page MuPDF renders), and of
+  `tesseract IMAGE - -l LANG` on the same page images (the baseline, so that a CER is
+  read against what the engine does alone); each engine's row holds the same
+  command-line run;
+- pages/s of each, single-threaded (OMP_THREAD_LIMIT=1 for the command line and for
+  the ``tesseract`` engine, whose OpenMP would otherwise take every core: a worker
+  runs one page per process), and the ratio Longdoc / command line;
+- peak RSS (VmHWM) of the process running Longdoc's path, a fresh one per document,
+  dpi and engine, with what it held before the first page (Python, PyMuPDF: the
+  "base"), and the largest of the command-line processes (each started from a small
+  launcher). With the ``tesseract`` engine, Tesseract's memory is its command's, as
+  in the CLI column: the Longdoc column is the render and Python only.
 
 Our OCR renders each scan at the scan's dpi, so both recognise the same pixels.
-Default: 2 pages per document (~4 minutes on 2 cores); --pages N for more.
+Default: 2 pages per document (~4 minutes on 2 cores); --pages N for more. A language
+whose data is not installed (Spanish, often) is skipped, as is a missing corpus file.
 
 Usage: python bench/ocr.py [--corpus DIR] [--pages N] [--dpi 150 300] [--json OUT]
 """
@@ -42,7 +49,7 @@ if __package__ in (None, ""):
 
 from bench.e2e import table
 from bench.ocr_support import errors, image_only_pdf, page_image
-from ingestion.documents.ocr import OcrOptions
+from ingestion.documents.ocr import OcrEngine, OcrOptions, installed_languages
 from ingestion.documents.parse import open_document
 from service.config import Settings
 
@@ -57,6 +64,7 @@ DOCUMENTS = [
 ]
 # A page with less text says little about a CER.
 MIN_CHARS = 800
+ENGINES: tuple[OcrEngine, ...] = ("mupdf", "tesseract")
 
 
 def _status_mib(field: str) -> float:
@@ -74,9 +82,9 @@ def pick_pages(doc: Any, n: int) -> list[int]:
     return [full[int(step * k + step / 2)] for k in range(n)]
 
 
-def longdoc_ocr(scan: str, lang: str, dpi: int) -> dict[str, Any]:
+def longdoc_ocr(scan: str, lang: str, dpi: int, engine: OcrEngine) -> dict[str, Any]:
     """Our path on an image-only PDF, in the process it runs in (a fresh one)."""
-    options = OcrOptions(mode="auto", languages=lang, dpi=dpi, max_pixels=10**9)
+    options = OcrOptions(mode="auto", languages=lang, dpi=dpi, max_pixels=10**9, engine=engine)
     base = _status_mib("VmRSS")
     texts, seconds, warnings = [], [], []
     with open_document(Path(scan), "application/pdf", max_pages=10_000, ocr_options=options) as d:
@@ -130,10 +138,14 @@ def cli_ocr(images: list[Path], lang: str, dpi: int) -> dict[str, Any]:
 
 def run(corpus: Path, n_pages: int, dpis: list[int], work: Path) -> list[dict[str, Any]]:
     rows = []
+    installed = installed_languages()
     for rel, media_type, lang in DOCUMENTS:
         path = corpus / rel
         if not path.is_file():
             print(f"{rel}: not in the corpus (make corpus), skipped", file=sys.stderr)
+            continue
+        if lang not in installed:
+            print(f"{rel}: Tesseract has no {lang} data here, skipped", file=sys.stderr)
             continue
         src = pymupdf.open(path, filetype=media_type.split("/")[-1].split("+")[0])
         numbers = pick_pages(src, n_pages)
@@ -145,33 +157,48 @@ def run(corpus: Path, n_pages: int, dpis: list[int], work: Path) -> list[dict[st
             for k, page in enumerate(pages):
                 images.append(work / f"{path.stem}.{dpi}.{k}.png")
                 page_image(page, dpi).save(images[-1])
-            # Fresh per run: the peak RSS is this run's, not the bench's.
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                ours = pool.submit(longdoc_ocr, str(scan), lang, dpi).result()
+            ours = {}
+            for engine in ENGINES:
+                # Fresh per run: the peak RSS is this run's, not the bench's.
+                with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                    ours[engine] = pool.submit(longdoc_ocr, str(scan), lang, dpi, engine).result()
             theirs = cli_ocr(images, lang, dpi)
-            rows.append(_row(rel, lang, dpi, numbers, truth, ours, theirs))
-            print(" ".join(str(c) for c in cells(rows[-1])), file=sys.stderr, flush=True)
+            for engine in ENGINES:
+                rows.append(_row(rel, lang, dpi, engine, numbers, truth, ours[engine], theirs))
+                print(" ".join(str(c) for c in cells(rows[-1])), file=sys.stderr, flush=True)
         src.close()
     return rows
 
 
 def _row(
-    rel: str, lang: str, dpi: int, numbers: list[int], truth: list[str], ours: Any, theirs: Any
+    rel: str,
+    lang: str,
+    dpi: int,
+    engine: OcrEngine,
+    numbers: list[int],
+    truth: list[str],
+    ours: Any,
+    theirs: Any,
 ) -> dict[str, Any]:
-    def cer(texts: list[str]) -> float:
+    def edits(texts: list[str]) -> tuple[int, int]:
         pairs = [errors(t, h) for t, h in zip(truth, texts, strict=True)]
-        return sum(d for d, _ in pairs) / max(sum(n for _, n in pairs), 1)
+        return sum(d for d, _ in pairs), sum(n for _, n in pairs)
 
     recognised = sum(any(w.startswith("ocr:") for w in ws) for ws in ours["warnings"])
+    (ours_edits, reference), (cli_edits, _) = edits(ours["texts"]), edits(theirs["texts"])
     return {
         "document": rel,
         "lang": lang,
         "dpi": dpi,
+        "engine": engine,
         "pages": [n + 1 for n in numbers],
         "chars": sum(len(t) for t in truth),
+        "reference_chars": reference,  # normalised, what a CER divides by
         "recognised": recognised,
-        "cer_longdoc": cer(ours["texts"]),
-        "cer_cli": cer(theirs["texts"]),
+        "edits_longdoc": ours_edits,
+        "edits_cli": cli_edits,
+        "cer_longdoc": ours_edits / max(reference, 1),
+        "cer_cli": cli_edits / max(reference, 1),
         "pages_s_longdoc": len(truth) / sum(ours["seconds"]),
         "pages_s_cli": len(truth) / sum(theirs["seconds"]),
         "peak_mib_longdoc": ours["hwm_mib"],
@@ -181,18 +208,41 @@ def _row(
 
 
 HEAD = (
-    "document|lang|dpi|pages|CER Longdoc|CER CLI|pages/s Longdoc|pages/s CLI|ratio|"
+    "document|lang|dpi|engine|pages|CER Longdoc|CER CLI|pages/s Longdoc|pages/s CLI|ratio|"
     "peak MiB Longdoc (base)|peak MiB CLI"
 )
 
 
 def cells(r: dict[str, Any]) -> list[Any]:
     return [
-        r["document"], r["lang"], r["dpi"], f"{r['recognised']}/{len(r['pages'])}",
+        r["document"], r["lang"], r["dpi"], r["engine"], f"{r['recognised']}/{len(r['pages'])}",
         f"{r['cer_longdoc']:.3f}", f"{r['cer_cli']:.3f}",
         r["pages_s_longdoc"], r["pages_s_cli"], r["pages_s_longdoc"] / r["pages_s_cli"],
         f"{r['peak_mib_longdoc']:.0f} ({r['base_mib_longdoc']:.0f})", f"{r['peak_mib_cli']:.0f}",
     ]  # fmt: skip
+
+
+def summary(rows: list[dict[str, Any]], dpis: list[int]) -> list[str]:
+    """Per dpi and engine: pages/s of Longdoc and of the CLI over all pages (time
+    summed), their ratio, and both CERs over all characters."""
+    lines = []
+    for dpi in dpis:
+        for engine in ENGINES:
+            at = [r for r in rows if r["dpi"] == dpi and r["engine"] == engine]
+            if not at:
+                continue
+            n = sum(len(r["pages"]) for r in at)
+            ours = n / sum(len(r["pages"]) / r["pages_s_longdoc"] for r in at)
+            cli = n / sum(len(r["pages"]) / r["pages_s_cli"] for r in at)
+            chars = max(sum(r["reference_chars"] for r in at), 1)
+            cer_ours = sum(r["edits_longdoc"] for r in at) / chars
+            cer_cli = sum(r["edits_cli"] for r in at) / chars
+            lines.append(
+                f"{dpi} dpi, {n} pages, engine {engine}: Longdoc {ours:.2f} pages/s, "
+                f"CLI {cli:.2f} pages/s, ratio {ours / cli:.2f}; "
+                f"CER Longdoc {cer_ours:.3f}, CLI {cer_cli:.3f}"
+            )
+    return lines
 
 
 def main() -> None:
@@ -207,17 +257,8 @@ def main() -> None:
         rows = run(args.corpus, args.pages, args.dpi, Path(tmp))
     print(f"== OCR: Longdoc vs tesseract CLI, {args.pages} pages per document, 1 thread each")
     print(table(HEAD, [cells(r) for r in rows]))
-    for dpi in args.dpi:
-        at = [r for r in rows if r["dpi"] == dpi]
-        if not at:
-            continue
-        n = sum(len(r["pages"]) for r in at)
-        ours = n / sum(len(r["pages"]) / r["pages_s_longdoc"] for r in at)
-        cli = n / sum(len(r["pages"]) / r["pages_s_cli"] for r in at)
-        print(
-            f"{dpi} dpi, {n} pages: Longdoc {ours:.2f} pages/s, CLI {cli:.2f} pages/s, "
-            f"ratio {ours / cli:.2f}"
-        )
+    for line in summary(rows, args.dpi):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 

@@ -91,6 +91,7 @@ def check_ocr(settings: Settings) -> None:
     inherit the language folder found (a `tesseract` run) instead of each looking."""
     from ingestion.documents import ocr
     from ingestion.documents.ocr_languages import language_problem
+    from ingestion.documents.ocr_tesseract import find_tesseract
 
     if settings.ocr_mode == "off":
         return
@@ -102,7 +103,16 @@ def check_ocr(settings: Settings) -> None:
             "and say ocr_skipped"
         )
         return
-    log.info("OCR: Tesseract languages %s in %s", "+".join(sorted(installed)), ocr.find_tessdata())
+    engine = ocr.resolve_engine(settings.ocr_engine)  # and `tesseract` looked up, once
+    log.info(
+        "OCR: Tesseract languages %s in %s, engine %s",
+        "+".join(sorted(installed)), ocr.find_tessdata(), engine,
+    )  # fmt: skip
+    if engine == "tesseract" and find_tesseract() is None:
+        log.warning(
+            "OCR: LONGDOC_OCR_ENGINE=tesseract, but the tesseract command is not on PATH: "
+            "scanned pages say ocr_skipped"
+        )
     problem = language_problem(settings.ocr_languages, installed)
     if problem is not None:
         log.warning("OCR: LONGDOC_OCR_LANGUAGES: %s", problem)

@@ -184,7 +184,7 @@ def test_a_slice_recognises_real_pages_and_the_last_sends_the_join(tenant: uuid.
         for number in (1, 3):
             assert rows[number].status == DONE
             assert rows[number].warnings and rows[number].warnings[0].startswith("ocr: eng ")
-            alone = ocr.ocr_page(pdf[number - 1], "eng", OcrOptions())
+            alone = ocr.ocr_page(pdf[number - 1], "eng", ocr_phase.render_options(settings))
             assert rows[number].text == alone.text and alone.text.strip()
     assert _doc(doc_id).ocr_pages_done == 2
     assert _ocr_pages_counted("recognised") == before + 2

@@ -5,18 +5,19 @@ warnings as recognising it inline, progress per page, nothing left behind."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from ingestion.documents.ocr import OcrOptions
 from ingestion.documents.parse import open_document
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.models import Document, OcrPage
 from tests.api.test_documents import settled
 from tests.conftest import _new_key, auth, corpus_file
+from workers.ingest.ocr_phase import render_options
 
 pytestmark = pytest.mark.usefixtures("worker", "tesseract")
 SCAN = "pdf-scanned/ocrmypdf-multipage.pdf"  # 6 pages, 5 of them images only
@@ -43,7 +44,8 @@ def test_a_long_scan_is_recognised_in_slices_and_joined_as_inline(client: Any, k
     assert doc["ocr"] == {"mode": None, "languages": "eng"}
     text = client.get(f"/v1/documents/{doc['id']}/text", headers=auth(key)).json()
     pages = {p["number"]: p for p in text["pages"]}
-    inline = OcrOptions(languages="eng", dpi=settings.ocr_dpi, max_pixels=settings.ocr_max_pixels)
+    # As the worker recognises a page inline: its render and its engine.
+    inline = replace(render_options(settings), languages="eng")
     with open_document(path, "application/pdf", max_pages=100, ocr_options=inline) as parsed:
         alone = {p.number: p for p in parsed.pages()}
     assert sorted(pages) == sorted(alone) == [1, 2, 3, 4, 5, 6]

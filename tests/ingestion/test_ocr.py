@@ -231,8 +231,8 @@ def test_a_huge_image_is_decoded_subsampled(tmp_path: Path) -> None:
     assert got["hwm"] < GIB
 
 
-def test_a_corrupt_image_stream_is_a_page_warning(corpus_file: CorpusFile, tmp_path: Path) -> None:
-    path = tmp_path / "corrupt.pdf"
+def corrupt_scan(corpus_file: CorpusFile, path: Path) -> Path:
+    """Two real scans, the first with its G4 image stream damaged past its first tenth."""
     with pymupdf.open(corpus_file("pdf-scanned/ocrmypdf-ccitt.pdf")) as doc:
         doc.insert_pdf(pymupdf.open(corpus_file("pdf-scanned/ocrmypdf-jbig2.pdf")))
         xref = doc[0].get_images(full=True)[0][0]
@@ -243,7 +243,11 @@ def test_a_corrupt_image_stream_is_a_page_warning(corpus_file: CorpusFile, tmp_p
         for key, value in keys.items():
             doc.xref_set_key(xref, key, value)
         doc.save(path)
-    damaged, intact = _parse(path)
+    return path
+
+
+def test_a_corrupt_image_stream_is_a_page_warning(corpus_file: CorpusFile, tmp_path: Path) -> None:
+    damaged, intact = _parse(corrupt_scan(corpus_file, tmp_path / "corrupt.pdf"))
     assert damaged.warnings[0] in (NO_TEXT_LAYER, "ocr: eng 300dpi")
     assert any(w.startswith(("ocr_warning: ", "ocr_failed: ")) for w in damaged.warnings)
     assert intact.warnings == ("ocr: eng 300dpi",)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +38,27 @@ class WantsOcr:
     page_count: int
 
 
+def render_options(settings: Settings) -> OcrOptions:
+    """What every page this worker recognises shares, inline or in a slice
+    (workers/ocr/tasks.py): the render, and the engine with its time a page."""
+    return OcrOptions(
+        dpi=settings.ocr_dpi,
+        max_pixels=settings.ocr_max_pixels,
+        engine=ocr.resolve_engine(settings.ocr_engine),
+        timeout_s=settings.ocr_page_time_limit_s,
+    )
+
+
 def options_for(settings: Settings, doc: Document) -> OcrOptions:
     """The settings' OCR, with what the upload asked for over them."""
     mode = next((m for m in OCR_MODES if m == doc.ocr_mode), settings.ocr_mode)
-    return OcrOptions(
+    return replace(
+        render_options(settings),
         mode=mode,
         languages=doc.ocr_languages,
         default_languages=settings.ocr_languages,
         max_pages=settings.ocr_max_pages_per_document,
         max_seconds=settings.ocr_max_seconds_per_document,
-        dpi=settings.ocr_dpi,
-        max_pixels=settings.ocr_max_pixels,
     )
 
 

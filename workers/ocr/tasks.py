@@ -30,6 +30,7 @@ from service.metrics.definitions import record_ocr_pages
 from service.models import Document, utcnow
 from service.periodic import heartbeat
 from service.queue import OCR_TASK, app, dispatch_ingest, dispatch_ocr_slice
+from workers.ingest.ocr_phase import render_options
 from workers.ocr import store
 from workers.task_options import durable_task, worker_name
 
@@ -75,9 +76,9 @@ def run_slice(
             return {**out, "skipped": True}
         media_type, sha256 = doc.media_type, doc.sha256
     source = BlobStore(settings.blobs).original(sha256)
-    # Which pages and in what languages were decided at planning; only the render is
-    # the worker's settings'.
-    options = OcrOptions(dpi=settings.ocr_dpi, max_pixels=settings.ocr_max_pixels)
+    # Which pages and in what languages were decided at planning; only the render and
+    # the engine are the worker's settings', as for the pages recognised inline.
+    options = render_options(settings)
     done = _recognise(sessions, claim, source, media_type, options, settings, dispatch_slice)
     out["pages"] = done
     with sessions() as session:
