@@ -53,3 +53,22 @@ class TokenCount:
     tokenizer: str
     method: str
     model: str | None = None
+
+
+# Exceptions that the broad per-page `except Exception` clauses (a page that fails must
+# not end its document) must let through: a task's time limit, which Celery raises as an
+# ordinary exception wherever the task happens to be, so that the task ends as its limit
+# says instead of going on with the page marked failed. ingestion/ imports no Celery:
+# the worker registers the class (workers/task_options.py).
+_PASSING: list[type[BaseException]] = []
+
+
+def let_through(kind: type[BaseException]) -> None:
+    """Have `passes_through` say yes to `kind` (and its subclasses)."""
+    if kind not in _PASSING:
+        _PASSING.append(kind)
+
+
+def passes_through(exc: BaseException) -> bool:
+    """Whether a page-level handler must re-raise `exc` rather than record it."""
+    return isinstance(exc, tuple(_PASSING))

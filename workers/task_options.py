@@ -6,6 +6,13 @@ import os
 import socket
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
+from ingestion.types import let_through
+
+# A task's soft time limit ends the task, not just the page it lands in (ingestion.types).
+let_through(SoftTimeLimitExceeded)
+
 
 def durable_task(name: str) -> dict[str, Any]:
     """Options of every Longdoc task: acknowledged after it ran, handed back if its

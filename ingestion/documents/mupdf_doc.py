@@ -52,7 +52,7 @@ from ingestion.documents.pagetext import (
     has_unmapped_glyphs,
 )
 from ingestion.documents.parsed import ParsedDocument, check_page_count
-from ingestion.types import DocumentInfo, IngestError, PageText
+from ingestion.types import DocumentInfo, IngestError, PageText, passes_through
 
 # Checked every few pages; /proc/self/statm is one small read.
 CHECK_EVERY = 16
@@ -214,6 +214,8 @@ class MuPDFDocument(ParsedDocument):
                 self._wanted.append(index + 1)
                 text, warnings = self._recognise(page, index + 1, text, warnings)
         except Exception as exc:  # any page-level failure must not end the document
+            if passes_through(exc):
+                raise
             text = ""
             warnings = [failure_warning(exc)]
         if self._doc.is_repaired:

@@ -48,7 +48,9 @@ from ingestion.documents.pagetext import (
     OCR_SKIPPED,
     OCR_WARNING,
     clean_text,
+    first_line,
 )
+from ingestion.types import passes_through
 
 OcrMode = Literal["auto", "force", "off"]
 OCR_MODES: tuple[OcrMode, ...] = ("auto", "force", "off")
@@ -196,8 +198,9 @@ def ocr_page(page: Any, languages: str, options: OcrOptions) -> OcrResult:
         if turn:
             raw = _turned(page, turn, lambda: read(dpi))
     except Exception as exc:  # MuPDF and Tesseract raise many kinds; the page says which
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return OcrResult("", (f"{OCR_FAILED}: {message[:120]}",))
+        if passes_through(exc):
+            raise
+        return OcrResult("", (f"{OCR_FAILED}: {first_line(exc)}",))
     warnings = [f"{OCR}: {languages} {dpi}dpi"]
     if turn:
         warnings.append(f"{OCR_ROTATED}: {turn}")

@@ -20,7 +20,8 @@ from typing import Any
 
 from ingestion.documents import ocr
 from ingestion.documents.mupdf_doc import open_mupdf
-from ingestion.documents.pagetext import OCR_FAILED
+from ingestion.documents.pagetext import OCR_FAILED, first_line
+from ingestion.types import passes_through
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ def _recognise_one(doc: Any, number: int, languages: str, options: ocr.OcrOption
     try:
         page = doc.load_page(number - 1)
     except Exception as exc:  # MuPDF raises many kinds; the page says which
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return ocr.OcrResult("", (f"{OCR_FAILED}: {first[:120]}",))
+        if passes_through(exc):
+            raise
+        return ocr.OcrResult("", (f"{OCR_FAILED}: {first_line(exc)}",))
     return ocr.ocr_page(page, languages, options)

@@ -70,10 +70,16 @@ _UNMAPPED_MIN_CHARS = 20
 _UNMAPPED_SHARE = 0.10
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none), at
+    most 120 characters: what a page's warning says of it."""
+    message = str(exc).strip()
+    return (message.splitlines()[0] if message else type(exc).__name__)[:120]
+
+
 def failure_warning(exc: BaseException) -> str:
     """``extraction_failed: <first line of the message, at most 120 chars>``."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{EXTRACTION_FAILED}: {message[:120]}"
+    return f"{EXTRACTION_FAILED}: {first_line(exc)}"
 
 
 def normalize_newlines(text: str) -> str:

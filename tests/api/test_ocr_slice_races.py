@@ -10,14 +10,18 @@ worker of another test module takes these documents' messages.
 from __future__ import annotations
 
 import shutil
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pymupdf
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 
 from ingestion.documents import ocr
@@ -365,3 +369,56 @@ def test_a_scan_deleted_while_its_slices_are_out_ends_them_quietly(tenant: uuid.
     joins: list[str] = []
     assert run_slice(doc_id, 1, "w", get_settings(), joins.append)["skipped"]
     assert joins == []
+
+
+@contextmanager
+def _time_limit_in(seconds: float) -> Iterator[None]:
+    """Celery's soft time limit as a worker delivers it: a signal whose handler raises
+    SoftTimeLimitExceeded wherever the task is (here after `seconds`)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def test_a_time_limit_mid_page_ends_the_read_not_just_the_page() -> None:
+    """With the engine a worker reads with (the tesseract command, which `make test`
+    installs): MuPDF's own Tesseract runs Python callbacks that turn any exception in
+    them into a MuPDF error, so under it a limit landing mid-page fails that page, and
+    Celery's hard limit ends the task."""
+    import workers.task_options  # noqa: F401 - registers Celery's limit (ingestion.types)
+
+    options = replace(ocr_phase.render_options(get_settings()), dpi=300)
+    assert options.engine == "tesseract"
+    with (
+        pytest.raises(SoftTimeLimitExceeded),
+        open_document(
+            corpus_file(SCAN), "application/pdf", max_pages=10, ocr_options=options
+        ) as parsed,
+        _time_limit_in(0.5),
+    ):
+        list(parsed.pages())  # five pages of OCR: seconds, well past the limit
+
+
+def test_a_slice_at_its_time_limit_fails_the_page_in_hand_and_requeues_the_rest(
+    tenant: uuid.UUID,
+) -> None:
+    doc_id = _scan_document(tenant, [(1, 3)])
+    settings = get_settings()
+    again: list[tuple[str, int]] = []
+    with _time_limit_in(0.5):
+        run_slice(doc_id, 1, "w", settings, [].append, lambda d, n: again.append((d, n)))
+    rows = _rows(doc_id)
+    limit = settings.ocr_slice_soft_time_limit_s
+    assert rows[1].warnings == [
+        f"{OCR_FAILED}: the slice passed its time limit of {limit} s on this page"
+    ]
+    assert rows[3].status == PENDING and rows[3].claimed_by is None
+    assert again == [(str(doc_id), 1)]
