@@ -15,8 +15,9 @@ from ingestion.documents import ocr
 from ingestion.documents.ocr_tesseract import find_tesseract
 from service.config import Settings
 from service.models import Document
+from service.ocr_options import render_options
 from workers.app import check_ocr
-from workers.ingest.ocr_phase import options_for, render_options
+from workers.ingest.ocr_phase import options_for
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:

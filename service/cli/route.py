@@ -19,7 +19,10 @@ import typer
 
 from ingestion.capacity.route_plan import Plan, Request, RouteRefused
 from ingestion.documents.formats import detect_media_type_path
+from ingestion.documents.ocr import OcrMode, OcrOptions, installed_languages
+from ingestion.documents.ocr_languages import language_problem
 from ingestion.documents.page_range import PageRange, PageRangeError, parse_pages
+from ingestion.documents.pagetext import OCR
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TaskError, validate
@@ -29,6 +32,7 @@ from service.cli.options import settings_of
 from service.config import Settings
 from service.deployment import MODEL_ROLES
 from service.jobs.planner import DocumentText, deployment_backends, plan_job
+from service.ocr_options import ocr_options
 
 GIB = 1 << 30
 
@@ -80,13 +84,30 @@ def _counter(role: str, path: Path | None) -> TokenCounter | None:
         return None
 
 
-def _read(path: Path, max_pages: int) -> tuple[str, str, list[tuple[PageSpan, str]]]:
+def _read(
+    path: Path, max_pages: int, ocr_options: OcrOptions
+) -> tuple[str, str, list[tuple[PageSpan, str]]]:
     media_type = detect_media_type_path(path)
     buf = io.BytesIO()
-    with open_document(path, media_type, max_pages=max_pages) as doc:
+    # Scanned pages are OCR'd here as the worker would (in this process, one after the
+    # other): without it a scan would plan as the few tokens of its text layer.
+    with open_document(path, media_type, max_pages=max_pages, ocr_options=ocr_options) as doc:
         spans = write_pages(doc.pages(), buf)
+    recognised = sum(any(w.startswith(f"{OCR}:") for w in s.warnings) for s in spans)
+    if recognised:
+        typer.echo(f"longdoc route: {recognised} page(s) read by OCR", err=True)
     text = buf.getvalue().decode("utf-8")
     return media_type, text, [(s, text[s.char_start : s.char_end]) for s in spans]
+
+
+def _ocr(settings: Settings, mode: OcrMode | None, languages: str | None) -> OcrOptions:
+    # Checked as an upload's are: the form, and that Tesseract has each one.
+    problem = (
+        None if languages is None else language_problem(languages, installed_languages() or None)
+    )
+    if problem is not None:
+        raise _fail(f"--ocr-languages: {problem}")
+    return ocr_options(settings, mode, languages)
 
 
 def _params(task: str, raw: str | None) -> dict[str, Any]:
@@ -148,14 +169,23 @@ def route(
             "--pages", help='Only these pages, as POST /v1/jobs takes them: "7", "30-45".'
         ),
     ] = None,
+    ocr: Annotated[
+        OcrMode | None,
+        typer.Option(help="OCR of scanned pages: auto, force or off; default LONGDOC_OCR_MODE."),
+    ] = None,
+    ocr_languages: Annotated[
+        str | None,
+        typer.Option(help="Tesseract languages, e.g. deu+eng; default: the document's."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Which model a job on FILE runs on, the KV it reserves, and why (no server needed)."""
     settings = settings_of(ctx)
     task_params = _params(task, params)
     wanted = _pages(pages)
+    options = _ocr(settings, ocr, ocr_languages)
     try:
-        media_type, text, page_texts = _read(file, settings.max_pages)
+        media_type, text, page_texts = _read(file, settings.max_pages, options)
     except IngestError as exc:
         raise _fail(f"{file}: {exc.reason}") from None
     except (OSError, UnicodeDecodeError) as exc:

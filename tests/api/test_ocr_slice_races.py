@@ -34,6 +34,7 @@ from service.config import Settings, get_settings
 from service.db import get_sessionmaker
 from service.models import Document, DocumentStatus, OcrPage, OcrUsage, Tenant, utcnow
 from service.models.ocr import DONE, PENDING
+from service.ocr_options import render_options
 from tests.conftest import corpus_file
 from workers.ingest import ocr_phase
 from workers.ingest.tasks import run_ingest
@@ -188,7 +189,7 @@ def test_a_slice_recognises_real_pages_and_the_last_sends_the_join(tenant: uuid.
         for number in (1, 3):
             assert rows[number].status == DONE
             assert rows[number].warnings and rows[number].warnings[0].startswith("ocr: eng ")
-            alone = ocr.ocr_page(pdf[number - 1], "eng", ocr_phase.render_options(settings))
+            alone = ocr.ocr_page(pdf[number - 1], "eng", render_options(settings))
             assert rows[number].text == alone.text and alone.text.strip()
     assert _doc(doc_id).ocr_pages_done == 2
     assert _ocr_pages_counted("recognised") == before + 2
@@ -395,7 +396,7 @@ def test_a_time_limit_mid_page_ends_the_read_not_just_the_page() -> None:
     Celery's hard limit ends the task."""
     import workers.task_options  # noqa: F401 - registers Celery's limit (ingestion.types)
 
-    options = replace(ocr_phase.render_options(get_settings()), dpi=300)
+    options = replace(render_options(get_settings()), dpi=300)
     assert options.engine == "tesseract"
     with (
         pytest.raises(SoftTimeLimitExceeded),

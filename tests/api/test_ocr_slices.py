@@ -15,9 +15,9 @@ from ingestion.documents.parse import open_document
 from service.config import get_settings
 from service.db import get_sessionmaker
 from service.models import Document, OcrPage
+from service.ocr_options import render_options
 from tests.api.test_documents import settled
 from tests.conftest import _new_key, auth, corpus_file
-from workers.ingest.ocr_phase import render_options
 
 pytestmark = pytest.mark.usefixtures("worker", "tesseract")
 SCAN = "pdf-scanned/ocrmypdf-multipage.pdf"  # 6 pages, 5 of them images only

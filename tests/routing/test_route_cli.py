@@ -166,3 +166,21 @@ def test_a_page_range_is_planned_on_those_pages_alone() -> None:
 def test_a_bad_page_range_exits_2(pages: str, why: str) -> None:
     code, _, err = route(str(corpus_path("pdf/r-intro.pdf")), "--pages", pages)
     assert code == 2 and "--pages" in err and why in err, err
+
+
+@pytest.mark.usefixtures("tesseract")
+def test_a_scan_is_planned_on_its_ocr_text_unless_ocr_is_off() -> None:
+    scan = str(corpus_path("pdf-scanned/ocrmypdf-jbig2.pdf"))  # one image-only page
+
+    def gemma_tokens(*args: str) -> tuple[int, str]:
+        code, out, err = route(scan, "--json", *args)
+        assert code == 0, err
+        doc = {d.role: d for d in Plan.from_json(json.loads(out)["plan"]).document}
+        return doc["gemma"].count, err
+
+    read, said = gemma_tokens("--ocr-languages", "eng")
+    assert read > 200 and "1 page(s) read by OCR" in said
+    off, quiet = gemma_tokens("--ocr", "off")
+    assert off == 0 and "OCR" not in quiet
+    code, _, err = route(scan, "--ocr-languages", "xyz")
+    assert code == 2 and "--ocr-languages" in err and "xyz" in err

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingestion.documents import ocr
-from ingestion.documents.ocr import OCR_MODES, OcrOptions
+from ingestion.documents.ocr import OcrOptions
 from ingestion.documents.ocr_slice import OcrPlan, cap, recognise_pages, refused, slices
 from service.config import Settings
 from service.models import Document, utcnow
+from service.ocr_options import ocr_options
 from service.queue import dispatch_ocr_slice
 from workers.ingest import claims
 from workers.ocr import quota, store
@@ -38,28 +39,9 @@ class WantsOcr:
     page_count: int
 
 
-def render_options(settings: Settings) -> OcrOptions:
-    """What every page this worker recognises shares, inline or in a slice
-    (workers/ocr/tasks.py): the render, and the engine with its time a page."""
-    return OcrOptions(
-        dpi=settings.ocr_dpi,
-        max_pixels=settings.ocr_max_pixels,
-        engine=ocr.resolve_engine(settings.ocr_engine),
-        timeout_s=settings.ocr_page_time_limit_s,
-    )
-
-
 def options_for(settings: Settings, doc: Document) -> OcrOptions:
-    """The settings' OCR, with what the upload asked for over them."""
-    mode = next((m for m in OCR_MODES if m == doc.ocr_mode), settings.ocr_mode)
-    return replace(
-        render_options(settings),
-        mode=mode,
-        languages=doc.ocr_languages,
-        default_languages=settings.ocr_languages,
-        max_pages=settings.ocr_max_pages_per_document,
-        max_seconds=settings.ocr_max_seconds_per_document,
-    )
+    """The settings' OCR, with what the document's upload asked for over them."""
+    return ocr_options(settings, doc.ocr_mode, doc.ocr_languages)
 
 
 def plan(

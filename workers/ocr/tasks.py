@@ -28,9 +28,9 @@ from service.config import Settings, get_settings
 from service.db import get_sessionmaker
 from service.metrics.definitions import record_ocr_pages
 from service.models import Document, utcnow
+from service.ocr_options import render_options
 from service.periodic import heartbeat
 from service.queue import OCR_TASK, app, dispatch_ingest, dispatch_ocr_slice
-from workers.ingest.ocr_phase import render_options
 from workers.ocr import store
 from workers.task_options import durable_task, worker_name
 
