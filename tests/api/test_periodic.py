@@ -194,6 +194,7 @@ def test_the_worker_schedule_is_its_chores_at_their_intervals() -> None:
         "backend refresh": (settings.backend_refresh_interval_s, True),
         "batch advance": (settings.batch_advance_interval_s, True),
         "webhooks": (settings.webhook_poll_interval_s, True),
+        "ocr sweep": (settings.sweep_interval_s, True),
     }
     assert not sched.is_alive()  # the worker starts it, on worker_ready
 

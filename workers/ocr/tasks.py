@@ -117,6 +117,8 @@ def _recognise(
     except SoftTimeLimitExceeded:
         # The page in hand ran the slice past its limit: it fails, and the pages after
         # it go back on the queue as a fresh attempt.
+        if done == len(claim.pages):
+            return done  # the limit came after the last page was recorded: nothing is left
         limit = settings.ocr_slice_soft_time_limit_s
         with sessions() as session:
             page = claim.pages[done]
