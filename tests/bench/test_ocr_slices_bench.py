@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import pymupdf
 import pytest
 
 from bench import ocr_slices
@@ -103,6 +104,20 @@ def test_a_tiny_run_measures_every_path_and_checks_the_text(tmp_path: Path) -> N
         assert r["ratio"] == pytest.approx(b["seconds"] / r["wall_s"])
 
 
-def test_a_scan_with_too_few_text_pages_is_refused(tmp_path: Path) -> None:
+def test_the_scan_takes_its_pages_spread_over_the_range_asked() -> None:
+    assert ocr_slices.page_range("7-107") == (7, 107) and ocr_slices.page_range("3") == (3, 3)
+    for bad in ("0-4", "9-2", "x"):
+        with pytest.raises(ValueError):
+            ocr_slices.page_range(bad)
+    assert ocr_slices.spread(list(range(10)), 3) == [1, 5, 8]
+    assert ocr_slices.spread([4, 5], 3) == [4, 5]
+
+
+def test_the_scan_is_image_only_pages_of_the_range(tmp_path: Path) -> None:
+    out = tmp_path / "s.pdf"
+    scan = ocr_slices.build_scan(CORPUS, "pdf/r-intro.pdf", (7, 107), 2, 72, out)
+    assert scan["pages"] == [33, 83] and all(len(t) >= 800 for t in scan["truth"])
+    with pymupdf.open(out) as doc:
+        assert doc.page_count == 2 and not doc[0].get_text().strip() and doc[0].get_images()
     with pytest.raises(SystemExit, match="pages with enough text"):
-        ocr_slices.build_scan(CORPUS, "pdf/latex-ltnews01.pdf", 50, 72, tmp_path / "s.pdf")
+        ocr_slices.build_scan(CORPUS, "pdf/r-intro.pdf", (1, 6), 6, 72, tmp_path / "t.pdf")
