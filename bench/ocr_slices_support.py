@@ -1,8 +1,8 @@
-"""Parts of bench/ocr_slices.py: the stack (a Postgres database and a Redis db of the
-bench's own, the API in its own uvicorn process, `longdoc worker` processes), an
-upload timed until it is parsed, the peak RSS of a worker's pool processes, and the
-pure helpers its tests check (the slice schedule's ideal speed-up, phase times, page
-comparison)."""
+"""Parts of bench/ocr_slices.py: the scan; the stack (a Postgres database and a Redis
+db of the bench's own, the API in its own uvicorn process, `longdoc worker`
+processes); an upload timed until it is parsed; CPU and RSS readings from /proc; and
+the pure helpers its tests check (the slice schedule's ideal speed-up, phase times,
+page comparison)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,55 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
+import pymupdf
 import redis
 
 from bench.load_support import REPO, api_process
+from bench.ocr import MIN_CHARS
+from bench.ocr_support import image_only_pdf
 
+_pymupdf: Any = pymupdf  # untyped
 PG_ADMIN = os.environ.get("LONGDOC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 FINAL_DOC = ("parsed", "failed")
+
+
+def check(ok: bool, what: str) -> None:
+    """A failed check ends the bench (not `assert`: `python -O` would drop it)."""
+    if not ok:
+        raise SystemExit(f"ocr_slices: {what}")
+
+
+def page_range(text: str) -> tuple[int, int]:
+    """A page range "A-B" (1-based, both in) as (first, last)."""
+    first, _, last = text.partition("-")
+    lo, hi = int(first), int(last or first)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"not a page range: {text!r}")
+    return lo, hi
+
+
+def spread(candidates: list[int], n: int) -> list[int]:
+    """`n` of `candidates` spread evenly over them (all of them when no more)."""
+    if len(candidates) <= n:
+        return candidates
+    step = len(candidates) / n
+    return [candidates[int(step * k + step / 2)] for k in range(n)]
+
+
+def build_scan(
+    corpus: Path, source: str, pages: tuple[int, int], n: int, dpi: int, out: Path
+) -> dict[str, Any]:
+    """The scan of `n` pages of `source` within `pages`, each with MIN_CHARS of text."""
+    src: Any = _pymupdf.open(corpus / source)
+    try:
+        lo, hi = pages[0] - 1, min(pages[1], src.page_count)
+        full = [i for i in range(lo, hi) if len(src[i].get_text().strip()) >= MIN_CHARS]
+        numbers = spread(full, n)
+        check(len(numbers) == n, f"{source} has {len(numbers)} pages with enough text, not {n}")
+        truth = image_only_pdf([src[i] for i in numbers], dpi, out)
+    finally:
+        src.close()
+    return {"source": source, "pages": [i + 1 for i in numbers], "truth": truth, "dpi": dpi}
 
 
 def ideal_speedup(pages: int, slice_pages: int, procs: int) -> float:

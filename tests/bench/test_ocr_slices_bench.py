@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pymupdf
 import pytest
@@ -15,16 +16,20 @@ import pytest
 from bench import ocr_slices
 from bench.ocr_slices_support import (
     Sample,
+    build_scan,
     busy_s,
     cpu_s,
     ideal_speedup,
     mismatches,
+    page_range,
     phases,
+    spread,
     status_kib,
 )
 from tests.conftest import CORPUS, REDIS_URL
 
 pytestmark = pytest.mark.timeout(600)
+_open: Any = pymupdf.open  # untyped
 
 
 def test_the_ideal_speedup_follows_the_slices_handed_out_in_order() -> None:
@@ -92,7 +97,8 @@ def test_a_tiny_run_measures_every_path_and_checks_the_text(tmp_path: Path) -> N
          "--quiet-wait", "0", "--redis-url", REDIS_URL, "--json", str(out)]
     )  # fmt: skip
     assert out.is_file() and len(res["scan"]["pages"]) == 3
-    b = res["baseline"]
+    b, (before, after) = res["baseline"], res["baselines"].values()
+    assert b["seconds"] == min(before["seconds"], after["seconds"])
     assert b["pages"] == [1, 2, 3] and b["cer"] < ocr_slices.MAX_CER and b["cpu_s"] > 0
     inline, sliced = res["runs"]
     assert (inline["label"], inline["procs"]) == ("inline", 1)
@@ -102,22 +108,23 @@ def test_a_tiny_run_measures_every_path_and_checks_the_text(tmp_path: Path) -> N
     for r in res["runs"]:
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_mib"] >= r["base_mib"] > 0
         assert r["ratio"] == pytest.approx(b["seconds"] / r["wall_s"])
+        assert r["cpu_ratio"] == pytest.approx(r["cpu_s"] / b["cpu_s"])
 
 
 def test_the_scan_takes_its_pages_spread_over_the_range_asked() -> None:
-    assert ocr_slices.page_range("7-107") == (7, 107) and ocr_slices.page_range("3") == (3, 3)
+    assert page_range("7-107") == (7, 107) and page_range("3") == (3, 3)
     for bad in ("0-4", "9-2", "x"):
         with pytest.raises(ValueError):
-            ocr_slices.page_range(bad)
-    assert ocr_slices.spread(list(range(10)), 3) == [1, 5, 8]
-    assert ocr_slices.spread([4, 5], 3) == [4, 5]
+            page_range(bad)
+    assert spread(list(range(10)), 3) == [1, 5, 8]
+    assert spread([4, 5], 3) == [4, 5]
 
 
 def test_the_scan_is_image_only_pages_of_the_range(tmp_path: Path) -> None:
     out = tmp_path / "s.pdf"
-    scan = ocr_slices.build_scan(CORPUS, "pdf/r-intro.pdf", (7, 107), 2, 72, out)
+    scan = build_scan(CORPUS, "pdf/r-intro.pdf", (7, 107), 2, 72, out)
     assert scan["pages"] == [33, 83] and all(len(t) >= 800 for t in scan["truth"])
-    with pymupdf.open(out) as doc:
+    with _open(out) as doc:
         assert doc.page_count == 2 and not doc[0].get_text().strip() and doc[0].get_images()
     with pytest.raises(SystemExit, match="pages with enough text"):
-        ocr_slices.build_scan(CORPUS, "pdf/r-intro.pdf", (1, 6), 6, 72, tmp_path / "t.pdf")
+        build_scan(CORPUS, "pdf/r-intro.pdf", (1, 6), 6, 72, tmp_path / "t.pdf")
