@@ -37,11 +37,11 @@ layer is the ground truth for a CER, a check that the OCR reads the pages at all
 
 Every Longdoc run must return the baseline's text and warnings page for page, every
 page recognised and the CER under 0.15, or the bench fails: fast garbage is no result.
-Default run: ~3 minutes on 2 idle cores. Redis db 12 is flushed (--redis-url).
+Default run: ~4 minutes on 2 idle cores. Redis db 12 is flushed (--redis-url).
 
 Usage: python bench/ocr_slices.py [--pages N] [--dpi 150] [--concurrency 1 2]
     [--slice-pages 4] [--source pdf/r-intro.pdf] [--source-pages 7-107]
-    [--skip-inline] [--quiet-wait 30]
+    [--skip-inline] [--quiet-wait 10]
     [--redis-url URL] [--keep] [--json OUT]
 """
 
@@ -253,7 +253,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--slice-pages", type=int, default=SLICE_PAGES, help="LONGDOC_OCR_SLICE_PAGES")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--skip-inline", action="store_true", help="no run with slicing off")
-    ap.add_argument("--quiet-wait", type=float, default=30.0,
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
                     help="seconds each run may wait for the machine to be idle")  # fmt: skip
     ap.add_argument("--redis-url", default=REDIS_URL, help="flushed: a db of the bench's own")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
