@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ from bench.ocr_slices_support import (
     cpu_s,
     ideal_speedup,
     mismatches,
+    own_cpu_s,
     page_range,
     phases,
     pool_pids,
@@ -82,9 +84,9 @@ from bench.ocr_slices_support import (
     wait_quiet,
 )
 from bench.ocr_support import errors
-from ingestion.documents.ocr import OcrOptions
 from ingestion.documents.parse import open_document
 from service.config import Settings
+from service.ocr_options import render_options
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # not batch.py's 13, e2e.py's 14, the tests' 15
 # The stack's, as Settings has it by default (the bench's environment is not passed on).
@@ -97,12 +99,15 @@ MAX_CER = 0.15
 def inline_ocr(scan: str, dpi: int, max_pixels: int) -> dict[str, Any]:
     """The baseline, in the fresh process it runs in: every page of the scan OCR'd in
     turn. Returns (number, text, warnings) per page, seconds, and RSS (MiB)."""
-    options = OcrOptions(mode="auto", languages="eng", dpi=dpi, max_pixels=max_pixels)
+    # The worker's engine (service/ocr_options.py: the tesseract command where it is).
+    options = replace(
+        render_options(Settings()), mode="auto", languages="eng", dpi=dpi, max_pixels=max_pixels
+    )
     base = status_kib(os.getpid(), "VmRSS") / 1024
-    b0, c0, t0 = busy_s(), time.process_time(), time.perf_counter()
+    b0, c0, t0 = busy_s(), own_cpu_s(), time.perf_counter()
     with open_document(Path(scan), "application/pdf", max_pages=10_000, ocr_options=options) as d:
         pages = [(p.number, p.text, list(p.warnings)) for p in d.pages()]
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    seconds, cpu = time.perf_counter() - t0, own_cpu_s() - c0
     others = (busy_s() - b0 - cpu) / seconds
     peak = status_kib(os.getpid(), "VmHWM") / 1024
     return {"pages": pages, "seconds": seconds, "cpu_s": cpu, "others_cores": others,

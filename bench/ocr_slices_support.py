@@ -145,10 +145,17 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process `pid` has used."""
+    """CPU seconds (user + system) process `pid` has used, with those of its children
+    it waited for (the tesseract command each page may run)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()  # the name, in (), may hold spaces
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return sum(int(v) for v in fields[11:15]) / _TICK  # utime stime cutime cstime
+
+
+def own_cpu_s() -> float:
+    """This process's CPU seconds and its waited-for children's (the command's)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def busy_s() -> float:
