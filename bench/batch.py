@@ -33,9 +33,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ from bench.e2e import table
 from bench.e2e_support import CACHE, Longdoc
 from bench.load import prepare, stack_env
 from bench.load_support import api_process
+from bench.scratch import scratch_dir
 
 PG_REDIS = "redis://127.0.0.1:6379/13"  # not e2e.py's 14, nor the tests' 15
 
@@ -199,23 +198,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, piped
-    # Short: vLLM's ZMQ socket files live under it, and their paths must stay < 108 bytes.
-    scratch = Path(tempfile.mkdtemp(prefix="ld-batch-"))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the `finally` runs
     res: dict[str, Any] = {"args": {**vars(args), "corpus": str(args.corpus),
                                     "json": str(args.json)}}  # fmt: skip
-    try:
+    # Short: vLLM's ZMQ socket files live under it, and their paths must stay < 108 bytes.
+    with scratch_dir("ld-batch-", args.keep) as scratch:
         if not args.skip_memory:
             res["memory"] = run_memory(args, scratch)
         if not args.skip_ingest:
             res["ingest"] = run_ingest(args, scratch)
         if not args.skip_inference:
             res["inference"] = inference(args, scratch)
-    finally:
-        if args.keep:
-            print(f"kept {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
     print("\n== summary (ratios against baselines measured in this run)")
     print(summary(res))
     if args.json:

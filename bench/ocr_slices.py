@@ -50,10 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -84,6 +81,7 @@ from bench.ocr_slices_support import (
     wait_quiet,
 )
 from bench.ocr_support import errors
+from bench.scratch import scratch_dir
 from ingestion.documents.parse import open_document
 from service.config import Settings
 from service.ocr_options import render_options
@@ -272,15 +270,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, piped
-    scratch = Path(tempfile.mkdtemp(prefix="ld-ocr-slices-"))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the `finally` runs
-    try:
+    with scratch_dir("ld-ocr-slices-", args.keep) as scratch:
         res = run(args, scratch)
-    finally:
-        if args.keep:
-            print(f"kept {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
     res["args"] = {**vars(args), "corpus": str(args.corpus), "json": str(args.json)}
     n, b = len(res["scan"]["pages"]), res["baseline"]
     print(
