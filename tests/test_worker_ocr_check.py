@@ -15,9 +15,8 @@ from ingestion.documents import ocr
 from ingestion.documents.ocr_tesseract import find_tesseract
 from service.config import Settings
 from service.models import Document
-from service.ocr_options import render_options
+from service.ocr_options import ocr_options, render_options
 from workers.app import check_ocr
-from workers.ingest.ocr_phase import options_for
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -95,7 +94,7 @@ def test_inline_pages_and_slices_get_one_engine_resolved_from_path(
     try:
         sliced = render_options(settings)  # what workers/ocr/tasks.py recognises with
         assert (sliced.engine, sliced.timeout_s, sliced.dpi) == ("tesseract", 7, 150)
-        inline = options_for(settings, doc)
+        inline = ocr_options(settings, doc.ocr_mode, doc.ocr_languages)  # the ingest task's
         assert (inline.mode, inline.languages) == ("force", "fra")
         assert replace(inline, mode="auto", languages=None, max_seconds=None) == replace(
             sliced,

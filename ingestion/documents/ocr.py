@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,7 +97,12 @@ class OcrResult:
     @property
     def recognised(self) -> bool:
         """Tesseract ran on the page (its text may still be empty)."""
-        return any(w.startswith(f"{OCR}:") for w in self.warnings)
+        return was_recognised(self.warnings)
+
+
+def was_recognised(warnings: Sequence[str]) -> bool:
+    """Whether a page with these warnings was read by Tesseract (``ocr: ...``)."""
+    return any(w.startswith(f"{OCR}:") for w in warnings)
 
 
 @functools.cache

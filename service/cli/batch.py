@@ -34,7 +34,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ingestion.documents.ocr import OcrMode
 from service.cli.api import (
     DEFAULT_URL,
     Key,
@@ -47,6 +46,7 @@ from service.cli.api import (
     parse_params,
     unreachable,
 )
+from service.cli.options import OcrLanguagesOption, OcrModeOption
 from service.cli.packing import PackError, StreamReader, entries, tar_stream
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -250,14 +250,8 @@ def batch(
         typer.Option("--output", "-o", dir_okay=False, help="JSONL results; default stdout."),
     ] = None,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls.")] = 1.0,
-    ocr: Annotated[
-        OcrMode | None,
-        typer.Option(help="OCR of scanned pages: auto, force or off; default: the server's."),
-    ] = None,
-    ocr_languages: Annotated[
-        str | None,
-        typer.Option(help="Tesseract languages, e.g. deu+eng; default: each document's."),
-    ] = None,
+    ocr: OcrModeOption = None,
+    ocr_languages: OcrLanguagesOption = None,
     url: Url = DEFAULT_URL,
     key: Key = None,
 ) -> None:

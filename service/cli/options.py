@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from ingestion.documents.ocr import OcrMode
 from service.config import Settings
 
 # ctx.meta is one dict shared by a command's whole context chain: what the root's
@@ -65,3 +66,15 @@ def settings_refused(exc: ValidationError) -> typer.Exit:
         message = str(error["msg"]).removeprefix("Value error, ")
         typer.echo(f"  {name}: {message}", err=True)
     return typer.Exit(code=2)
+
+
+# OCR of an upload, as `POST /v1/documents` and archive batches take it (`ocr=`,
+# `ocr_languages=`): for `longdoc batch`, sent; for `longdoc route`, applied here.
+OcrModeOption = Annotated[
+    OcrMode | None,
+    typer.Option(help="OCR of scanned pages: auto, force or off; default LONGDOC_OCR_MODE."),
+]
+OcrLanguagesOption = Annotated[
+    str | None,
+    typer.Option(help="Tesseract languages, e.g. deu+eng; default: each document's."),
+]

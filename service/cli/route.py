@@ -19,18 +19,18 @@ import typer
 
 from ingestion.capacity.route_plan import Plan, Request, RouteRefused
 from ingestion.documents.formats import detect_media_type_path
-from ingestion.documents.ocr import OcrMode, OcrOptions, installed_languages
-from ingestion.documents.ocr_languages import language_problem
+from ingestion.documents.ocr import OcrMode, OcrOptions, was_recognised
 from ingestion.documents.page_range import PageRange, PageRangeError, parse_pages
-from ingestion.documents.pagetext import OCR
 from ingestion.documents.parse import open_document
 from ingestion.documents.textfile import PageSpan, write_pages
 from ingestion.tasks.specs import DRY_RUN_PARAMS, TASK_NAMES, TaskError, validate
 from ingestion.tokens.counting import TokenCounter, count_stream, estimate_tokens, load_counter
 from ingestion.types import IngestError, TokenCount
-from service.cli.options import settings_of
+from service.cli.options import OcrLanguagesOption, OcrModeOption, settings_of
 from service.config import Settings
 from service.deployment import MODEL_ROLES
+from service.documents import ocr_request
+from service.errors import Invalid
 from service.jobs.planner import DocumentText, deployment_backends, plan_job
 from service.ocr_options import ocr_options
 
@@ -93,7 +93,7 @@ def _read(
     # other): without it a scan would plan as the few tokens of its text layer.
     with open_document(path, media_type, max_pages=max_pages, ocr_options=ocr_options) as doc:
         spans = write_pages(doc.pages(), buf)
-    recognised = sum(any(w.startswith(f"{OCR}:") for w in s.warnings) for s in spans)
+    recognised = sum(was_recognised(s.warnings) for s in spans)
     if recognised:
         typer.echo(f"longdoc route: {recognised} page(s) read by OCR", err=True)
     text = buf.getvalue().decode("utf-8")
@@ -101,13 +101,11 @@ def _read(
 
 
 def _ocr(settings: Settings, mode: OcrMode | None, languages: str | None) -> OcrOptions:
-    # Checked as an upload's are: the form, and that Tesseract has each one.
-    problem = (
-        None if languages is None else language_problem(languages, installed_languages() or None)
-    )
-    if problem is not None:
-        raise _fail(f"--ocr-languages: {problem}")
-    return ocr_options(settings, mode, languages)
+    try:
+        asked = ocr_request(mode, languages)  # checked as an upload's are
+    except Invalid as exc:
+        raise _fail(f"--ocr-languages: {exc.reason}") from None
+    return ocr_options(settings, asked.mode, asked.languages)
 
 
 def _params(task: str, raw: str | None) -> dict[str, Any]:
@@ -169,14 +167,8 @@ def route(
             "--pages", help='Only these pages, as POST /v1/jobs takes them: "7", "30-45".'
         ),
     ] = None,
-    ocr: Annotated[
-        OcrMode | None,
-        typer.Option(help="OCR of scanned pages: auto, force or off; default LONGDOC_OCR_MODE."),
-    ] = None,
-    ocr_languages: Annotated[
-        str | None,
-        typer.Option(help="Tesseract languages, e.g. deu+eng; default: the document's."),
-    ] = None,
+    ocr: OcrModeOption = None,
+    ocr_languages: OcrLanguagesOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Which model a job on FILE runs on, the KV it reserves, and why (no server needed)."""

@@ -20,11 +20,9 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingestion.documents import ocr
-from ingestion.documents.ocr import OcrOptions
 from ingestion.documents.ocr_slice import OcrPlan, cap, recognise_pages, refused, slices
 from service.config import Settings
-from service.models import Document, utcnow
-from service.ocr_options import ocr_options
+from service.models import utcnow
 from service.queue import dispatch_ocr_slice
 from workers.ingest import claims
 from workers.ocr import quota, store
@@ -37,11 +35,6 @@ class WantsOcr:
     pages: tuple[int, ...]
     languages: str
     page_count: int
-
-
-def options_for(settings: Settings, doc: Document) -> OcrOptions:
-    """The settings' OCR, with what the document's upload asked for over them."""
-    return ocr_options(settings, doc.ocr_mode, doc.ocr_languages)
 
 
 def plan(

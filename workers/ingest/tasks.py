@@ -33,6 +33,7 @@ from service.db import get_sessionmaker
 from service.jobs.dispatch import send
 from service.metrics.definitions import record_parse
 from service.models import Document, DocumentStatus, DocumentTokenCount, Job, JobStatus, utcnow
+from service.ocr_options import ocr_options
 from service.queue import INGEST_TASK, app
 from workers.ingest import claims, ocr_phase
 from workers.ingest.token_counts import count_roles
@@ -134,7 +135,7 @@ def _start(
         claims.finish(session, claim, ocr_join_sent_at=None, heartbeat_at=None)
         session.commit()
         return {"status": "parsing", "skipped": True}
-    options = ocr_phase.options_for(settings, doc)
+    options = ocr_options(settings, doc.ocr_mode, doc.ocr_languages)
     return _Parse(claim, doc.media_type, doc.sha256, doc.tenant_id, options, results)
 
 
